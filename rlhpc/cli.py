@@ -1,0 +1,112 @@
+"""The trainers' command line: the tutorial's flags, with their old meaning, plus today's.
+
+Every trainer script builds its parser here, so a flag means the same thing everywhere.
+"""
+
+import argparse
+import os
+import sys
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints the whole usage block on a bad flag; a researcher needs one line."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> int:
+    value = whole_number(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def gpu_count(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a GPU count like 0, 0.5, 1 or 2, got {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"expected a GPU count >= 0, got {text!r}")
+    if value > 1 and value != int(value):
+        raise argparse.ArgumentTypeError(
+            f"more than one GPU must be a whole number (one learner per GPU), got {text!r}"
+        )
+    return value
+
+
+def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "CartPole-v0") -> argparse.ArgumentParser:
+    """The shared parser; scripts change only the defaults that make them what they are."""
+    parser = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    tutorial = parser.add_argument_group("the tutorial's flags")
+    tutorial.add_argument("--num-cpus", type=whole_number, default=0,
+                          help="env runners (rollout workers); 0 samples in the driver process")
+    tutorial.add_argument("--num-gpus", type=gpu_count, default=num_gpus,
+                          help="GPUs for learning: <=1 puts the learner on that (share of a) GPU, "
+                               "G>1 runs G learners with one GPU each")
+    tutorial.add_argument("--name-env", default=name_env,
+                          help="a Gymnasium id (e.g. CartPole-v1) or a name given to register_env")
+    tutorial.add_argument("--run", default="PPO", help="RLlib algorithm: PPO, DQN, SAC, APPO, IMPALA, ...")
+    tutorial.add_argument("--local-mode", action="store_true",
+                          help="run everything in one process on one core (for debugging)")
+    tutorial.add_argument("--redis-password", metavar="TOKEN",
+                          help="connect to a running cluster with this auth token (visible to other users "
+                               "in `ps`: prefer RAY_AUTH_TOKEN_PATH=<mode-600 file>)")
+
+    cluster = parser.add_argument_group("cluster")
+    cluster.add_argument("--address", default=os.environ.get("ip_head") or None,
+                         help="IP:PORT of a running Ray cluster (default: $ip_head as exported by the "
+                              "sbatch scripts; unset = start Ray locally)")
+    cluster.add_argument("--runner-resource", metavar="NAME",
+                         help="custom Ray resource every env runner needs (pins rollouts to nodes that have it)")
+    cluster.add_argument("--learner-resource", metavar="NAME",
+                         help="custom Ray resource the learner needs (pins it to the node that has it)")
+    cluster.add_argument("--max-failures", type=whole_number, default=None,
+                         help="restart the trial from its last checkpoint this many times after a crash "
+                              "(default: 3 on a cluster, 0 locally)")
+
+    stopping = parser.add_argument_group("when to stop (whichever comes first)")
+    stopping.add_argument("--stop-reward", type=float,
+                          help="mean episode return to reach (default: the env's reward_threshold)")
+    stopping.add_argument("--stop-iters", type=positive_number, help="training iterations")
+    stopping.add_argument("--stop-timesteps", type=positive_number, help="env steps sampled")
+    stopping.add_argument("--stop-time", type=float, metavar="SECONDS", help="wall time of training")
+    stopping.add_argument("--as-test", action="store_true", help="exit 1 if the stop reward was not reached")
+
+    algo = parser.add_argument_group("algorithm")
+    algo.add_argument("--framework", choices=["torch", "tf2"], default="torch",
+                      help="tf2 uses RLlib's legacy API stack and needs the [tf] extra")
+    algo.add_argument("--num-envs-per-runner", type=positive_number,
+                      help="vectorized envs in each env runner (default: per algorithm, see rlhpc/defaults.py)")
+    algo.add_argument("--seed", type=int, help="seed for envs and networks")
+    algo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override an algorithm config key (repeatable; nested keys with dots; values are "
+                           "Python/JSON literals), e.g. --set lr=1e-3 --set model_config.fcnet_hiddens=[64,64]")
+    algo.add_argument("--env-config", action="append", default=[], metavar="KEY=VALUE",
+                      help="pass KEY=VALUE to the env's constructor (repeatable)")
+    algo.add_argument("--print-config", action="store_true",
+                      help="print the resolved config (runners, learners, GPUs, hyperparameters) and exit")
+
+    results = parser.add_argument_group("results")
+    results.add_argument("--storage-path", default="~/ray_results", help="where experiments are written")
+    results.add_argument("--name", help="experiment name (default: the env name)")
+    results.add_argument("--checkpoint-freq", type=whole_number, default=10,
+                         help="checkpoint every N iterations (0: only at the end); one is always saved at "
+                              "the end and when SIGUSR1/SIGTERM/SIGINT stops the run")
+    results.add_argument("--resume", nargs="?", const=True, default=False, metavar="EXPERIMENT_DIR",
+                         help="continue the experiment at EXPERIMENT_DIR (default: <storage-path>/<name>) "
+                              "from its last checkpoint")
+    return parser

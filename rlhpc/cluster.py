@@ -1,0 +1,156 @@
+"""Connecting to Ray: a local instance by default, a running cluster when given an address.
+
+The tutorial passed a Redis password on the command line. Ray 2.60 instead authenticates with a
+token: the cluster and every driver read it from RAY_AUTH_TOKEN_PATH (a mode-600 file) or
+RAY_AUTH_TOKEN, with RAY_AUTH_MODE=token. We never put the token in argv or in a log.
+"""
+
+import os
+import socket
+import stat
+import sys
+import tempfile
+import threading
+import time
+
+from rlhpc.errors import UserError, warn
+
+CONNECT_TIMEOUT_S = 45  # ray.init against a silent port can otherwise wait for minutes
+
+
+def prepare_auth(args) -> None:
+    """Turns --redis-password and token variables into the environment Ray reads."""
+    if args.redis_password:
+        warn("--redis-password puts the token in argv, where other users can read it (ps); "
+             "prefer RAY_AUTH_TOKEN_PATH=<mode-600 file>")
+        os.environ["RAY_AUTH_TOKEN"] = args.redis_password
+        os.environ["RAY_AUTH_MODE"] = "token"
+        if not args.address:
+            args.address = "auto"  # the tutorial's flag meant "join the running cluster"
+    if not args.address:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            raise UserError(f"RAY_AUTH_TOKEN_PATH={path} is missing or empty")
+        if os.stat(path).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            warn(f"the token file {path} is readable by other users: chmod 600 {path}")
+    if "RAY_AUTH_MODE" not in os.environ and (path or os.environ.get("RAY_AUTH_TOKEN")):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _check_reachable(address: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"bad --address {address!r}: expected IP:PORT, e.g. 10.0.0.1:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise UserError(f"cannot reach the Ray cluster at {address}: {reason} "
+                        "(is the head node up? see `ray start --head --port=...`)") from None
+
+
+class _CapturedStderr:
+    """Ray's C++ client reports auth failures on fd 2 only; keep them to explain the failure."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode(errors="replace")
+        self._file.close()
+        return False
+
+
+def _init_with_deadline(**kwargs):
+    import ray
+
+    def give_up():
+        print(f"error: no answer from the Ray cluster at {kwargs.get('address')} within "
+              f"{CONNECT_TIMEOUT_S} s (is it a Ray head port? check RAY_AUTH_MODE/RAY_AUTH_TOKEN_PATH)",
+              file=sys.__stderr__, flush=True)
+        os._exit(2)
+
+    timer = threading.Timer(CONNECT_TIMEOUT_S, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        return ray.init(**kwargs)
+    finally:
+        timer.cancel()
+
+
+def connect(args) -> str:
+    """Starts or joins Ray; returns a short description for the log."""
+    import ray
+
+    # Every worker of this job gets these (CartPole-v0 and RLlib's env checks warn on each start).
+    quiet_workers = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning,ignore:::gymnasium.spaces.box"}}
+    common = dict(logging_level="WARNING", log_to_driver=True, runtime_env=quiet_workers)
+    if not args.address:
+        # Local: the whole machine (or one core), no dashboard (not installed, and saves ~1 s).
+        ray.init(num_cpus=1 if args.local_mode else None, include_dashboard=False, **common)
+        return "local Ray" + (" on one core (--local-mode)" if args.local_mode else "")
+
+    if args.address != "auto":
+        _check_reachable(args.address)
+    started = time.time()
+    with _CapturedStderr() as captured:
+        try:
+            _init_with_deadline(address=args.address, **common)
+            failure = None
+        except (ConnectionError, RuntimeError) as e:
+            failure = e
+    if failure is None:
+        return f"Ray cluster at {args.address} ({len(alive_nodes())} nodes, joined in {time.time() - started:.1f} s)"
+    if "InvalidAuthToken" in captured.text or "Unauthenticated" in captured.text:
+        raise UserError(f"the Ray cluster at {args.address} rejected our auth token: set RAY_AUTH_TOKEN_PATH "
+                        "to the cluster's token file (and RAY_AUTH_MODE=token)")
+    if args.address == "auto":
+        raise UserError("no running Ray cluster found on this machine: give --address IP:PORT "
+                        "(or export ip_head as the sbatch scripts do)")
+    raise UserError(f"cannot connect to the Ray cluster at {args.address}: {failure}")
+
+
+def alive_nodes() -> list:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def check_resources(bundles: list, args) -> None:
+    """Fails fast where Tune would otherwise wait forever for resources that do not exist."""
+    import ray
+
+    need = {}
+    for bundle in bundles:
+        for res, amount in bundle.items():
+            need[res] = need.get(res, 0) + amount
+    have = ray.cluster_resources()
+    where = "this machine" if not args.address else "the cluster"
+    gpus = need.get("GPU", 0)
+    if gpus > have.get("GPU", 0):
+        has = f"{have.get('GPU', 0):g} GPUs" if have.get("GPU") else "no GPU"
+        raise UserError(f"--num-gpus {args.num_gpus:g} needs {gpus:g} GPU(s) for the learner(s), but {where} has {has}")
+    cpus = need.get("CPU", 0)
+    if cpus > have.get("CPU", 0):
+        most = int(have.get("CPU", 0) - (cpus - args.num_cpus))
+        raise UserError(f"--num-cpus {args.num_cpus} asks for {args.num_cpus} env runners + {cpus - args.num_cpus:g} "
+                        f"CPU(s) for the driver/learner = {cpus:g} CPUs, but {where} has {have.get('CPU', 0):g} "
+                        f"(use --num-cpus {max(most, 0)} or less)")
+    for res, amount in need.items():
+        if res not in ("CPU", "GPU", "memory") and amount > have.get(res, 0):
+            raise UserError(f"no node of {where} offers the resource {res!r} (start those nodes with "
+                            f"ray start --resources='{{\"{res}\": 1000}}')")
+    nodes = alive_nodes()
+    for bundle in bundles:  # each process must also fit on one node
+        if not any(all(n["Resources"].get(r, 0) >= a for r, a in bundle.items()) for n in nodes):
+            raise UserError(f"no single node of {where} can host a process needing {bundle}")

@@ -1,0 +1,172 @@
+"""The Tune run: progress a person can read, checkpoints on signals, resume, and a summary."""
+
+import math
+import os
+import signal
+import sys
+import time
+
+from ray import tune
+
+from rlhpc.config import LEGACY_RETURN_METRIC, RETURN_METRIC
+from rlhpc.errors import UserError
+
+STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")  # Slurm's --signal, scancel/preemption, Ctrl+C
+
+
+def episode_return(result: dict):
+    runners = result.get("env_runners", {})
+    value = runners.get("episode_return_mean", runners.get("episode_reward_mean"))
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def env_steps(result: dict) -> int:
+    value = result.get("num_env_steps_sampled_lifetime")
+    if value is None:  # legacy API stack
+        value = result.get("env_runners", {}).get("num_env_steps_sampled_lifetime", result.get("timesteps_total", 0))
+    return int(value or 0)
+
+
+class ProgressLine(tune.Callback):
+    """One line per iteration instead of Tune's tables (trial id and counts when there are several)."""
+
+    def setup(self, **info):
+        self._last_steps = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        steps = env_steps(result)
+        last = getattr(self, "_last_steps", {}).get(trial.trial_id)
+        iter_time = result.get("time_this_iter_s") or 0
+        rate = (steps - last) / iter_time if last is not None and iter_time else steps / max(result.get("time_total_s", 1), 1e-9)
+        self._last_steps = {**getattr(self, "_last_steps", {}), trial.trial_id: steps}
+        ret = episode_return(result)
+        line = (f"iter {result.get('training_iteration', 0):4d}  steps {steps:>10,}  "
+                f"return {'       -' if ret is None else f'{ret:8.2f}'}  "
+                f"{rate:8,.0f} steps/s  {result.get('time_total_s', 0):7.1f} s")
+        if len(trials) > 1:
+            running = sum(t.status == "RUNNING" for t in trials)
+            finished = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            line = f"[{trial.trial_id}] {line}  ({running} running, {finished}/{len(trials)} done)"
+        print(line, flush=True)
+
+
+class StopOnSignal(tune.Callback):
+    """SIGUSR1/SIGTERM/SIGINT: checkpoint every running trial at its next result, then stop Tune.
+
+    Tune alone stops on SIGUSR1/SIGINT but keeps only the last periodic checkpoint, and dies on
+    SIGTERM. Slurm sends SIGUSR1 before the wall-time limit (`#SBATCH --signal=B:USR1@N`) and
+    SIGTERM on scancel or pre-emption; either way the next job should resume from here.
+    """
+
+    received = None  # the signal name, shared with the summary
+
+    def __init__(self):
+        self._installed = False
+
+    def on_step_begin(self, iteration, trials, **info):
+        # Installed here, after Tune set its own SIGUSR1/SIGINT handlers, so ours win.
+        if self._installed:
+            return
+        self._installed = True
+        self._pending = set()
+        self._tune_handler = signal.getsignal(signal.SIGUSR1)
+        for name in STOP_SIGNALS:
+            signal.signal(getattr(signal, name), self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        if StopOnSignal.received:  # a second signal: stop now, as Tune would
+            return self._interrupt_tune()
+        StopOnSignal.received = signal.Signals(signum).name
+        print(f"{StopOnSignal.received} received: saving a checkpoint at the end of this iteration, then stopping",
+              file=sys.stderr, flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if StopOnSignal.received and trial.trial_id not in self._pending:
+            result["should_checkpoint"] = True  # Tune reads this after the callbacks ran
+            self._pending.add(trial.trial_id)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        if not StopOnSignal.received:
+            return
+        running = {t.trial_id for t in trials if t.status == "RUNNING"}
+        if running <= self._pending:
+            self._interrupt_tune()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.on_checkpoint(iteration, trials, trial, None)
+
+    def _interrupt_tune(self):
+        if callable(self._tune_handler):
+            self._tune_handler(signal.SIGUSR1, None)  # sets Tune's "interrupted" flag: state is saved
+
+
+def experiment_dir(args) -> str:
+    return os.path.join(os.path.abspath(os.path.expanduser(args.storage_path)), args.name)
+
+
+def check_writable(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, ".rlhpc-write-test"), "w"):
+            pass
+        os.remove(os.path.join(path, ".rlhpc-write-test"))
+    except OSError as e:
+        raise UserError(f"cannot write results to {path}: {e.strerror or e}") from None
+
+
+def make_tuner(args, algo_cls, config, stop: dict):
+    storage = os.path.abspath(os.path.expanduser(args.storage_path))
+    check_writable(storage)
+    if args.resume:
+        path = args.resume if isinstance(args.resume, str) else experiment_dir(args)
+        path = os.path.abspath(os.path.expanduser(path))
+        if not tune.Tuner.can_restore(path):
+            raise UserError(f"nothing to resume at {path}: no Tune experiment state there")
+        # Stop criteria and callbacks come back from the saved experiment; the config is given
+        # again because it holds objects Tune cannot always re-create on its own.
+        return tune.Tuner.restore(path, trainable=algo_cls, resume_unfinished=True, resume_errored=True,
+                                  param_space=config)
+    max_failures = args.max_failures if args.max_failures is not None else (3 if args.address else 0)
+    run_config = tune.RunConfig(
+        name=args.name,
+        storage_path=storage,
+        stop=stop,
+        verbose=0,  # ProgressLine prints instead
+        callbacks=[ProgressLine(), StopOnSignal()],
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=args.checkpoint_freq, checkpoint_at_end=True),
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+    )
+    return tune.Tuner(algo_cls, param_space=config, run_config=run_config)
+
+
+def summarize(grid, stop: dict, args, started: float) -> int:
+    """Prints what happened and where it is; returns the exit code."""
+    target = stop.get(RETURN_METRIC, stop.get(LEGACY_RETURN_METRIC))
+    errors = [r for r in grid if r.error]
+    exit_code = 0
+    for result in grid:
+        metrics = result.metrics or {}
+        ret = episode_return(metrics)
+        reached = target is not None and ret is not None and ret >= target
+        print(f"summary: reached={'yes' if reached else 'no'}"
+              + (f" (stop reward {target:g})" if target is not None else "")
+              + f"  return={'-' if ret is None else f'{ret:.2f}'}"
+              + f"  iterations={metrics.get('training_iteration', 0)}  env_steps={env_steps(metrics):,}"
+              + f"  train_time={metrics.get('time_total_s', 0):.1f}s  wall_time={time.time() - started:.1f}s",
+              flush=True)
+        print(f"results:    {os.path.join(result.path, 'progress.csv')}")
+        if result.checkpoint:
+            print(f"checkpoint: {result.checkpoint.path}")
+        if args.as_test and not reached:
+            exit_code = 1
+    if StopOnSignal.received:
+        print(f"stopped by {StopOnSignal.received}; state and checkpoint saved. Continue with: --resume "
+              f"{grid.experiment_path}", flush=True)
+    print(f"tensorboard --logdir {grid.experiment_path}")
+    if errors:
+        for result in errors:
+            first = str(result.error).strip().splitlines()
+            print(f"error: training failed: {first[-1] if first else type(result.error).__name__} "
+                  f"(full traceback: {os.path.join(result.path, 'error.txt')})", file=sys.stderr, flush=True)
+        return 1
+    return exit_code

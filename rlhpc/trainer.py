@@ -1,0 +1,103 @@
+"""What every trainer script does, in the tutorial's order: flags, checks, Ray, Tune, summary."""
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+import warnings
+
+from rlhpc.cli import build_parser
+from rlhpc.config import (LEGACY_RETURN_METRIC, OFFLINE_ALGORITHMS, RETURN_METRIC, build_config, describe,
+                          parse_assignments, resolve_algorithm, resolve_env, resource_request)
+from rlhpc.errors import UserError, fail, warn
+
+
+def main(argv=None, *, description: str, num_gpus: float = 0.0, name_env: str = "CartPole-v0",
+         stop_reward_for=None, before_ray=None) -> int:
+    """Parses the command line and trains; bad input ends as one line on stderr, exit code 2.
+
+    stop_reward_for(env_name, env_config) -> float | None gives a default stop reward for envs
+    without a Gymnasium spec (register_env names); before_ray(args) runs before Ray starts.
+    """
+    args = build_parser(description, num_gpus=num_gpus, name_env=name_env).parse_args(argv)
+    try:
+        return train(args, stop_reward_for=stop_reward_for, before_ray=before_ray)
+    except UserError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted before training started", code=130)
+
+
+def quiet_known_noise() -> None:
+    """Keep the console to our progress lines: these warnings say nothing a user can act on."""
+    # Tune's console output (tables, a TensorBoard hint pointing into /tmp) off: ProgressLine prints.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", module="gymnasium.spaces.box")
+
+    class NewStackNotice(logging.Filter):
+        def filter(self, record):
+            return "on the new API stack" not in record.getMessage()
+
+    logging.getLogger("ray.rllib.algorithms.algorithm_config").addFilter(NewStackNotice())
+
+
+def stop_criteria(args, default_reward) -> dict:
+    reward = args.stop_reward if args.stop_reward is not None else default_reward
+    stop = {}
+    if reward is not None:
+        stop[LEGACY_RETURN_METRIC if args.framework == "tf2" else RETURN_METRIC] = reward
+    if args.stop_iters:
+        stop["training_iteration"] = args.stop_iters
+    if args.stop_timesteps:
+        stop["num_env_steps_sampled_lifetime"] = args.stop_timesteps
+    if args.stop_time:
+        stop["time_total_s"] = args.stop_time
+    if not stop:
+        warn(f"{args.name_env} has no reward threshold and no --stop-* flag was given: stopping after 100 iterations")
+        stop["training_iteration"] = 100
+    return stop
+
+
+def train(args, *, stop_reward_for=None, before_ray=None) -> int:
+    started = time.time()
+    quiet_known_noise()
+    algo_name, algo_cls = resolve_algorithm(args.run)
+    if algo_name in OFFLINE_ALGORITHMS and not any(s.startswith("input_=") for s in args.set):
+        raise UserError(f"{algo_name} learns from recorded data, not from an env: give it --set input_=PATH "
+                        "or pick an online algorithm (PPO, DQN, SAC, APPO, IMPALA)")
+    if args.framework == "tf2":
+        from rlhpc.tf_support import prepare_tensorflow
+
+        prepare_tensorflow()
+    env_config = {".".join(path): value for path, value in parse_assignments(args.env_config, "--env-config")}
+    spec = resolve_env(args.name_env, env_config)
+    args.name = args.name or re.sub(r"[^\w.-]+", "-", args.name_env)
+    config = build_config(args, algo_name, algo_cls, env_config)
+    default_reward = spec.reward_threshold if spec else (stop_reward_for(args.name_env, env_config)
+                                                         if stop_reward_for else None)
+    stop = stop_criteria(args, default_reward)
+    bundles = resource_request(algo_cls, config)
+    if args.print_config:
+        print(json.dumps(describe(config, algo_name, args, stop, bundles), indent=2, default=repr))
+        return 0
+
+    if before_ray:
+        before_ray(args)
+    from rlhpc.cluster import check_resources, connect, prepare_auth
+    from rlhpc.run import make_tuner, summarize
+
+    prepare_auth(args)
+    where = connect(args)
+    check_resources(bundles, args)
+    placement = describe(config, algo_name, args, stop, bundles)["summary"]
+    print(f"{algo_name} on {args.name_env} with {where}: {placement['num_env_runners']} env runner(s) x "
+          f"{placement['num_envs_per_env_runner']} envs, learner: {placement['learner_placement']}", flush=True)
+    print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in stop.items()), flush=True)
+    tuner = make_tuner(args, algo_cls, config, stop)
+    grid = tuner.fit()
+    code = summarize(grid, stop, args, started)
+    sys.stdout.flush()
+    return code
