@@ -19,7 +19,10 @@ CONNECT_TIMEOUT_S = 45  # ray.init against a silent port can otherwise wait for 
 
 
 def prepare_auth(args) -> None:
-    """Turns --redis-password and token variables into the environment Ray reads."""
+    """Turns --redis-password and token variables into the environment Ray reads.
+
+    Must run before `import ray`: Ray's core reads RAY_AUTH_MODE/RAY_AUTH_TOKEN once, at import.
+    """
     if args.redis_password:
         warn("--redis-password puts the token in argv, where other users can read it (ps); "
              "prefer RAY_AUTH_TOKEN_PATH=<mode-600 file>")

@@ -63,7 +63,7 @@ def resolve_algorithm(name: str):
 def resolve_env(name: str, env_config: dict | None = None):
     """Builds the env once here, so a typo or bad --env-config fails now and not on a remote node.
 
-    Returns the Gymnasium spec (None for names given to register_env, which have no spec).
+    Returns (Gymnasium spec or None for register_env names, observation space).
     """
     from ray.tune.registry import ENV_CREATOR, _global_registry
 
@@ -77,9 +77,10 @@ def resolve_env(name: str, env_config: dict | None = None):
                 env = _global_registry.get(ENV_CREATOR, name)(EnvContext(env_config, worker_index=0))
         except (ValueError, TypeError, KeyError) as e:
             raise UserError(f"bad --env-config for {name}: {e}") from None
+        space = getattr(env, "observation_space", None)
         if hasattr(env, "close"):
             env.close()
-        return None
+        return None, space
     import gymnasium
 
     try:
@@ -89,12 +90,21 @@ def resolve_env(name: str, env_config: dict | None = None):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            gymnasium.make(name, **env_config).close()
+            env = gymnasium.make(name, **env_config)
+            space = env.observation_space
+            env.close()
     except TypeError as e:  # an unknown keyword from --env-config
         raise UserError(f"bad --env-config for {name}: {e}") from None
     except Exception as e:  # a missing extra (box2d, mujoco, ale) is the usual cause
         raise UserError(f"cannot create env {name!r}: {type(e).__name__}: {e}") from None
-    return spec
+    return spec, space
+
+
+def flatten_observations(env=None, spaces=None, device=None):
+    """RLlib's default networks take Box observations only; this one-hots Discrete ones."""
+    from ray.rllib.connectors.env_to_module import FlattenObservations
+
+    return FlattenObservations()
 
 
 def _known_keys(config):
@@ -170,10 +180,15 @@ def apply_overrides(config, pairs, algo_name: str):
             raise UserError(f"cannot set {key}: {e}") from None
 
 
-def build_config(args, algo_name: str, algo_cls, env_config: dict):
+def build_config(args, algo_name: str, algo_cls, env_config: dict, observation_space=None):
     """The tutorial's flags, the tuned defaults, then the user's --set, in that order of precedence."""
+    import gymnasium
+
     config = algo_cls.get_default_config()
     config.environment(args.name_env, env_config=env_config)
+    if args.framework != "tf2" and observation_space is not None and not isinstance(
+            observation_space, gymnasium.spaces.Box):
+        config.env_runners(env_to_module_connector=flatten_observations)
     if args.framework == "tf2":
         # RLlib's TensorFlow support exists only on the legacy API stack.
         config.api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)

@@ -154,7 +154,8 @@ def summarize(grid, stop: dict, args, started: float) -> int:
               + f"  iterations={metrics.get('training_iteration', 0)}  env_steps={env_steps(metrics):,}"
               + f"  train_time={metrics.get('time_total_s', 0):.1f}s  wall_time={time.time() - started:.1f}s",
               flush=True)
-        print(f"results:    {os.path.join(result.path, 'progress.csv')}")
+        if os.path.exists(os.path.join(result.path, "progress.csv")):
+            print(f"results:    {os.path.join(result.path, 'progress.csv')}")
         if result.checkpoint:
             print(f"checkpoint: {result.checkpoint.path}")
         if args.as_test and not reached:

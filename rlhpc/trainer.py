@@ -15,15 +15,16 @@ from rlhpc.errors import UserError, fail, warn
 
 
 def main(argv=None, *, description: str, num_gpus: float = 0.0, name_env: str = "CartPole-v0",
-         stop_reward_for=None, before_ray=None) -> int:
+         envs=None, stop_reward_for=None) -> int:
     """Parses the command line and trains; bad input ends as one line on stderr, exit code 2.
 
-    stop_reward_for(env_name, env_config) -> float | None gives a default stop reward for envs
-    without a Gymnasium spec (register_env names); before_ray(args) runs before Ray starts.
+    envs: {name: env class or creator} to register with Ray (custom envs); they are shipped to
+    every node. stop_reward_for(env_name, env_config) -> float | None gives a default stop
+    reward for envs without a Gymnasium spec.
     """
     args = build_parser(description, num_gpus=num_gpus, name_env=name_env).parse_args(argv)
     try:
-        return train(args, stop_reward_for=stop_reward_for, before_ray=before_ray)
+        return train(args, envs=envs, stop_reward_for=stop_reward_for)
     except UserError as e:
         fail(str(e))
     except KeyboardInterrupt:
@@ -61,9 +62,16 @@ def stop_criteria(args, default_reward) -> dict:
     return stop
 
 
-def train(args, *, stop_reward_for=None, before_ray=None) -> int:
+def train(args, *, envs=None, stop_reward_for=None) -> int:
     started = time.time()
+    from rlhpc.cluster import prepare_auth
+
+    prepare_auth(args)  # first: Ray reads RAY_AUTH_* once, when it is imported
     quiet_known_noise()
+    if envs:
+        from rlhpc.custom_envs import register_envs
+
+        register_envs(envs, args)
     algo_name, algo_cls = resolve_algorithm(args.run)
     if algo_name in OFFLINE_ALGORITHMS and not any(s.startswith("input_=") for s in args.set):
         raise UserError(f"{algo_name} learns from recorded data, not from an env: give it --set input_=PATH "
@@ -73,9 +81,9 @@ def train(args, *, stop_reward_for=None, before_ray=None) -> int:
 
         prepare_tensorflow()
     env_config = {".".join(path): value for path, value in parse_assignments(args.env_config, "--env-config")}
-    spec = resolve_env(args.name_env, env_config)
+    spec, observation_space = resolve_env(args.name_env, env_config)
     args.name = args.name or re.sub(r"[^\w.-]+", "-", args.name_env)
-    config = build_config(args, algo_name, algo_cls, env_config)
+    config = build_config(args, algo_name, algo_cls, env_config, observation_space)
     default_reward = spec.reward_threshold if spec else (stop_reward_for(args.name_env, env_config)
                                                          if stop_reward_for else None)
     stop = stop_criteria(args, default_reward)
@@ -84,12 +92,10 @@ def train(args, *, stop_reward_for=None, before_ray=None) -> int:
         print(json.dumps(describe(config, algo_name, args, stop, bundles), indent=2, default=repr))
         return 0
 
-    if before_ray:
-        before_ray(args)
-    from rlhpc.cluster import check_resources, connect, prepare_auth
-    from rlhpc.run import make_tuner, summarize
+    from rlhpc.cluster import check_resources, connect
+    from rlhpc.run import check_writable, make_tuner, summarize
 
-    prepare_auth(args)
+    check_writable(os.path.expanduser(args.storage_path))
     where = connect(args)
     check_resources(bundles, args)
     placement = describe(config, algo_name, args, stop, bundles)["summary"]

@@ -1,0 +1,36 @@
+"""Train RLlib on your own Gymnasium env: the tutorial's custom_env_trainer.py on today's Ray.
+
+The envs live in custom_env.py (and old_gym_api_env.py, written to the pre-Gymnasium API);
+this script registers them under their class names and trains one with the same flags as
+simple_example/simple_trainer.py:
+
+    python custom_gym_env/custom_env_trainer.py                         # BasicEnv, PPO
+    python custom_gym_env/custom_env_trainer.py --name-env SlipperyCorridorEnv --env-config length=20
+    python custom_gym_env/custom_env_trainer.py --name-env OldGymCorridorEnv  # adapted, with a warning
+
+By default training stops just under the env's known optimal return.
+"""
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # the shared rlhpc/ package
+
+from custom_env import BasicEnv, SlipperyCorridorEnv  # noqa: E402
+from old_gym_api_env import OldGymCorridorEnv  # noqa: E402
+
+from rlhpc.trainer import main  # noqa: E402
+
+# The names to give --name-env; each is registered with ray.tune.registry.register_env.
+ENVS = {"BasicEnv": BasicEnv, "SlipperyCorridorEnv": SlipperyCorridorEnv, "OldGymCorridorEnv": OldGymCorridorEnv}
+
+
+def stop_reward(name, env_config):
+    """A little under the optimum: a policy that still explores rarely scores it exactly."""
+    optimum = getattr(ENVS[name], "optimal_return", None)
+    return None if optimum is None else optimum(env_config) - 0.05
+
+
+if __name__ == "__main__":
+    sys.exit(main(description=__doc__, name_env="BasicEnv", envs=ENVS, stop_reward_for=stop_reward))

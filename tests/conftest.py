@@ -1,0 +1,199 @@
+"""Shared fixtures: run the real scripts as subprocesses, and stand up real Ray clusters.
+
+Nothing here mocks Ray: clusters are `ray start` processes on this machine, each node with its
+own temp dir (two raylets sharing one collide on a unix socket) and token auth set explicitly
+(a leftover ~/.ray/auth_token must not decide whether the suite passes).
+"""
+
+import csv
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+RAY = str(Path(PYTHON).with_name("ray"))
+RETURN = "env_runners/episode_return_mean"
+
+
+def clean_env(**extra) -> dict:
+    """The environment of a user who has not configured Ray auth."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "ip_head"}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_script(script, *args, env=None, timeout=300, cwd=None):
+    """Runs a repo script; returns CompletedProcess with text stdout/stderr."""
+    return subprocess.run([PYTHON, str(REPO / script), *map(str, args)], env=env or clean_env(),
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO)
+
+
+def read_progress(experiment_dir) -> list:
+    """All rows of every progress.csv under an experiment dir, numbers parsed."""
+    rows = []
+    for path in sorted(Path(experiment_dir).glob("*/progress.csv")):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                rows.append({k: _number(v) for k, v in row.items()})
+    return rows
+
+
+def _number(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def error_lines(stderr: str) -> list:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture
+def home_without_token(tmp_path):
+    """HOME with no ~/.ray/auth_token: Ray must cope (it creates one for local runs)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+def _free_port(low=6400, high=7400) -> int:
+    # The GCS port must be outside Ray's worker port range (10002-19999).
+    for port in range(low, high):
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
+
+
+class RayCluster:
+    """A real multi-node Ray cluster on this machine: one `ray start --block` per node."""
+
+    def __init__(self, cpus_per_node=(1, 2), resources=None):
+        self.base = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))  # short: unix socket paths <= 107 bytes
+        self.token_path = self.base / "token"
+        with open(os.open(self.token_path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(secrets.token_hex(32))
+        self.env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=self.token_path)
+        self.port = _free_port()
+        self.procs = []
+        self.cpus_per_node = cpus_per_node
+        resources = resources or [None] * len(cpus_per_node)
+        try:
+            self._start_node(0, cpus_per_node[0], resources[0], head=True)
+            self.address = f"127.0.0.1:{self.port}"
+            for i, cpus in enumerate(cpus_per_node[1:], start=1):
+                self._start_node(i, cpus, resources[i])
+            self.wait_for_nodes(len(cpus_per_node))
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _start_node(self, index, cpus, resources, head=False):
+        cmd = [RAY, "start", "--block", f"--num-cpus={cpus}", "--num-gpus=0", f"--temp-dir={self.base}/n{index}",
+               f"--node-ip-address=127.0.0.{index + 1}", "--object-store-memory=150000000", "--disable-usage-stats"]
+        if head:
+            cmd += ["--head", f"--port={self.port}", "--include-dashboard=false"]
+        else:
+            cmd += [f"--address=127.0.0.1:{self.port}"]
+        if resources:
+            cmd += [f"--resources={json.dumps(resources)}"]
+        log = open(self.base / f"n{index}.log", "w")
+        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        if head:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return
+                except OSError:
+                    if proc.poll() is not None:
+                        raise RuntimeError((self.base / "n0.log").read_text())
+                    time.sleep(0.2)
+            raise RuntimeError("Ray head did not open its port in 60 s")
+
+    def query(self, code: str, env=None):
+        """Runs a snippet connected to the cluster (as a separate driver); returns its JSON output."""
+        snippet = ("import json, ray, logging\n"
+                   f"ray.init(address={self.address!r}, logging_level=logging.ERROR)\n" + code)
+        out = subprocess.run([PYTHON, "-c", snippet], env=env or self.env, capture_output=True, text=True,
+                             timeout=60)
+        if out.returncode:
+            raise RuntimeError(out.stderr[-2000:])
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def nodes(self):
+        return self.query("print(json.dumps([{'id': n['NodeID'], 'ip': n['NodeManagerAddress'], "
+                          "'alive': n['Alive']} for n in ray.nodes()]))")
+
+    def actors(self):
+        """Every actor the GCS remembers (dead ones too): class name and the node it ran on."""
+        return self.query("import ray._private.state as s\n"
+                          "print(json.dumps([{'class': a['ActorClassName'], 'node': a['Address']['NodeID'], "
+                          "'state': a['State']} for a in s.actors().values()]))")
+
+    def wait_for_nodes(self, count, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if sum(n["alive"] for n in self.nodes()) >= count:
+                    return
+            except RuntimeError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"only some of {count} nodes joined in {timeout} s")
+
+    def shutdown(self):
+        # `ray start --block` ends its node's processes on SIGTERM; never `ray stop` (other clusters).
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _kill_processes_mentioning(str(self.base))
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _kill_processes_mentioning(text: str):
+    """Stragglers that left the process group still carry our unique temp dir in their argv."""
+    me = os.getpid()
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == me:
+            continue
+        try:
+            if text in (pid_dir / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(pid_dir.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """Head (1 CPU) + worker (2 CPUs): a 2-node cluster, torn down after the module's tests."""
+    cluster = RayCluster(cpus_per_node=(1, 2))
+    yield cluster
+    cluster.shutdown()

@@ -1,0 +1,60 @@
+"""custom_gym_env/custom_env_trainer.py: the users' own envs, trained locally and on a real cluster."""
+
+import pytest
+from conftest import RETURN, clean_env, error_lines, read_progress, run_script
+
+TRAINER = "custom_gym_env/custom_env_trainer.py"
+
+
+def test_basic_env_reaches_its_optimum(tmp_path):
+    """The tutorial's one-step env: +1 for action 2. Stop reward = optimum 1.0 minus a 0.05 margin."""
+    out = run_script(TRAINER, "--storage-path", tmp_path, "--as-test", env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "stop when: env_runners/episode_return_mean >= 0.95" in out.stdout
+    assert read_progress(tmp_path / "BasicEnv")[-1][RETURN] >= 0.95
+
+
+def test_corridor_reaches_its_known_optimum_with_env_config(tmp_path):
+    """length=8: optimum 1 - 0.1 * 7 = 0.3; the trainer stops at 0.25."""
+    out = run_script(TRAINER, "--name-env", "SlipperyCorridorEnv", "--env-config", "length=8", "--seed", 1,
+                     "--storage-path", tmp_path, "--as-test", env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "episode_return_mean >= 0.25" in out.stdout
+    assert read_progress(tmp_path / "SlipperyCorridorEnv")[-1][RETURN] >= 0.25
+
+
+def test_old_gym_api_env_is_adapted_with_one_warning(tmp_path):
+    out = run_script(TRAINER, "--name-env", "OldGymCorridorEnv", "--stop-iters", 2, "--storage-path", tmp_path,
+                     env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    warnings = [line for line in out.stderr.splitlines() if "uses the old gym API" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning:")
+    assert "terminated, truncated" in warnings[0]
+    assert len(read_progress(tmp_path / "OldGymCorridorEnv")) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--name-env", "SlipperyCorridorEnv", "--env-config", "lenght=5"], "bad --env-config for SlipperyCorridorEnv"),
+    (["--name-env", "SlipperyCorridorEnv", "--env-config", "length=-3"], "length"),
+    (["--name-env", "SlipperyCorridorEnv", "--env-config", "length"], "malformed --env-config 'length'"),
+    (["--name-env", "BasicEnv", "--env-config", "size=2"], "bad --env-config for BasicEnv"),
+])
+def test_bad_env_config_is_one_line(args, message, tmp_path):
+    out = run_script(TRAINER, *args, "--storage-path", tmp_path, env=clean_env(HOME=tmp_path))
+    assert out.returncode == 2
+    assert len(error_lines(out.stderr)) == 1 and message in error_lines(out.stderr)[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.cluster
+def test_custom_env_is_built_on_the_worker_node(ray_cluster, tmp_path):
+    """The worker node cannot import custom_env.py from disk paths of the driver's script dir:
+    the trainer ships the module. Env runners on the worker must build and step the env."""
+    out = run_script(TRAINER, "--address", ray_cluster.address, "--num-cpus", 2, "--storage-path", tmp_path,
+                     "--as-test", env=ray_cluster.env, cwd="/")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert read_progress(tmp_path / "BasicEnv")[-1][RETURN] >= 0.95
+    head_id = next(n["id"] for n in ray_cluster.nodes() if n["ip"] != "127.0.0.2")
+    worker_runners = [a for a in ray_cluster.actors()
+                      if a["class"] == "SingleAgentEnvRunner" and a["node"] != head_id]
+    assert worker_runners, "no env runner ran on the worker node"

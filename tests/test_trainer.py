@@ -1,0 +1,131 @@
+"""simple_example/simple_trainer.py, run as a researcher runs it: real Ray, real training, files on disk."""
+
+import os
+import time
+
+import pytest
+from conftest import RETURN, clean_env, error_lines, read_progress, run_script
+
+TRAINER = "simple_example/simple_trainer.py"
+
+
+def test_default_run_reaches_cartpole_v0_threshold(tmp_path, home_without_token):
+    """No flags at all (but where to write): PPO on CartPole-v0 must reach its 195 threshold."""
+    out = run_script(TRAINER, "--storage-path", tmp_path, env=clean_env(HOME=home_without_token))
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = read_progress(tmp_path / "CartPole-v0")  # the tutorial's <storage>/<name>/<trial>/progress.csv
+    assert rows, "no progress.csv written"
+    assert rows[-1][RETURN] >= 195.0
+    assert "summary: reached=yes" in out.stdout
+    assert list(tmp_path.glob("CartPole-v0/*/events.out.tfevents.*")), "no TensorBoard event file"
+    assert list(tmp_path.glob("CartPole-v0/*/checkpoint_*")), "no checkpoint at the end"
+
+
+def test_local_run_ignores_a_foreign_token_in_home(tmp_path):
+    """A stale ~/.ray/auth_token (say, from another cluster) must not break a local run."""
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("0" * 64)
+    out = run_script(TRAINER, "--storage-path", tmp_path / "r", "--stop-iters", 1, "--name", "one",
+                     env=clean_env(HOME=home))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(read_progress(tmp_path / "r" / "one")) == 1
+
+
+def test_random_agent_prints_each_step():
+    out = run_script("simple_example/random_agent.py", "--name-env", "CartPole-v1", "--seed", 3, "--episodes", 2)
+    assert out.returncode == 0, out.stderr
+    steps = [line for line in out.stdout.splitlines() if line.startswith("action=")]
+    assert steps and all("observation=" in s and "reward=1.0" in s and "terminated=" in s for s in steps)
+    assert sum("terminated=True" in s or "truncated=True" in s for s in steps) == 2
+    assert out.stdout.count("finished: return") == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--name-env", "NoSuchEnv-v0"], "unknown env 'NoSuchEnv-v0'"),
+    (["--name-env", "CartPole-v9"], "unknown env 'CartPole-v9'"),
+    (["--run", "NoSuchAlgo"], "unknown algorithm 'NoSuchAlgo'"),
+    (["--run", "A2C"], "A2C was removed from RLlib"),
+    (["--run", "A3C"], "A3C was removed from RLlib"),
+    (["--num-cpus", "-1"], "argument --num-cpus: expected a whole number >= 0, got '-1'"),
+    (["--num-cpus", "1.5"], "argument --num-cpus: expected a whole number >= 0, got '1.5'"),
+    (["--num-gpus", "1.5"], "more than one GPU must be a whole number"),
+    (["--set", "lr"], "malformed --set 'lr': expected KEY=VALUE"),
+    (["--set", "=3"], "malformed --set '=3'"),
+    (["--set", "learning_rate=0.1"], "PPO has no config key 'learning_rate'"),
+    (["--set", "lr=fast"], "bad value for lr: expected a number, got 'fast'"),
+    (["--set", "model_config.fcnet_hidden=[8]"], "PPO has no config key 'model_config.fcnet_hidden'"),
+    (["--set", "minibatch_size=100000"], "invalid PPO config: `minibatch_size` (100000)"),
+    (["--storage-path", "/proc/no/such/dir"], "cannot write results to /proc/no/such/dir"),
+])
+def test_bad_input_is_one_line_before_ray_starts(args, message, tmp_path):
+    out = run_script(TRAINER, *args, "--stop-iters", 1, env=clean_env(HOME=tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == error_lines(out.stderr), f"more than one line:\n{out.stderr}"
+    assert len(error_lines(out.stderr)) == 1 and message in out.stderr, out.stderr
+    assert not list(tmp_path.glob("ray_results/*")), "a failed start left an experiment behind"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--num-gpus", "1"], "--num-gpus 1 needs 1 GPU(s) for the learner(s), but this machine has no GPU"),
+    (["--num-cpus", "64"], "--num-cpus 64 asks for 64 env runners + 1 CPU(s) for the driver/learner = 65 CPUs"),
+])
+def test_impossible_resources_are_refused_without_a_pending_trial(args, message, tmp_path):
+    out = run_script(TRAINER, *args, "--storage-path", tmp_path, env=clean_env(HOME=tmp_path), timeout=120)
+    assert out.returncode == 2
+    assert len(error_lines(out.stderr)) == 1 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not list(tmp_path.glob("CartPole-v0/*")), "a Tune trial was created"
+
+
+def test_unreachable_address_answers_quickly(tmp_path):
+    started = time.time()
+    out = run_script(TRAINER, "--address", "127.0.0.1:9", env=clean_env(HOME=tmp_path), timeout=60)
+    assert out.returncode == 2
+    assert error_lines(out.stderr) == [
+        "error: cannot reach the Ray cluster at 127.0.0.1:9: Connection refused "
+        "(is the head node up? see `ray start --head --port=...`)"]
+    assert time.time() - started < 30
+
+
+def test_ip_head_is_the_default_address(tmp_path):
+    """The tutorial's sbatch exports ip_head; the trainer follows it without --address."""
+    out = run_script(TRAINER, env=clean_env(HOME=tmp_path, ip_head="127.0.0.1:9"), timeout=60)
+    assert "cannot reach the Ray cluster at 127.0.0.1:9" in out.stderr and out.returncode == 2
+
+
+@pytest.mark.cluster
+def test_cluster_run_reaches_threshold_with_runners_on_both_nodes(ray_cluster, tmp_path):
+    out = run_script(TRAINER, "--address", ray_cluster.address, "--num-cpus", 2, "--storage-path", tmp_path,
+                     "--as-test", env=ray_cluster.env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "2 nodes" in out.stdout
+    assert read_progress(tmp_path / "CartPole-v0")[-1][RETURN] >= 195.0
+    nodes = {n["id"] for n in ray_cluster.nodes() if n["alive"]}
+    runner_nodes = {a["node"] for a in ray_cluster.actors() if a["class"] == "SingleAgentEnvRunner"}
+    assert len(nodes) == 2 and runner_nodes == nodes, f"env runners ran on {runner_nodes}, nodes are {nodes}"
+
+
+@pytest.mark.cluster
+def test_cluster_rejects_a_wrong_token_in_one_line(ray_cluster, tmp_path):
+    wrong = tmp_path / "wrong_token"
+    with open(os.open(wrong, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+        f.write("f" * 64)
+    started = time.time()
+    out = run_script(TRAINER, "--address", ray_cluster.address, env=clean_env(RAY_AUTH_TOKEN_PATH=wrong), timeout=90)
+    assert out.returncode == 2
+    assert error_lines(out.stderr) == [f"error: the Ray cluster at {ray_cluster.address} rejected our auth token: "
+                                       "set RAY_AUTH_TOKEN_PATH to the cluster's token file (and RAY_AUTH_MODE=token)"]
+    assert "Traceback" not in out.stderr and time.time() - started < 45
+
+
+@pytest.mark.cluster
+def test_redis_password_flag_joins_the_cluster_and_warns(ray_cluster, tmp_path):
+    """The tutorial's --redis-password still works: the value is the cluster's token."""
+    token = ray_cluster.token_path.read_text()
+    out = run_script(TRAINER, "--address", ray_cluster.address, "--redis-password", token, "--stop-iters", 1,
+                     "--storage-path", tmp_path, env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "warning: --redis-password puts the token in argv" in out.stderr
+    assert token not in out.stdout + out.stderr
+    assert len(read_progress(tmp_path / "CartPole-v0")) == 1
