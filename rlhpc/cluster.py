@@ -95,9 +95,11 @@ def connect(args) -> str:
     """Starts or joins Ray; returns a short description for the log."""
     import ray
 
-    # Every worker of this job gets these (CartPole-v0 and RLlib's env checks warn on each start).
-    quiet_workers = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning,ignore:::gymnasium.spaces.box"}}
-    common = dict(logging_level="WARNING", log_to_driver=True, runtime_env=quiet_workers)
+    # Every worker of this job, on every node, gets these variables.
+    env_vars = {"PYTHONWARNINGS": "ignore::DeprecationWarning,ignore:::gymnasium.spaces.box"}
+    if "TF_USE_LEGACY_KERAS" in os.environ:  # tf2: Keras 2 must be chosen before TF is imported
+        env_vars["TF_USE_LEGACY_KERAS"] = os.environ["TF_USE_LEGACY_KERAS"]
+    common = dict(logging_level="WARNING", log_to_driver=True, runtime_env={"env_vars": env_vars})
     if not args.address:
         # Local: the whole machine (or one core), no dashboard (not installed, and saves ~1 s).
         ray.init(num_cpus=1 if args.local_mode else None, include_dashboard=False, **common)
@@ -157,3 +159,27 @@ def check_resources(bundles: list, args) -> None:
     for bundle in bundles:  # each process must also fit on one node
         if not any(all(n["Resources"].get(r, 0) >= a for r, a in bundle.items()) for n in nodes):
             raise UserError(f"no single node of {where} can host a process needing {bundle}")
+
+
+def check_cuda(args) -> None:
+    """Ray counts the GPUs a node declares; PyTorch must also find CUDA where the learner runs."""
+    if args.num_gpus <= 0 or args.framework != "torch":
+        return
+    import ray
+
+    resources = {args.learner_resource: 0.01} if args.learner_resource else None
+
+    @ray.remote(num_cpus=0, num_gpus=min(args.num_gpus, 1), resources=resources)
+    def cuda_on_this_node():
+        import torch
+
+        return torch.cuda.is_available(), torch.version.cuda, ray.util.get_node_ip_address()
+
+    try:
+        available, version, node = ray.get(cuda_on_this_node.remote(), timeout=300)
+    except ray.exceptions.GetTimeoutError:
+        raise UserError("no GPU became free for a CUDA check within 300 s (are other jobs holding them?)") from None
+    if not available:
+        build = f"CUDA {version}" if version else "a CPU-only build"
+        raise UserError(f"PyTorch on the learner's node {node} cannot use its GPU (torch is {build}): "
+                        "install the CUDA build (env_example_gpu.yml)")

@@ -43,6 +43,8 @@ def quiet_known_noise() -> None:
             return "on the new API stack" not in record.getMessage()
 
     logging.getLogger("ray.rllib.algorithms.algorithm_config").addFilter(NewStackNotice())
+    # A local Ray says it turned token auth on; true, and nothing to do about it.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
 def stop_criteria(args, default_reward) -> dict:
@@ -92,12 +94,13 @@ def train(args, *, envs=None, stop_reward_for=None) -> int:
         print(json.dumps(describe(config, algo_name, args, stop, bundles), indent=2, default=repr))
         return 0
 
-    from rlhpc.cluster import check_resources, connect
+    from rlhpc.cluster import check_cuda, check_resources, connect
     from rlhpc.run import check_writable, make_tuner, summarize
 
     check_writable(os.path.expanduser(args.storage_path))
     where = connect(args)
     check_resources(bundles, args)
+    check_cuda(args)
     placement = describe(config, algo_name, args, stop, bundles)["summary"]
     print(f"{algo_name} on {args.name_env} with {where}: {placement['num_env_runners']} env runner(s) x "
           f"{placement['num_envs_per_env_runner']} envs, learner: {placement['learner_placement']}", flush=True)
