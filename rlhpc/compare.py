@@ -1,0 +1,201 @@
+"""Compare training runs in one figure: mean episode return vs iteration, env steps or time.
+
+    python -m rlhpc.compare ~/ray_results/one_core ~/ray_results/all_cores --x time
+    python -m rlhpc.compare '~/ray_results/scaling_*' --x steps --out scaling.png --title "PPO, CartPole"
+
+A RUN is an experiment dir (every trial in it), a trial dir, or a glob of either. Each trial is
+one line, labelled with its experiment name plus the config keys that differ between the runs.
+"""
+
+import argparse
+import dataclasses
+import glob
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+from rlhpc.errors import UserError, fail, warn
+
+# progress.csv column -> our name; the first column present wins (legacy API stack names last).
+COLUMNS = {
+    "iteration": ("training_iteration",),
+    "steps": ("num_env_steps_sampled_lifetime", "env_runners/num_env_steps_sampled_lifetime", "timesteps_total"),
+    "time": ("time_total_s",),
+    "return": ("env_runners/episode_return_mean", "env_runners/episode_reward_mean", "episode_reward_mean"),
+}
+X_LABELS = {"iteration": "training iteration", "steps": "env steps sampled", "time": "training time (s)"}
+# Config keys people vary on purpose, shown first in labels; any other differing key follows.
+KEY_ORDER = ("env", "num_env_runners", "num_envs_per_env_runner", "num_learners", "num_gpus_per_learner", "lr",
+             "train_batch_size_per_learner", "minibatch_size", "num_epochs", "seed", "env_config", "model_config")
+MAX_LABEL_KEYS = 4
+FIGSIZE, DPI = (8, 5), 100  # 800 x 500 pixels
+
+
+@dataclasses.dataclass
+class Run:
+    label: str
+    path: Path  # the trial dir
+    data: "pandas.DataFrame"  # noqa: F821  columns: iteration, steps, time, return
+    params: dict = dataclasses.field(default_factory=dict, repr=False)
+
+
+def find_trials(path) -> list:
+    """Trial dirs (those holding progress.csv) at an experiment dir, trial dir, or glob."""
+    pattern = os.path.expanduser(str(path))
+    matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+    if not matches:
+        raise UserError(f"nothing matches {path}")
+    trials = []
+    for match in map(Path, matches):
+        if not match.exists():
+            raise UserError(f"no such directory: {match}")
+        if not match.is_dir():
+            raise UserError(f"{match} is not a directory: give an experiment dir or a trial dir")
+        if (match / "progress.csv").is_file():
+            trials.append(match)
+        else:
+            trials += sorted(p.parent for p in match.glob("*/progress.csv"))
+    if not trials:
+        raise UserError(f"no progress.csv in {path}: expected an experiment dir (e.g. ~/ray_results/NAME) "
+                        "or one of its trial dirs")
+    return trials
+
+
+def read_progress(trial_dir):
+    """A trial's progress.csv as columns iteration, steps, time, return (None if it has no rows yet)."""
+    import pandas
+
+    csv_path = Path(trial_dir) / "progress.csv"
+    try:
+        frame = pandas.read_csv(csv_path)
+    except pandas.errors.EmptyDataError:
+        return None
+    except (OSError, pandas.errors.ParserError) as e:
+        raise UserError(f"cannot read {csv_path}: {e}") from None
+    if frame.empty:
+        return None
+    data = {}
+    for name, candidates in COLUMNS.items():
+        column = next((c for c in candidates if c in frame.columns), None)
+        if column is None:
+            raise UserError(f"{csv_path} has no {name} column ({' or '.join(candidates)}): not an RLlib run?")
+        data[name] = frame[column]
+    return pandas.DataFrame(data)
+
+
+def final_return(data) -> float:
+    """The last reported mean return (NaN before the first finished episode); -inf if none."""
+    values = data["return"].dropna() if data is not None else ()
+    return float(values.iloc[-1]) if len(values) else -math.inf
+
+
+def read_params(trial_dir) -> dict:
+    try:
+        with open(Path(trial_dir) / "params.json") as f:
+            params = json.load(f)
+        return params if isinstance(params, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def load_runs(paths) -> list:
+    """Every trial under `paths` (experiment dirs, trial dirs, globs) as a labelled Run."""
+    runs, seen = [], set()
+    for path in paths:
+        for trial in find_trials(path):
+            if trial.resolve() in seen:
+                continue
+            seen.add(trial.resolve())
+            data = read_progress(trial)
+            if data is None:
+                warn(f"{trial / 'progress.csv'} has no results yet: skipped")
+                continue
+            runs.append(Run(label=trial.parent.name, path=trial, data=data, params=read_params(trial)))
+    if not runs:
+        raise UserError(f"no results yet in {', '.join(map(str, paths))}: every progress.csv is empty")
+    _label(runs)
+    return runs
+
+
+def _comparable(params: dict) -> dict:
+    """Top-level config values as short text, keyed without the private prefix."""
+    return {key.lstrip("_"): value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=repr)
+            for key, value in params.items()}
+
+
+def _label(runs) -> None:
+    """Experiment name + the keys that differ between runs; the trial dir name if still ambiguous."""
+    flats = [_comparable(run.params) for run in runs]
+    keys = set().union(*flats)
+    # A function's repr holds its address, which changes every run: never a real difference.
+    noise = {k for flat in flats for k, text in flat.items() if re.search(r" at 0x[0-9a-f]+", text)}
+    differing = [k for k in keys - noise if len({flat.get(k) for flat in flats}) > 1]
+    differing.sort(key=lambda k: (KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER), k))
+    shown = differing[:MAX_LABEL_KEYS]
+    for run, flat in zip(runs, flats):
+        parts = [f"{k}={flat.get(k, '-')}" for k in shown]
+        run.label = run.path.parent.name + (f" ({', '.join(parts)})" if parts else "")
+    labels = [run.label for run in runs]
+    for run in runs:
+        if labels.count(run.label) > 1:
+            run.label = f"{run.path.parent.name}/{run.path.name}"
+
+
+def plot(runs, x: str, out, title=None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on compute nodes
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    for run in runs:
+        ax.plot(run.data[x], run.data["return"], label=run.label, linewidth=1.5)
+    ax.set_xlabel(X_LABELS[x])
+    ax.set_ylabel("mean episode return")
+    ax.set_title(title if title is not None else f"mean episode return vs {X_LABELS[x]}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small" if len(runs) <= 6 else "x-small")
+    fig.tight_layout()  # inside the fixed figure size: the PNG is always FIGSIZE * DPI pixels
+    try:
+        fig.savefig(out, dpi=DPI)
+    except (OSError, ValueError) as e:  # unwritable dir, unknown image suffix
+        raise UserError(f"cannot write {out}: {getattr(e, 'strerror', None) or e}") from None
+    finally:
+        plt.close(fig)
+
+
+def summary_line(run) -> str:
+    data = run.data
+    steps, seconds = data["steps"].iloc[-1], data["time"].iloc[-1]
+    ret = final_return(data)
+    return (f"{run.label}: {int(data['iteration'].iloc[-1])} iterations, {int(steps):,} steps, {seconds:.1f} s, "
+            f"{steps / seconds if seconds else 0:,.0f} steps/s, final return "
+            + ("-" if math.isinf(ret) else f"{ret:.2f}"))
+
+
+def main(argv=None) -> int:
+    from rlhpc.cli import OneLineParser
+
+    parser = OneLineParser(prog="python -m rlhpc.compare", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="experiment dir, trial dir, or a glob (quoted)")
+    parser.add_argument("--x", choices=list(X_LABELS), default="iteration", help="x axis (default: iteration)")
+    parser.add_argument("--out", default="compare.png", help="image to write (default: compare.png)")
+    parser.add_argument("--title", help="figure title")
+    args = parser.parse_args(argv)
+    try:
+        runs = load_runs(args.runs)
+        plot(runs, args.x, args.out, args.title)
+    except UserError as e:
+        fail(str(e))
+    for run in runs:
+        print(summary_line(run))
+    print(f"wrote {args.out} ({len(runs)} run{'s' if len(runs) > 1 else ''}, x = {X_LABELS[args.x]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""Play a trained policy greedily: returns per episode, optionally a video, without starting Ray.
+
+    python -m rlhpc.evaluate ~/ray_results/CartPole-v0                # best trial, its latest checkpoint
+    python -m rlhpc.evaluate TRIAL_DIR/checkpoint_000001 --episodes 20 --seed 0
+    python -m rlhpc.evaluate CHECKPOINT --video cartpole.mp4          # also records the first episode
+    python -m rlhpc.evaluate CHECKPOINT --render                      # a window (needs a display)
+
+Only the policy network (the RLModule) is loaded from the checkpoint; the env comes from the
+trial's params.json next to it, or from --name-env: a Gymnasium id, a class of the repo's
+custom_gym_env/, or path/to/file.py:ClassName (module.name:ClassName) for your own.
+"""
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from rlhpc.errors import UserError, fail
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # Gymnasium's renderers import pygame
+
+REPO = Path(__file__).resolve().parent.parent
+# Where the repo's own envs live: custom_env_trainer.py registers them under their class names.
+CUSTOM_ENV_FILES = ("custom_gym_env/custom_env.py", "custom_gym_env/old_gym_api_env.py")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
+MODULE_PATH = ("learner_group", "learner", "rl_module")  # where an Algorithm checkpoint keeps its RLModules
+
+
+def is_checkpoint(path: Path) -> bool:
+    return (path / "rllib_checkpoint.json").is_file() or (path / "learner_group").is_dir()
+
+
+def checkpoint_index(path: Path) -> int:
+    try:
+        return int(path.name.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def find_checkpoint(path) -> Path:
+    """A checkpoint dir as given; a trial dir's latest checkpoint; an experiment's best trial's latest."""
+    path = Path(os.path.expanduser(str(path))).absolute()
+    if not path.exists():
+        raise UserError(f"no such checkpoint: {path}")
+    if not path.is_dir():
+        raise UserError(f"{path} is not a checkpoint: give a checkpoint_* dir, a trial dir or an experiment dir")
+    if is_checkpoint(path):
+        return path
+    latest = latest_checkpoint(path)
+    if latest:
+        return latest
+    trials = [p for p in sorted(path.iterdir()) if p.is_dir() and latest_checkpoint(p)]
+    if not trials:
+        raise UserError(f"{path} is not a checkpoint and holds no checkpoint_* dirs "
+                        "(give a checkpoint dir, a trial dir or an experiment dir)")
+    if len(trials) == 1:
+        return latest_checkpoint(trials[0])
+    from rlhpc.compare import final_return, read_progress
+
+    def score(trial):  # a trial with a broken progress.csv still counts, just last
+        try:
+            return final_return(read_progress(trial))
+        except UserError:
+            return float("-inf")
+
+    best = max(trials, key=score)  # the first of equals: trials are sorted by name
+    print(f"best of {len(trials)} trials by final training return: {best.name}", flush=True)
+    return latest_checkpoint(best)
+
+
+def latest_checkpoint(trial_dir: Path):
+    found = [p for p in trial_dir.glob("checkpoint_*") if p.is_dir() and is_checkpoint(p)]
+    return max(found, key=lambda p: (checkpoint_index(p), p.stat().st_mtime)) if found else None
+
+
+def module_dir(checkpoint: Path) -> Path:
+    if (checkpoint / "policies").is_dir():
+        raise UserError(f"{checkpoint} is a legacy API stack checkpoint (--framework tf2): "
+                        "evaluate reads new API stack (torch) checkpoints only")
+    modules = checkpoint.joinpath(*MODULE_PATH)
+    found = sorted(p for p in modules.iterdir() if p.is_dir()) if modules.is_dir() else []
+    if not found:
+        raise UserError(f"corrupt checkpoint {checkpoint}: no policy under {'/'.join(MODULE_PATH)}/")
+    if len(found) > 1:
+        raise UserError(f"{checkpoint} holds {len(found)} policies ({', '.join(p.name for p in found)}): "
+                        "multi-agent checkpoints are not supported")
+    return found[0]
+
+
+def load_module(checkpoint: Path):
+    """The trained RLModule, in inference mode; any failure to read it is a corrupt checkpoint."""
+    logging.getLogger("ray._common.deprecation").setLevel(logging.ERROR)  # RLlib warns about its own call
+    path = module_dir(checkpoint)
+    try:
+        from ray.rllib.core.rl_module import RLModule
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = RLModule.from_checkpoint(path)
+    except ImportError as e:
+        raise UserError(f"cannot load the policy: {e}") from None
+    except Exception as e:  # truncated pickles, missing state files, a checkpoint from another Ray
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"corrupt checkpoint {checkpoint}: cannot load {path.name}: "
+                        f"{type(e).__name__}{': ' + detail if detail else ''}") from None
+    if hasattr(module, "eval"):
+        module.eval()  # torch: dropout/batch-norm in inference mode
+    if module.is_stateful():
+        raise UserError("recurrent policies (use_lstm / stateful RLModules) are not supported by evaluate yet")
+    return module
+
+
+def trial_params(checkpoint: Path) -> dict:
+    try:
+        with open(checkpoint.parent / "params.json") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {checkpoint.parent / 'params.json'}: {e}") from None
+
+
+def _import(where: str, spec: str):
+    """'path/file.py' or 'package.module' -> the imported module."""
+    try:
+        if where.endswith(".py"):
+            file = Path(os.path.expanduser(where)).resolve()
+            module_spec = importlib.util.spec_from_file_location(file.stem, file)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.path.insert(0, str(file.parent))  # for its own imports of neighbouring files
+            module_spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(where)
+    except (ImportError, OSError, SyntaxError) as e:
+        raise UserError(f"cannot import {where} for --name-env {spec}: {e}") from None
+
+
+def env_creator(name: str):
+    """make(env_config, render_mode) -> env, for a Gymnasium id, a repo env, or file.py:Class."""
+    import gymnasium
+
+    def make_gymnasium(env_config, render_mode):
+        return gymnasium.make(name, render_mode=render_mode, **env_config)
+
+    if name in gymnasium.registry:
+        return make_gymnasium
+    creator = None
+    if ":" in name:  # file.py:Class, module:Class, or Gymnasium's own module:EnvId
+        where, _, attribute = name.rpartition(":")
+        module = _import(where, name)
+        creator = getattr(module, attribute, None)
+        if creator is None:
+            if attribute in gymnasium.registry:  # the import registered it
+                return lambda env_config, render_mode: gymnasium.make(attribute, render_mode=render_mode,
+                                                                      **env_config)
+            raise UserError(f"{where} has no {attribute!r} (--name-env {name})")
+    elif _gymnasium_spec(name):  # versionless ids, e.g. CartPole -> the latest CartPole-vN
+        return make_gymnasium
+    else:
+        for file in CUSTOM_ENV_FILES:
+            if (REPO / file).is_file() and f"class {name}" in (REPO / file).read_text():
+                creator = getattr(_import(str(REPO / file), name), name, None)
+                if creator is not None:
+                    break
+    if creator is None:
+        raise UserError(f"unknown env {name!r}: not a Gymnasium id nor a class in custom_gym_env/; for your own "
+                        "env give --name-env path/to/file.py:ClassName")
+    from rlhpc.gym_compat import check_and_adapt
+
+    def make_custom(env_config, render_mode):
+        try:
+            adapted = check_and_adapt(creator, dict(env_config), warn=lambda text: None)
+        except (ValueError, TypeError, KeyError) as e:
+            raise UserError(f"bad env_config for {name}: {e}") from None
+        env = adapted(dict(env_config))
+        if render_mode:
+            modes = (getattr(env, "metadata", None) or {}).get("render_modes", [])
+            if render_mode not in modes:
+                raise UserError(f"{name} cannot render {render_mode!r} (its metadata lists render_modes {modes})")
+            env.render_mode = render_mode
+        return env
+
+    return make_custom
+
+
+def _gymnasium_spec(name: str):
+    import gymnasium
+
+    try:
+        return gymnasium.spec(name)
+    except gymnasium.error.Error:
+        return None
+
+
+def build_env(name: str, env_config: dict, render_mode=None):
+    import gymnasium
+
+    make = env_creator(name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return make(env_config, render_mode)
+    except UserError:
+        raise
+    except TypeError as e:  # an unknown keyword in env_config
+        raise UserError(f"bad env_config for {name}: {e}") from None
+    except gymnasium.error.Error as e:
+        raise UserError(f"cannot create env {name!r}: {e}") from None
+
+
+class GreedyPolicy:
+    """The module's most likely action (argmax for Discrete, the mean for Box), as RLlib's explore=False.
+
+    Observations and actions pass through what the trainer's connectors did: non-Box observations
+    are flattened (one-hot for Discrete, rlhpc.config.flatten_observations); Box actions are scaled
+    from [-1, 1] to the env's bounds (normalize_actions, RLlib's default) or clipped (clip_actions).
+    """
+
+    def __init__(self, module, env, params: dict, name: str):
+        import gymnasium
+        from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
+
+        self.module = module
+        self.observation_space = env.observation_space
+        self.flatten = not isinstance(self.observation_space, gymnasium.spaces.Box)
+        self.action_struct = get_base_struct_from_space(env.action_space)
+        self.normalize = params.get("normalize_actions", True)
+        self.clip = params.get("clip_actions", False)
+        self.dist_cls = module.get_inference_action_dist_cls()
+        expected = getattr(module.observation_space, "shape", None)
+        got = self.prepare(self.observation_space.sample()).shape
+        if expected is not None and tuple(expected) != got:
+            raise UserError(f"the policy takes observations of shape {tuple(expected)} but {name} gives {got}: "
+                            "is it the env (and env_config) the policy was trained on?")
+
+    def prepare(self, obs):
+        import gymnasium
+        import numpy as np
+
+        if self.flatten:
+            obs = gymnasium.spaces.flatten(self.observation_space, obs)
+        return np.asarray(obs, dtype=np.float32)
+
+    def __call__(self, obs):
+        import torch
+        from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
+
+        with torch.no_grad():
+            out = self.module.forward_inference({"obs": torch.from_numpy(self.prepare(obs))[None]})
+            if "actions" in out:  # e.g. DQN: argmax of the Q-values, already chosen
+                action = out["actions"]
+            else:
+                action = self.dist_cls.from_logits(out["action_dist_inputs"]).to_deterministic().sample()
+        action = action[0].cpu().numpy()
+        if self.normalize:
+            action = unsquash_action(action, self.action_struct)
+        elif self.clip:
+            action = clip_action(action, self.action_struct)
+        return action.item() if getattr(action, "ndim", None) == 0 else action
+
+
+class VideoRecorder:
+    """Streams rgb_array frames into a video file (ffmpeg from imageio-ffmpeg, no system install)."""
+
+    def __init__(self, path: Path, fps: int):
+        self.path, self.fps, self.writer, self.frames = path, fps, None, 0
+
+    def add(self, frame) -> None:
+        import numpy as np
+
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4):
+            raise UserError(f"the env's render() gave no RGB image ({type(frame).__name__}): cannot record a video")
+        if self.writer is None:
+            import imageio.v2 as imageio
+
+            # Block size 2: yuv420p needs even sides; 16 (the default) would rescale most frames.
+            self.writer = imageio.get_writer(self.path, format="FFMPEG", mode="I", fps=self.fps,
+                                             macro_block_size=2, ffmpeg_log_level="error")
+        self.writer.append_data(frame[:, :, :3])
+        self.frames += 1
+
+    def close(self, keep: bool = True) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if not keep:
+            self.path.unlink(missing_ok=True)
+
+
+def play(env, policy, episodes: int, seed=None, max_steps=None, recorder=None) -> list:
+    """Returns the episode returns; the first episode goes to `recorder` frame by frame."""
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed if episode == 0 else None)  # seeded once: a reproducible sequence
+        record = recorder is not None and episode == 0
+        if record:
+            recorder.add(env.render())
+        total, length, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            total += float(reward)
+            length += 1
+            done = terminated or truncated or (max_steps is not None and length >= max_steps)
+            if record:
+                recorder.add(env.render())
+        print(f"episode {episode + 1:4d}  return {total:10.2f}  length {length:6d}", flush=True)
+        returns.append(total)
+    return returns
+
+
+def check_outputs(args) -> None:
+    """Flag problems that would otherwise surface only after loading the policy."""
+    if args.video:
+        video = Path(os.path.expanduser(args.video))
+        if video.suffix.lower() not in VIDEO_SUFFIXES:
+            raise UserError(f"--video {args.video}: give a file ending in {', '.join(VIDEO_SUFFIXES)}")
+        if not video.parent.absolute().is_dir():
+            raise UserError(f"--video {args.video}: no such directory {video.parent}")
+        if not os.access(video.parent.absolute(), os.W_OK):
+            raise UserError(f"--video {args.video}: cannot write to {video.parent.absolute()}")
+        try:
+            import imageio_ffmpeg
+
+            imageio_ffmpeg.get_ffmpeg_exe()
+        except (ImportError, RuntimeError) as e:
+            raise UserError(f"--video needs imageio and imageio-ffmpeg (pip install imageio imageio-ffmpeg): {e}") \
+                from None
+    if args.render and sys.platform.startswith("linux") and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError("--render opens a window and needs a display (DISPLAY is not set); "
+                        "on a cluster node record one instead: --video out.mp4")
+
+
+def evaluate(args) -> int:
+    check_outputs(args)
+    checkpoint = find_checkpoint(args.checkpoint)
+    params = trial_params(checkpoint)
+    trained_env = params.get("env")
+    name = args.name_env or trained_env
+    if not isinstance(name, str) or not name or name.startswith("<"):
+        raise UserError(f"no params.json beside {checkpoint} names the env it was trained on "
+                        f"({'found ' + repr(name) if name else 'none found'}): give --name-env")
+    from rlhpc.config import parse_assignments
+
+    same_env = trained_env in (name, name.rpartition(":")[2])  # file.py:Class for the class trained on
+    env_config = dict(params.get("env_config") or {}) if same_env else {}
+    env_config.update({".".join(path): value for path, value in parse_assignments(args.env_config, "--env-config")})
+    module = load_module(checkpoint)
+    render_mode = "human" if args.render else "rgb_array" if args.video else None
+    # pygame (Gymnasium's renderer) opens sound and a display on init and complains on stderr without
+    # them; frames for a video need neither.
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    if not args.render:
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    env = build_env(name, env_config, render_mode)
+    recorder = None
+    try:
+        policy = GreedyPolicy(module, env, params, name)
+        if args.video:
+            fps = (getattr(env, "metadata", None) or {}).get("render_fps") or 30
+            recorder = VideoRecorder(Path(os.path.expanduser(args.video)), int(fps))
+        print(f"checkpoint: {checkpoint}", flush=True)
+        print(f"env: {name}" + (f" {json.dumps(env_config)}" if env_config else "")
+              + f", {args.episodes} greedy episode(s)", flush=True)
+        try:
+            returns = play(env, policy, args.episodes, args.seed, args.max_steps, recorder)
+        except Exception as e:  # pygame missing for rendering, and the like
+            import gymnasium
+
+            if isinstance(e, gymnasium.error.DependencyNotInstalled):
+                raise UserError(f"cannot render {name}: {e}") from None
+            raise
+    except BaseException:
+        if recorder is not None:
+            recorder.close(keep=False)  # half a video would look like a whole one
+        raise
+    finally:
+        env.close()
+    if recorder is not None:
+        recorder.close()
+    print(f"mean return {sum(returns) / len(returns):.2f}  min {min(returns):.2f}  max {max(returns):.2f} "
+          f"over {len(returns)} episodes")
+    if recorder is not None:
+        print(f"video: {args.video} (episode 1, {recorder.frames} frames at {recorder.fps} fps)")
+    return 0
+
+
+def main(argv=None) -> int:
+    from rlhpc.cli import OneLineParser, positive_number
+
+    parser = OneLineParser(prog="python -m rlhpc.evaluate", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="a checkpoint_* dir, a trial dir (its latest checkpoint) or an experiment dir "
+                             "(the trial with the best final training return)")
+    parser.add_argument("--episodes", type=positive_number, default=10, help="episodes to play (default: 10)")
+    parser.add_argument("--seed", type=int, help="seed of the first reset (default: random)")
+    parser.add_argument("--name-env", help="env to play in (default: the one in the trial's params.json)")
+    parser.add_argument("--env-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the trained env_config (repeatable)")
+    parser.add_argument("--max-steps", type=positive_number, help="cut episodes after this many steps")
+    show = parser.add_mutually_exclusive_group()
+    show.add_argument("--video", metavar="OUT.mp4", help="record the first episode to this video file")
+    show.add_argument("--render", action="store_true", help="show the episodes in a window (needs a display)")
+    args = parser.parse_args(argv)
+    try:
+        return evaluate(args)
+    except UserError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+    except BrokenPipeError:  # `... | head`: the reader is gone, nothing is left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""After training: evaluate a checkpoint, compare runs, read TensorBoard files, on real runs.
+
+Two short trainings run once for the module: CartPole-v0 to its reward threshold (a policy worth
+evaluating) and 3 iterations with 4 envs per runner (a second line for the comparison).
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas
+import pytest
+
+from conftest import PYTHON, REPO, RETURN, clean_env, error_lines, read_progress, run_script
+
+
+def run_module(module, *args, env=None, timeout=300):
+    return subprocess.run([PYTHON, "-m", module, *map(str, args)], env=env or clean_env(), capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+def assert_one_error_line(out, expected_text):
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    errors = error_lines(out.stderr)
+    assert len(errors) == 1, out.stderr
+    assert expected_text in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("after_training")
+    home = base / "home"
+    home.mkdir()
+    storage = base / "results"
+    env = clean_env(HOME=home)
+    trained = {}
+    for name, flags in [("cartpole", ["--seed", 1]),  # stops at CartPole-v0's threshold, 195
+                        ("vec4", ["--seed", 1, "--stop-iters", 3, "--num-cpus", 0, "--num-envs-per-runner", 4])]:
+        out = run_script("simple_example/simple_trainer.py", "--storage-path", storage, "--name", name, *flags,
+                         env=env, timeout=600)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        checkpoints = [line.split(None, 1)[1] for line in out.stdout.splitlines() if line.startswith("checkpoint:")]
+        trained[name] = {"dir": storage / name, "checkpoint": Path(checkpoints[-1]), "stdout": out.stdout}
+    assert "reached=yes" in trained["cartpole"]["stdout"]
+    return {"storage": storage, "home": home, "env": env, **trained}
+
+
+def test_evaluate_plays_the_trained_policy_and_records_a_video(runs, tmp_path):
+    video = tmp_path / "cartpole.mp4"
+    # The experiment dir: its one trial, that trial's latest checkpoint.
+    out = run_module("rlhpc.evaluate", runs["cartpole"]["dir"], "--episodes", 10, "--seed", 0, "--video", video,
+                     env=runs["env"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and not error_lines(out.stderr), out.stderr
+    assert f"checkpoint: {runs['cartpole']['checkpoint']}" in out.stdout
+    lines = out.stdout.splitlines()
+    assert sum(line.startswith("episode ") for line in lines) == 10
+    summary = [line for line in lines if line.startswith("mean return ")]
+    assert len(summary) == 1 and summary[0].endswith("over 10 episodes"), out.stdout
+    mean = float(summary[0].split()[2])
+    assert mean >= 195, out.stdout
+
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(video, format="FFMPEG")
+    shapes = [frame.shape for frame in reader]
+    reader.close()
+    assert len(shapes) > 10
+    assert set(shapes) == {(400, 600, 3)}  # CartPole's 600 x 400 canvas, unscaled
+
+
+def test_evaluate_accepts_a_trial_dir_and_a_checkpoint_dir(runs):
+    checkpoint = runs["cartpole"]["checkpoint"]
+    for where in (checkpoint.parent, checkpoint):
+        out = run_module("rlhpc.evaluate", where, "--episodes", 1, env=runs["env"])
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"checkpoint: {checkpoint}" in out.stdout
+        assert "over 1 episodes" in out.stdout
+
+
+def corrupt_copy(runs, tmp_path, damage):
+    trial = tmp_path / "trial"
+    shutil.copytree(runs["cartpole"]["checkpoint"].parent, trial)
+    checkpoint = trial / runs["cartpole"]["checkpoint"].name
+    state = checkpoint / "learner_group/learner/rl_module/default_policy/module_state.pkl"
+    assert state.is_file()
+    damage(state)
+    return checkpoint
+
+
+@pytest.mark.parametrize("case", ["missing", "not a checkpoint", "truncated state", "deleted state",
+                                  "render without display"])
+def test_evaluate_bad_input_is_one_line(runs, tmp_path, case):
+    env = runs["env"]
+    if case == "missing":
+        where, expected = tmp_path / "nope", "no such checkpoint"
+    elif case == "not a checkpoint":
+        where, expected = tmp_path, "is not a checkpoint"
+    elif case == "truncated state":
+        def truncate(path):
+            with open(path, "r+b") as f:
+                f.truncate(path.stat().st_size // 2)
+        where, expected = corrupt_copy(runs, tmp_path, truncate), "corrupt checkpoint"
+    elif case == "deleted state":
+        where, expected = corrupt_copy(runs, tmp_path, Path.unlink), "corrupt checkpoint"
+    else:
+        env = {k: v for k, v in env.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+        where, expected = runs["cartpole"]["checkpoint"], "needs a display"
+    args = ["--render"] if case == "render without display" else []
+    assert_one_error_line(run_module("rlhpc.evaluate", where, *args, env=env), expected)
+
+
+def test_load_runs_matches_the_csvs(runs):
+    from rlhpc.compare import load_runs
+
+    loaded = load_runs([runs["cartpole"]["dir"], runs["storage"] / "vec*"])  # an experiment dir and a glob
+    assert [run.path.parent.name for run in loaded] == ["cartpole", "vec4"]
+    for run in loaded:
+        csv = pandas.read_csv(run.path / "progress.csv")
+        assert list(run.data.columns) == ["iteration", "steps", "time", "return"]
+        for ours, theirs in [("iteration", "training_iteration"), ("steps", "num_env_steps_sampled_lifetime"),
+                             ("time", "time_total_s"), ("return", RETURN)]:
+            pandas.testing.assert_series_equal(run.data[ours], csv[theirs], check_names=False)
+    assert len(loaded[1].data) == 3
+    # Labels: the experiment name and the one setting that differs (4 vs 8 envs per runner).
+    assert loaded[0].label == "cartpole (num_envs_per_env_runner=8)", loaded[0].label
+    assert loaded[1].label == "vec4 (num_envs_per_env_runner=4)", loaded[1].label
+
+
+def test_compare_writes_the_figure(runs, tmp_path):
+    from matplotlib.image import imread
+
+    png = tmp_path / "compare.png"
+    out = run_module("rlhpc.compare", runs["cartpole"]["dir"], runs["vec4"]["dir"], "--x", "steps",
+                     "--out", png, "--title", "4 vs 8 envs per runner", env=runs["env"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"wrote {png} (2 runs" in out.stdout
+    image = imread(png)
+    assert image.shape[:2] == (500, 800)  # 8 x 5 inches at 100 dpi
+    assert image[..., :3].std() > 0.05  # something was drawn
+
+
+def test_compare_bad_input_is_one_line(runs, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_error_line(run_module("rlhpc.compare", empty), "no progress.csv")
+    assert_one_error_line(run_module("rlhpc.compare", tmp_path / "missing"), "no such directory")
+    assert_one_error_line(run_module("rlhpc.compare", str(tmp_path / "nothing*")), "nothing matches")
+    trial = tmp_path / "started" / "PPO_trial"
+    trial.mkdir(parents=True)
+    (trial / "progress.csv").write_text("")  # a trial that has not reported yet
+    assert_one_error_line(run_module("rlhpc.compare", trial.parent), "no results yet")
+
+
+def test_tensorboard_files_hold_the_return_curve(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name in ("cartpole", "vec4"):
+        trial = runs[name]["checkpoint"].parent
+        assert list(trial.glob("events.out.tfevents.*"))
+        events = EventAccumulator(str(trial))
+        events.Reload()
+        tags = [tag for tag in events.Tags()["scalars"] if tag.endswith("episode_return_mean")]
+        assert tags, events.Tags()["scalars"][:20]
+        rows = read_progress(runs[name]["dir"])
+        points = events.Scalars(tags[0])
+        assert len(points) == len(rows)
+        assert [p.step for p in points] == [int(row["training_iteration"]) for row in rows]
+        assert points[-1].value == pytest.approx(rows[-1][RETURN], rel=1e-5)
