@@ -1,5 +1,6 @@
 """The Tune run: progress a person can read, checkpoints on signals, resume, and a summary."""
 
+import csv
 import math
 import os
 import signal
@@ -7,6 +8,7 @@ import sys
 import time
 
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback
 
 from rlhpc.config import LEGACY_RETURN_METRIC, RETURN_METRIC
 from rlhpc.errors import UserError
@@ -48,6 +50,25 @@ class ProgressLine(tune.Callback):
             finished = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
             line = f"[{trial.trial_id}] {line}  ({running} running, {finished}/{len(trials)} done)"
         print(line, flush=True)
+
+
+class ResumableCSVLogger(CSVLoggerCallback):
+    """progress.csv that stays aligned across --resume.
+
+    Tune appends to an existing progress.csv under its old header but with the columns of the
+    resumed process's first result, in whatever order they come: after a resume the return
+    column then holds another metric. Here the existing header decides the columns.
+    """
+
+    def log_trial_result(self, iteration, trial, result):
+        if trial not in self._trial_files:
+            self._setup_trial(trial)
+        if self._trial_csv[trial] is None and self._trial_continue[trial]:
+            with open(os.path.join(trial.local_path, "progress.csv"), newline="") as f:
+                header = next(csv.reader(f), None)
+            if header:
+                self._trial_csv[trial] = csv.DictWriter(self._trial_files[trial], header, extrasaction="ignore")
+        super().log_trial_result(iteration, trial, result)
 
 
 class StopOnSignal(tune.Callback):
@@ -132,7 +153,7 @@ def make_tuner(args, algo_cls, config, stop: dict):
         storage_path=storage,
         stop=stop,
         verbose=0,  # ProgressLine prints instead
-        callbacks=[ProgressLine(), StopOnSignal()],
+        callbacks=[ProgressLine(), StopOnSignal(), ResumableCSVLogger()],
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=args.checkpoint_freq, checkpoint_at_end=True),
         failure_config=tune.FailureConfig(max_failures=max_failures),
     )

@@ -1,0 +1,43 @@
+"""Stopping a run with a signal, then --resume: nothing lost beyond one checkpoint interval."""
+
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import PYTHON, REPO, RETURN, clean_env, error_lines, read_progress, run_script
+
+TRAINER = "simple_example/simple_trainer.py"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM])
+def test_signal_saves_a_checkpoint_and_resume_continues(sig, tmp_path):
+    env = clean_env(HOME=tmp_path)
+    args = [PYTHON, str(REPO / TRAINER), "--storage-path", str(tmp_path), "--name", "run",
+            "--checkpoint-freq", "0"]  # no periodic checkpoints: the one we resume from is the signal's
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while len(read_progress(tmp_path / "run")) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert f"stopped by {sig.name}; state and checkpoint saved" in stdout
+    before = read_progress(tmp_path / "run")
+    stopped_at = int(before[-1]["training_iteration"])
+    assert stopped_at >= 3 and before[-1][RETURN] < 195, "the run finished before the signal"
+    assert list(tmp_path.glob("run/*/checkpoint_000000")), "no checkpoint saved on the signal"
+
+    out = run_script(TRAINER, "--storage-path", tmp_path, "--name", "run", "--resume", "--as-test", env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    after = read_progress(tmp_path / "run")[len(before):]
+    assert int(after[0]["training_iteration"]) == stopped_at + 1
+    assert after[0]["num_env_steps_sampled_lifetime"] > before[-1]["num_env_steps_sampled_lifetime"]
+    assert after[-1][RETURN] >= 195
+
+
+def test_resume_without_an_experiment_is_one_line(tmp_path):
+    out = run_script(TRAINER, "--resume", tmp_path / "nothing-here", env=clean_env(HOME=tmp_path))
+    assert out.returncode == 2
+    assert error_lines(out.stderr) == [f"error: nothing to resume at {tmp_path / 'nothing-here'}: "
+                                       "no Tune experiment state there"]
