@@ -100,6 +100,22 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
     algo.add_argument("--print-config", action="store_true",
                       help="print the resolved config (runners, learners, GPUs, hyperparameters) and exit")
 
+    search = parser.add_argument_group("hyperparameter search (trials run side by side as CPUs allow)")
+    search.add_argument("--grid", action="append", default=[], metavar="KEY=[V1,V2,...]",
+                        help="try every value (repeatable: all combinations), e.g. --grid lr=[1e-3,3e-4]")
+    search.add_argument("--uniform", action="append", default=[], metavar="KEY=LOW,HIGH",
+                        help="draw KEY uniformly from [LOW, HIGH] in each sample")
+    search.add_argument("--loguniform", action="append", default=[], metavar="KEY=LOW,HIGH",
+                        help="draw KEY log-uniformly (learning rates)")
+    search.add_argument("--num-samples", type=positive_number, default=1,
+                        help="repeat the grid this many times, drawing the random keys anew")
+    search.add_argument("--metric", default="return",
+                        help="what makes a trial best: return, steps_to_reward, time_to_reward, or a result "
+                             "key such as env_runners/episode_len_mean")
+    search.add_argument("--mode", choices=["max", "min"],
+                        help="whether the metric is better high or low (default: max for return and result "
+                             "keys, min for steps_to_reward and time_to_reward)")
+
     results = parser.add_argument_group("results")
     results.add_argument("--storage-path", default="~/ray_results", help="where experiments are written")
     results.add_argument("--name", help="experiment name (default: the env name)")

@@ -1,6 +1,7 @@
 """The Tune run: progress a person can read, checkpoints on signals, resume, and a summary."""
 
 import csv
+import json
 import math
 import os
 import signal
@@ -135,7 +136,7 @@ def check_writable(path: str) -> None:
         raise UserError(f"cannot write results to {path}: {e.strerror or e}") from None
 
 
-def make_tuner(args, algo_cls, config, stop: dict):
+def make_tuner(args, algo_cls, config, stop: dict, num_samples: int = 1):
     storage = os.path.abspath(os.path.expanduser(args.storage_path))
     check_writable(storage)
     if args.resume:
@@ -157,10 +158,11 @@ def make_tuner(args, algo_cls, config, stop: dict):
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=args.checkpoint_freq, checkpoint_at_end=True),
         failure_config=tune.FailureConfig(max_failures=max_failures),
     )
-    return tune.Tuner(algo_cls, param_space=config, run_config=run_config)
+    return tune.Tuner(algo_cls, param_space=config, run_config=run_config,
+                      tune_config=tune.TuneConfig(num_samples=num_samples))
 
 
-def summarize(grid, stop: dict, args, started: float) -> int:
+def summarize(grid, stop: dict, args, started: float, search=()) -> int:
     """Prints what happened and where it is; returns the exit code."""
     target = stop.get(RETURN_METRIC, stop.get(LEGACY_RETURN_METRIC))
     errors = [r for r in grid if r.error]
@@ -169,7 +171,8 @@ def summarize(grid, stop: dict, args, started: float) -> int:
         metrics = result.metrics or {}
         ret = episode_return(metrics)
         reached = target is not None and ret is not None and ret >= target
-        print(f"summary: reached={'yes' if reached else 'no'}"
+        prefix = f"[{os.path.basename(result.path)[:40]}] " if len(grid) > 1 else ""
+        print(f"{prefix}summary: reached={'yes' if reached else 'no'}"
               + (f" (stop reward {target:g})" if target is not None else "")
               + f"  return={'-' if ret is None else f'{ret:.2f}'}"
               + f"  iterations={metrics.get('training_iteration', 0)}  env_steps={env_steps(metrics):,}"
@@ -181,6 +184,16 @@ def summarize(grid, stop: dict, args, started: float) -> int:
             print(f"checkpoint: {result.checkpoint.path}")
         if args.as_test and not reached:
             exit_code = 1
+    if search:
+        from rlhpc.search import METRICS, best_trial, searched_values
+
+        value, best = best_trial(grid, search, args.metric, args.mode, target)
+        what = METRICS.get(args.metric, (args.metric, None))[0]
+        if best is None:
+            print(f"best: none of {len(grid)} trials has a value for {what}")
+        else:
+            print(f"best: {json.dumps(searched_values(best.config, search))}  {what} = {value:g}  "
+                  f"({os.path.basename(best.path)})", flush=True)
     if StopOnSignal.received:
         print(f"stopped by {StopOnSignal.received}; state and checkpoint saved. Continue with: --resume "
               f"{grid.experiment_path}", flush=True)

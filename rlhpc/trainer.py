@@ -90,6 +90,11 @@ def train(args, *, envs=None, stop_reward_for=None) -> int:
                                                          if stop_reward_for else None)
     stop = stop_criteria(args, default_reward)
     bundles = resource_request(algo_cls, config)
+    from rlhpc.search import METRICS, parse_search, search_space
+
+    search = parse_search(args)
+    param_space = search_space(config, algo_name, search) if search else config
+    args.mode = args.mode or METRICS.get(args.metric, (None, "max"))[1]
     if args.print_config:
         print(json.dumps(describe(config, algo_name, args, stop, bundles), indent=2, default=repr))
         return 0
@@ -105,8 +110,8 @@ def train(args, *, envs=None, stop_reward_for=None) -> int:
     print(f"{algo_name} on {args.name_env} with {where}: {placement['num_env_runners']} env runner(s) x "
           f"{placement['num_envs_per_env_runner']} envs, learner: {placement['learner_placement']}", flush=True)
     print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in stop.items()), flush=True)
-    tuner = make_tuner(args, algo_cls, config, stop)
+    tuner = make_tuner(args, algo_cls, param_space, stop, num_samples=args.num_samples)
     grid = tuner.fit()
-    code = summarize(grid, stop, args, started)
+    code = summarize(grid, stop, args, started, search)
     sys.stdout.flush()
     return code

@@ -1,0 +1,105 @@
+"""Hyperparameter search: grid and random search over algorithm config keys, with Tune.
+
+    --grid lr=[1e-3,3e-4]  --grid model_config.fcnet_hiddens=[[32],[64]]   every combination
+    --uniform lr=1e-5,1e-2  --loguniform lr=1e-5,1e-2  --num-samples 5     random draws
+
+Trials run side by side as far as the CPUs allow (each needs --num-cpus + 1). Every candidate
+value is checked against the config before Ray starts, like --set.
+"""
+
+import copy
+import math
+
+from ray import tune
+
+from rlhpc.config import apply_overrides, parse_assignments
+from rlhpc.errors import UserError
+
+# Names for --metric: what "best" means once the trials are done.
+METRICS = {
+    "return": ("final mean episode return", "max"),
+    "steps_to_reward": ("env steps to reach the stop reward", "min"),
+    "time_to_reward": ("training seconds to reach the stop reward", "min"),
+}
+
+
+def parse_search(args) -> list:
+    """-> [(path, kind, values)], kind in grid/uniform/loguniform."""
+    specs = []
+    for path, value in parse_assignments(args.grid, "--grid"):
+        if not isinstance(value, list) or not value:
+            raise UserError(f"--grid {'.'.join(path)} needs a non-empty list, e.g. --grid lr=[1e-3,3e-4]")
+        specs.append((path, "grid", value))
+    for kind in ("uniform", "loguniform"):
+        for item in getattr(args, kind):
+            key, _, bounds = item.partition("=")
+            try:
+                low, high = (float(b) for b in bounds.split(","))
+            except ValueError:
+                raise UserError(f"malformed --{kind} {item!r}: expected KEY=LOW,HIGH, e.g. --{kind} lr=1e-5,1e-2") from None
+            if not key or not low < high or (kind == "loguniform" and low <= 0):
+                raise UserError(f"bad --{kind} {item!r}: need LOW < HIGH" + (" and LOW > 0" if kind == "loguniform" else ""))
+            specs.append((key.split("."), kind, [low, high]))
+    return specs
+
+
+def search_space(config, algo_name: str, specs: list) -> dict:
+    """The config as Tune's param_space dict, with search spaces where the user asked for them."""
+    for path, _, values in specs:  # every candidate must be a value the config accepts
+        for value in values:
+            apply_overrides(copy.deepcopy(config), [(path, value)], algo_name)
+    space = config.to_dict()
+    for path, kind, values in specs:
+        root = path[0]
+        key = root if root in space else f"_{root}"  # model_config is stored as _model_config
+        node = space
+        for part in [key, *path[1:-1]]:
+            node = node.setdefault(part, {})
+        leaf = path[-1] if len(path) > 1 else None
+        sampler = {"grid": tune.grid_search, "uniform": lambda v: tune.uniform(*v),
+                   "loguniform": lambda v: tune.loguniform(*v)}[kind](values)
+        if leaf is None:
+            space[key] = sampler
+        else:
+            node[leaf] = sampler
+    return space
+
+
+def searched_values(result_config: dict, specs: list) -> dict:
+    """The values one trial got for the searched keys, e.g. {'lr': 0.001}."""
+    values = {}
+    for path, _, _ in specs:
+        node = result_config
+        for i, part in enumerate(path):
+            if i == 0 and part not in node:
+                part = f"_{part}"
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        values[".".join(path)] = node
+    return values
+
+
+def score(metrics: dict, metric: str, target):
+    """A number to rank trials by (None: this trial does not count, e.g. never reached the reward)."""
+    from rlhpc.run import env_steps, episode_return
+
+    if metric == "return":
+        return episode_return(metrics)
+    if metric in ("steps_to_reward", "time_to_reward"):
+        ret = episode_return(metrics)
+        if target is None or ret is None or ret < target:
+            return None
+        return env_steps(metrics) if metric == "steps_to_reward" else metrics.get("time_total_s")
+    node = metrics
+    for part in metric.split("/"):
+        node = node.get(part) if isinstance(node, dict) else None
+    return None if node is None or (isinstance(node, float) and math.isnan(node)) else node
+
+
+def best_trial(grid, specs, metric: str, mode: str, target):
+    scored = [(score(r.metrics or {}, metric, target), r) for r in grid if not r.error]
+    scored = [(s, r) for s, r in scored if s is not None]
+    if not scored:
+        return None, None
+    pick = max if mode == "max" else min
+    value, result = pick(scored, key=lambda pair: pair[0])
+    return value, result

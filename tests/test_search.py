@@ -1,0 +1,51 @@
+"""Hyperparameter search: real trials side by side, the best one named and checkable."""
+
+import csv
+import json
+import re
+
+import pytest
+from conftest import clean_env, error_lines, run_script
+
+TRAINER = "simple_example/simple_trainer.py"
+
+
+def test_grid_search_runs_every_trial_and_names_the_fastest(tmp_path):
+    out = run_script(TRAINER, "--grid", "lr=[1e-3,3e-4]", "--grid", "model_config.fcnet_hiddens=[[32],[64]]",
+                     "--stop-reward", 25, "--stop-iters", 4, "--metric", "steps_to_reward", "--seed", 0,
+                     "--storage-path", tmp_path, env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = sorted(p for p in (tmp_path / "CartPole-v0").iterdir() if p.is_dir())
+    assert len(trials) == 4
+    tried = []
+    for trial in trials:
+        params = json.loads((trial / "params.json").read_text())
+        tried.append({"lr": params["lr"], "model_config.fcnet_hiddens": params["_model_config"]["fcnet_hiddens"]})
+        assert (trial / "progress.csv").stat().st_size > 0  # every trial reported
+    assert sorted(map(json.dumps, tried)) == sorted(json.dumps({"lr": lr, "model_config.fcnet_hiddens": h})
+                                                    for lr in (1e-3, 3e-4) for h in ([32], [64]))
+    best = re.search(r"^best: (\{.*\})  env steps to reach the stop reward = (\d+)  \((\S+)\)$", out.stdout, re.M)
+    assert best, out.stdout[-2000:]
+    best_config, best_steps, best_dir = json.loads(best.group(1)), int(best.group(2)), best.group(3)
+    assert best_config in tried
+    finals = {}  # trial dir -> env steps when it reached the stop reward
+    for trial in trials:
+        with open(trial / "progress.csv") as f:
+            last = list(csv.DictReader(f))[-1]
+        if float(last["env_runners/episode_return_mean"]) >= 25:
+            finals[trial.name] = int(float(last["num_env_steps_sampled_lifetime"]))
+    assert finals and best_steps == min(finals.values()) and finals[best_dir] == best_steps
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "lr=0.1"], "--grid lr needs a non-empty list"),
+    (["--grid", "lr=[]"], "--grid lr needs a non-empty list"),
+    (["--grid", "no_such_key=[1,2]"], "PPO has no config key 'no_such_key'"),
+    (["--grid", 'lr=[0.1,"fast"]'], "bad value for lr: expected a number, got 'fast'"),
+    (["--uniform", "lr=1e-3"], "malformed --uniform 'lr=1e-3': expected KEY=LOW,HIGH"),
+    (["--loguniform", "lr=0,1"], "bad --loguniform 'lr=0,1': need LOW < HIGH and LOW > 0"),
+])
+def test_bad_search_spec_is_one_line(args, message, tmp_path):
+    out = run_script(TRAINER, *args, env=clean_env(HOME=tmp_path))
+    assert out.returncode == 2
+    assert len(error_lines(out.stderr)) == 1 and message in out.stderr, out.stderr
