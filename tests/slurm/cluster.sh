@@ -53,12 +53,11 @@ install_packages() {
   command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
     && command -v munged >/dev/null && return 0
   command -v apt-get >/dev/null || skip "Slurm is not installed and there is no apt-get to install it"
-  say "installing ${pkgs[*]} (apt-get)"
-  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}" >"$BASE/apt.log" 2>&1; then
-    # A fresh image often has no package lists yet.
-    DEBIAN_FRONTEND=noninteractive apt-get update >>"$BASE/apt.log" 2>&1
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}" >>"$BASE/apt.log" 2>&1 \
-      || skip "could not install ${pkgs[*]} (see $BASE/apt.log)"
+  say "installing ${pkgs[*]} (apt-get, log in $BASE/apt.log)"
+  apt_get() { DEBIAN_FRONTEND=noninteractive apt-get "$@" >>"$BASE/apt.log" 2>&1; }
+  if ! apt_get install -y --no-install-recommends "${pkgs[@]}"; then
+    apt_get update   # a fresh image often has no package lists yet
+    apt_get install -y --no-install-recommends "${pkgs[@]}" || skip "could not install ${pkgs[*]} (see $BASE/apt.log)"
   fi
 }
 
