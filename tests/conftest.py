@@ -197,3 +197,6 @@ def ray_cluster():
     cluster = RayCluster(cpus_per_node=(1, 2))
     yield cluster
     cluster.shutdown()
+
+# Slurm test cluster (issue 5): the session fixture `slurm_cluster`, defined in tests/conftest_slurm.py.
+from conftest_slurm import slurm_cluster  # noqa: E402,F401

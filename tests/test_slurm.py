@@ -1,0 +1,232 @@
+"""The sbatch templates on a real 3-node Slurm cluster (tests/slurm/cluster.sh; root only, else skipped).
+
+Nodes claim 2 CPUs each on a 2-core machine, so jobs ask for 1 CPU per node: 3 Ray nodes, 2 env runners.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, RETURN, read_progress
+
+pytestmark = pytest.mark.slurm
+
+MULTI = "slurm/multi_node_trainer.sh"
+GPU = "slurm/gpu_trainer.sh"
+RAY_STATE = f"python {REPO / 'tests' / 'slurm' / 'ray_state.py'}"
+
+
+class TokenWatch:
+    """Called while a job runs: once the job's token file exists, looks for the token in every argv."""
+
+    def __init__(self, job_dir: Path):
+        self.path = job_dir / "auth_token"
+        self.token = None
+        self.mode = None
+        self.scans = 0
+        self.leaks = []
+
+    def __call__(self):
+        if self.token is None:
+            try:
+                text = self.path.read_text().strip()
+            except OSError:
+                return
+            if not re.fullmatch(r"[0-9a-f]{64}", text):
+                return
+            self.token, self.mode = text, self.path.stat().st_mode & 0o777
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if self.token.encode() in cmdline.read_bytes():
+                    self.leaks.append(cmdline.parent.name)
+            except OSError:
+                pass
+        self.scans += 1
+
+
+def job_env(tmp: Path, **extra) -> dict:
+    return {"RLHPC_JOB_DIR": str(tmp / "job"), **{k: str(v) for k, v in extra.items()}}
+
+
+def run_line(job) -> str:
+    return next(line for line in job.output.splitlines() if line.startswith("ray_cluster.sh: running: "))
+
+
+def assert_cleaned_up(cluster, job, tmp: Path):
+    """Nothing of the job is left: no processes in the nodes' namespaces but slurmd, no token, no Ray temp dir."""
+    deadline = time.monotonic() + 15  # Slurm reaps a job's steps asynchronously
+    while (strays := cluster.stray_processes()) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert not strays, f"processes left after job {job.job_id}: {strays}"
+    assert not (tmp / "job" / "auth_token").exists(), "the token file outlived the job"
+    assert not Path(f"/tmp/ray-{job.job_id}").exists(), "the nodes' Ray temp dir outlived the job"
+
+
+@pytest.fixture(scope="module")
+def multi_node_run(slurm_cluster, tmp_path_factory):
+    """One multi-node training job, watched for the token while it runs."""
+    tmp = tmp_path_factory.mktemp("multi")
+    watch = TokenWatch(tmp / "job")
+    job = slurm_cluster.sbatch(
+        MULTI, "--storage-path", tmp / "results", "--name", "multi",
+        options=["--cpus-per-task=1"],
+        env=job_env(tmp, RLHPC_POST_HOOK=f"{RAY_STATE} {tmp / 'state.json'}"),
+        output_dir=tmp, on_poll=watch, timeout=400)
+    print(f"multi-node job {job.job_id}: {job.seconds:.1f} s")
+    return job, tmp, watch
+
+
+def test_multi_node_trainer_trains_on_three_nodes(multi_node_run, slurm_cluster):
+    job, tmp, _ = multi_node_run
+    assert job.exit_code == 0 and job.state == "COMPLETED", job.output[-4000:]
+    assert "Ray cluster: 3 nodes, 3 CPUs, 0 GPUs" in job.output
+    assert len(set(re.findall(r"^  node (n\d) (10\.250\.0\.\d+):", job.output, re.M))) == 3
+    # 1 CPU per task x 3 nodes, less 1 for the driver: the template computed --num-cpus 2.
+    assert " --num-cpus 2 " in run_line(job)
+    assert "summary: reached=yes" in job.output
+    rows = read_progress(tmp / "results" / "multi")
+    assert rows and max(r[RETURN] for r in rows) >= 195
+    assert list((tmp / "results" / "multi").glob("*/checkpoint_*"))
+    # 1-CPU nodes: the algorithm and its 2 env runners ran on 3 different nodes.
+    state = json.loads((tmp / "state.json").read_text())
+    host = {a["class"]: set() for a in state["actors"]}
+    for a in state["actors"]:
+        host[a["class"]].add(state["nodes"][a["node"]]["host"])
+    assert len(host["SingleAgentEnvRunner"]) == 2
+    assert host["SingleAgentEnvRunner"] | host["PPO"] == {"n1", "n2", "n3"}
+    assert_cleaned_up(slurm_cluster, job, tmp)
+
+
+def test_token_is_never_printed_nor_on_a_command_line(multi_node_run):
+    job, tmp, watch = multi_node_run
+    assert watch.token, "never saw the job's token file while the job ran"
+    assert watch.mode == 0o600
+    assert watch.scans > 10, "the job ended before its processes could be checked"
+    assert not watch.leaks, f"token in the argv of processes {watch.leaks}"
+    assert watch.token not in job.output
+    for log in (tmp / "job").glob("*.log"):
+        assert watch.token not in log.read_text(), log
+
+
+def test_gpu_trainer_puts_runners_and_learner_on_their_groups(slurm_cluster, tmp_path):
+    # Command-line options apply to every group: 1 node and 1 CPU each. The template's --gres=gpu:1 stays:
+    # the test nodes each claim a GPU that is not there, and the trainer is told --num-gpus 0.
+    job = slurm_cluster.sbatch(
+        GPU, "--num-gpus", "0", "--storage-path", tmp_path / "results", "--name", "gpu",
+        options=["--nodes=1", "--cpus-per-task=1"],
+        env=job_env(tmp_path, RLHPC_POST_HOOK=f"{RAY_STATE} {tmp_path / 'state.json'}"),
+        output_dir=tmp_path, timeout=400)
+    print(f"heterogeneous job {job.job_id}: {job.seconds:.1f} s")
+    assert job.exit_code == 0, job.output[-4000:]
+    assert "Ray cluster: 3 nodes" in job.output
+    assert "summary: reached=yes" in job.output
+    state = json.loads((tmp_path / "state.json").read_text())
+    role = {node_id: next((r for r in ("head_node", "rollout_node", "learner_node") if r in n["resources"]), None)
+            for node_id, n in state["nodes"].items()}
+    assert sorted(filter(None, role.values())) == ["head_node", "learner_node", "rollout_node"]
+    runners = [a for a in state["actors"] if a["class"] == "SingleAgentEnvRunner"]
+    # RLlib's remote learner runs in a Ray Train worker actor (class _WrappedExecutable).
+    learners = [a for a in state["actors"] if "Executable" in a["class"] or "Learner" in a["class"]]
+    algos = [a for a in state["actors"] if a["class"] == "PPO"]
+    assert runners and {role[a["node"]] for a in runners} == {"rollout_node"}
+    assert learners and {role[a["node"]] for a in learners} == {"learner_node"}
+    assert algos and {role[a["node"]] for a in algos} == {"head_node"}
+    assert_cleaned_up(slurm_cluster, job, tmp_path)
+
+
+def test_training_survives_losing_a_worker_node(slurm_cluster, tmp_path):
+    experiment = tmp_path / "results" / "kill"
+    job_id, out = slurm_cluster.submit(
+        MULTI, "--storage-path", tmp_path / "results", "--name", "kill",
+        options=["--cpus-per-task=1"],  # 1-CPU nodes: the algorithm and the 2 env runners on 3 different nodes
+        env=job_env(tmp_path, RLHPC_POST_HOOK=f"{RAY_STATE} {tmp_path / 'state.json'}"), output_dir=tmp_path)
+    killed = {}
+
+    def kill_a_runner_node_once_training():
+        if killed or len(read_progress(experiment)) < 2:
+            return
+        procs = slurm_cluster.processes()
+        titled = {node for node, _, argv in procs if argv and argv[0].startswith("ray::PPO")}
+        runners = {node for node, _, argv in procs if argv and argv[0].startswith("ray::SingleAgentEnvRunner")}
+        victim = min(runners - titled - {"n1"}, default=None)  # a worker node with an env runner only
+        for node, pid, argv in procs:
+            if node == victim and argv[0].endswith("/raylet") and f"/ray-{job_id}/{node}/" in " ".join(argv):
+                os.kill(pid, signal.SIGKILL)
+                killed.update(node=node, at_row=len(read_progress(experiment)))
+
+    job = slurm_cluster.wait(job_id, out, timeout=400, on_poll=kill_a_runner_node_once_training)
+    print(f"job {job.job_id}, raylet of {killed.get('node')} killed: {job.seconds:.1f} s")
+    assert killed, "no worker node's raylet was killed (not found, or training ended first)"
+    assert job.exit_code == 0, job.output[-4000:]
+    assert "summary: reached=yes" in job.output
+    rows = read_progress(experiment)
+    assert len(rows) > killed["at_row"] and rows[-1][RETURN] >= 195
+    state = json.loads((tmp_path / "state.json").read_text())
+    alive = {n["host"]: n["alive"] for n in state["nodes"].values()}
+    assert alive == {"n1": True, "n2": True, "n3": True, killed["node"]: False}
+    assert_cleaned_up(slurm_cluster, job, tmp_path)
+
+
+def test_usr1_checkpoints_and_resubmitting_with_resume_finishes(slurm_cluster, tmp_path):
+    experiment = tmp_path / "results" / "walltime"
+    args = ["--storage-path", tmp_path / "results", "--name", "walltime"]
+    # --checkpoint-freq 0: the only checkpoint is the one the signal causes.
+    job_id, out = slurm_cluster.submit(MULTI, *args, "--checkpoint-freq", "0", options=["--cpus-per-task=1"],
+                                       env=job_env(tmp_path), output_dir=tmp_path)
+    sent = {}
+
+    def usr1_after_three_iterations():
+        if not sent and len(read_progress(experiment)) >= 3:
+            # What `#SBATCH --signal=B:USR1@120` does before the wall time: USR1 to the batch shell only.
+            slurm_cluster.run("scancel", "--signal=USR1", "--batch", job_id)
+            sent["at"] = time.monotonic()
+
+    job = slurm_cluster.wait(job_id, out, timeout=400, on_poll=usr1_after_three_iterations)
+    assert sent, "training ended before the signal"
+    print(f"job {job.job_id}: {job.seconds:.1f} s, ended {time.monotonic() - sent['at']:.1f} s after USR1")
+    assert job.exit_code == 0 and job.state == "COMPLETED", job.output[-4000:]
+    assert "got SIGUSR1: passing it to the trainer" in job.output
+    assert "stopped by SIGUSR1; state and checkpoint saved" in job.output
+    before = read_progress(experiment)
+    stopped_at = int(before[-1]["training_iteration"])
+    assert before[-1][RETURN] < 195, "the run reached the stop reward before the signal"
+    assert list(experiment.glob("*/checkpoint_000000")), "no checkpoint saved on USR1"
+    assert_cleaned_up(slurm_cluster, job, tmp_path)
+
+    again = slurm_cluster.sbatch(MULTI, *args, "--resume", "--as-test", options=["--cpus-per-task=1"],
+                                 env=job_env(tmp_path), output_dir=tmp_path, timeout=400)
+    print(f"resumed job {again.job_id}: {again.seconds:.1f} s")
+    assert again.exit_code == 0, again.output[-4000:]
+    after = read_progress(experiment)[len(before):]
+    assert int(after[0]["training_iteration"]) == stopped_at + 1
+    assert after[-1][RETURN] >= 195
+
+
+def test_a_cluster_that_does_not_come_up_fails_clearly_and_leaves_nothing(slurm_cluster, tmp_path):
+    # Ray needs several seconds to start its nodes; a 1 s limit cannot be met (by the head or by the workers).
+    job = slurm_cluster.sbatch(MULTI, options=["--cpus-per-task=1"], env=job_env(tmp_path, RLHPC_RAY_TIMEOUT=1),
+                               output_dir=tmp_path, timeout=120)
+    assert job.exit_code != 0
+    assert re.search(r"^ray_cluster.sh: (the Ray head on n1 did not open port \d+ within 1s"
+                     r"|only [012] of 3 Ray nodes joined \(timeout after 1s\); see the ray-\*\.log files in )",
+                     job.output, re.M), job.output
+    assert "running:" not in job.output
+    assert_cleaned_up(slurm_cluster, job, tmp_path)
+
+
+def test_templates_ask_for_usr1_before_the_time_limit():
+    for script in (MULTI, GPU):
+        assert re.search(r"^#SBATCH --signal=B:USR1@\d+", (REPO / script).read_text(), re.M), script
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed")
+def test_shellcheck_finds_no_warnings():
+    scripts = sorted(str(p) for p in (REPO / "slurm").glob("*.sh")) + [str(REPO / "tests/slurm/cluster.sh")]
+    out = subprocess.run(["shellcheck", "-S", "warning", *scripts], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stdout
