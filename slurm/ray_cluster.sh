@@ -110,12 +110,17 @@ trap '_ray_forward USR1' USR1
 trap '_ray_forward TERM' TERM
 
 # --- starting nodes ---------------------------------------------------------------------------------------
-# Runs on the node inside the srun step, with the temp dir root as $1: the node's own IP (first IPv4 of
-# `hostname --ip-address`; multi-homed nodes list several) and its own temp dir, then `ray start --block`,
-# which lives as long as the step.
+# A node's address for Ray, run on that node: the first IPv4 of `hostname --ip-address` (multi-homed nodes list
+# several), skipping loopback ones (some images map the hostname to 127.0.1.1), else of `hostname -I`.
 # shellcheck disable=SC2016  # expanded on the node, not here
-_ray_node_script='
-ip=$(hostname --ip-address | tr " " "\n" | grep -m1 -E "^[0-9]+(\.[0-9]+){3}$" || hostname --ip-address | cut -d" " -f1)
+_ray_pick_ip='{ hostname --ip-address; hostname -I; } 2>/dev/null | tr " " "\n" |
+  grep -v "^127\." | grep -m1 -E "^[0-9]+(\.[0-9]+){3}$"'
+
+# Runs on the node inside the srun step, with the temp dir root as $1: the node's own IP and temp dir, then
+# `ray start --block`, which lives as long as the step.
+# shellcheck disable=SC2016
+_ray_node_script="ip=\$($_ray_pick_ip)"'
+[ -n "$ip" ] || { echo "no IPv4 address other than loopback on $(hostname)" >&2; exit 1; }
 tmp=$1/ray-$SLURM_JOB_ID/$(hostname -s)
 shift
 mkdir -p "$tmp" || exit 1
@@ -139,9 +144,8 @@ _ray_srun_node() {  # NODE CPUS RESOURCES GROUP LOG -- ray start args...
 # NODE CPUS [RESOURCES_JSON [HET_GROUP]]: the head, with the GCS; waits until its port answers.
 ray_cluster_start_head() {
   local node=$1 cpus=$2 resources=${3:-} group=${4:-} t0=$SECONDS
-  ray_head_ip=$(srun --overlap --nodes=1 --ntasks=1 -w "$node" ${group:+--het-group="$group"} hostname --ip-address \
-    | tr ' ' '\n' | grep -m1 -E '^[0-9]+(\.[0-9]+){3}$')
-  [ -n "$ray_head_ip" ] || { _ray_log "no IPv4 address from 'hostname --ip-address' on $node"; exit 1; }
+  ray_head_ip=$(srun --overlap --nodes=1 --ntasks=1 -w "$node" ${group:+--het-group="$group"} bash -c "$_ray_pick_ip")
+  [ -n "$ray_head_ip" ] || { _ray_log "no IPv4 address other than loopback on $node"; exit 1; }
   export ip_head=$ray_head_ip:$RLHPC_RAY_PORT
   _ray_log "head: $node $ip_head (ray start log: $RLHPC_JOB_DIR/ray-$node.log)"
   _ray_srun_node "$node" "$cpus" "$resources" "$group" "$RLHPC_JOB_DIR/ray-$node.log" -- \
