@@ -1,11 +1,12 @@
 # shellcheck shell=bash
 # Start a Ray cluster inside a Slurm allocation, run a trainer on it, and tear it down. Sourced by the sbatch
-# templates in this folder (multi_node_trainer.sh, gpu_trainer.sh); it does nothing by itself when sourced.
+# templates in this folder (multi_node_trainer.sh, gpu_trainer.sh). Sourcing it writes the job's token and sets
+# the traps; the functions start and stop the rest:
 #
 #   source "$RLHPC_ROOT/slurm/ray_cluster.sh"
-#   ray_cluster_start_head   NODE CPUS [RESOURCES_JSON [HET_GROUP]]   # first, on the batch host
+#   ray_cluster_start_head   NODE CPUS [RESOURCES_JSON [HET_GROUP]]   # the batch host; exports ip_head=IP:PORT
 #   ray_cluster_start_worker NODE CPUS [RESOURCES_JSON [HET_GROUP]]   # once per other node
-#   ray_cluster_wait NODES          # poll until NODES Ray nodes are alive; print a report; export ip_head
+#   ray_cluster_wait NODES          # poll until NODES Ray nodes are alive; print a report
 #   ray_cluster_run_trainer python TRAINER.py ARGS...   # returns the trainer's exit status
 #
 # What it takes care of, and why:
