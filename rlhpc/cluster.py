@@ -95,11 +95,11 @@ def connect(args) -> str:
     """Starts or joins Ray; returns a short description for the log."""
     import ray
 
-    # Every worker of this job, on every node, gets these variables.
-    env_vars = {"PYTHONWARNINGS": "ignore::DeprecationWarning,ignore:::gymnasium.spaces.box"}
-    if "TF_USE_LEGACY_KERAS" in os.environ:  # tf2: Keras 2 must be chosen before TF is imported
-        env_vars["TF_USE_LEGACY_KERAS"] = os.environ["TF_USE_LEGACY_KERAS"]
-    common = dict(logging_level="WARNING", log_to_driver=True, runtime_env={"env_vars": env_vars})
+    common = dict(logging_level="WARNING", log_to_driver=True)
+    if args.address and "TF_USE_LEGACY_KERAS" in os.environ:
+        # tf2: Keras 2 must be chosen before TF is imported, also in workers on other nodes. (A local
+        # Ray's workers inherit our environment; a runtime env would cost fresh worker processes.)
+        common["runtime_env"] = {"env_vars": {"TF_USE_LEGACY_KERAS": os.environ["TF_USE_LEGACY_KERAS"]}}
     if not args.address:
         # Local: the whole machine (or one core), no dashboard (not installed, and saves ~1 s).
         ray.init(num_cpus=1 if args.local_mode else None, include_dashboard=False, **common)

@@ -2,7 +2,6 @@
 
 import signal
 import subprocess
-import time
 
 import pytest
 from conftest import PYTHON, REPO, RETURN, clean_env, error_lines, read_progress, run_script
@@ -16,11 +15,15 @@ def test_signal_saves_a_checkpoint_and_resume_continues(sig, tmp_path):
     args = [PYTHON, str(REPO / TRAINER), "--storage-path", str(tmp_path), "--name", "run",
             "--checkpoint-freq", "0"]  # no periodic checkpoints: the one we resume from is the signal's
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    while len(read_progress(tmp_path / "run")) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+    # Signal after the trainer printed iteration 3 (progress.csv on disk can lag behind in bursts).
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("iter    3"):
+            break
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
+    stdout = "".join(seen) + stdout
     assert proc.returncode == 0, stderr[-3000:]
     assert f"stopped by {sig.name}; state and checkpoint saved" in stdout
     before = read_progress(tmp_path / "run")
