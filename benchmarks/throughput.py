@@ -17,7 +17,6 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-
 from _common import TRAINER, write_json
 
 

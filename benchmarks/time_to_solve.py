@@ -75,7 +75,8 @@ def main():
     ratios = {name: s["median"] / sb3 for name, s in stats.items() if sb3 and s["median"] and name != "SB3 PPO (zoo)"}
     for name, ratio in ratios.items():
         print(f"ratio {name} / SB3 PPO: {ratio:.2f}")
-    print("written:", write_json("time_to_solve", {"runs": runs, "stats": stats, "ratio_to_sb3": ratios}))
+    name = "time_to_solve_" + "_".join(a.lower() for a in args.algos)
+    print("written:", write_json(name, {"runs": runs, "stats": stats, "ratio_to_sb3": ratios}))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,10 @@ class ProgressLine(tune.Callback):
         steps = env_steps(result)
         last = getattr(self, "_last_steps", {}).get(trial.trial_id)
         iter_time = result.get("time_this_iter_s") or 0
-        rate = (steps - last) / iter_time if last is not None and iter_time else steps / max(result.get("time_total_s", 1), 1e-9)
+        if last is not None and iter_time:
+            rate = (steps - last) / iter_time
+        else:
+            rate = steps / max(result.get("time_total_s", 1), 1e-9)
         self._last_steps = {**getattr(self, "_last_steps", {}), trial.trial_id: steps}
         ret = episode_return(result)
         line = (f"iter {result.get('training_iteration', 0):4d}  steps {steps:>10,}  "

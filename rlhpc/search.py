@@ -36,9 +36,11 @@ def parse_search(args) -> list:
             try:
                 low, high = (float(b) for b in bounds.split(","))
             except ValueError:
-                raise UserError(f"malformed --{kind} {item!r}: expected KEY=LOW,HIGH, e.g. --{kind} lr=1e-5,1e-2") from None
+                raise UserError(f"malformed --{kind} {item!r}: expected KEY=LOW,HIGH, "
+                                f"e.g. --{kind} lr=1e-5,1e-2") from None
             if not key or not low < high or (kind == "loguniform" and low <= 0):
-                raise UserError(f"bad --{kind} {item!r}: need LOW < HIGH" + (" and LOW > 0" if kind == "loguniform" else ""))
+                need = "LOW < HIGH and LOW > 0" if kind == "loguniform" else "LOW < HIGH"
+                raise UserError(f"bad --{kind} {item!r}: need {need}")
             specs.append((key.split("."), kind, [low, high]))
     return specs
 

@@ -9,8 +9,17 @@ import time
 import warnings
 
 from rlhpc.cli import build_parser
-from rlhpc.config import (LEGACY_RETURN_METRIC, OFFLINE_ALGORITHMS, RETURN_METRIC, build_config, describe,
-                          parse_assignments, resolve_algorithm, resolve_env, resource_request)
+from rlhpc.config import (
+    LEGACY_RETURN_METRIC,
+    OFFLINE_ALGORITHMS,
+    RETURN_METRIC,
+    build_config,
+    describe,
+    parse_assignments,
+    resolve_algorithm,
+    resolve_env,
+    resource_request,
+)
 from rlhpc.errors import UserError, fail, warn
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas
 import pytest
-
 from conftest import PYTHON, REPO, RETURN, clean_env, error_lines, read_progress, run_script
 
 

@@ -2,9 +2,9 @@
 
 import json
 import re
-import tomllib
 
 import pytest
+import tomllib
 import yaml
 from conftest import REPO, clean_env, error_lines, run_script
 from packaging.requirements import Requirement
