@@ -31,13 +31,17 @@ def raw_env_rate(n_envs=8, seconds=3.0) -> float:
     return steps / (time.perf_counter() - started)
 
 
-def trainer_rate(num_cpus: int, envs: int, iters: int) -> float:
+def trainer_rate(num_cpus: int, envs: int, iters: int):
+    """Env steps/s, or the trainer's one-line refusal (e.g. more runners than this machine's CPUs)."""
     with tempfile.TemporaryDirectory() as storage:
-        subprocess.run([sys.executable, str(TRAINER), "--name-env", "CartPole-v1", "--stop-iters", str(iters),
-                        "--num-cpus", str(num_cpus), "--num-envs-per-runner", str(envs), "--stop-reward", "1e9",
-                        "--storage-path", storage, "--name", "t"], capture_output=True, timeout=900,
-                       env={**os.environ})
-        rows = list(csv.DictReader(open(next(Path(storage, "t").glob("*/progress.csv")))))
+        out = subprocess.run([sys.executable, str(TRAINER), "--name-env", "CartPole-v1", "--stop-iters", str(iters),
+                              "--num-cpus", str(num_cpus), "--num-envs-per-runner", str(envs), "--stop-reward", "1e9",
+                              "--storage-path", storage, "--name", "t"], capture_output=True, text=True, timeout=900,
+                             env={**os.environ})
+        if out.returncode:
+            return next((line for line in out.stderr.splitlines() if line.startswith("error:")), "failed")
+        with open(next(Path(storage, "t").glob("*/progress.csv"))) as f:
+            rows = list(csv.DictReader(f))
     steps = float(rows[-1]["num_env_steps_sampled_lifetime"]) - float(rows[0]["num_env_steps_sampled_lifetime"])
     seconds = float(rows[-1]["time_total_s"]) - float(rows[0]["time_total_s"])
     return steps / seconds
@@ -57,7 +61,7 @@ def main():
         for envs in args.envs:
             rate = trainer_rate(cpus, envs, args.iters)
             table.append({"num_cpus": cpus, "envs_per_runner": envs, "steps_per_s": rate})
-            print(f"{cpus:>10} {envs:>12} {rate:>30,.0f}")
+            print(f"{cpus:>10} {envs:>12} {rate:>30,.0f}" if isinstance(rate, float) else f"{cpus:>10} {envs:>12}   {rate}")
     print("written:", write_json("throughput", {"raw_env_steps_per_s": raw, "table": table}))
 
 
