@@ -47,6 +47,11 @@ def parse_assignments(items, flag: str):
     return pairs
 
 
+def env_config_from(args) -> dict:
+    """--env-config length=20 --env-config slip=0.1 -> {'length': 20, 'slip': 0.1}"""
+    return {".".join(path): value for path, value in parse_assignments(args.env_config, "--env-config")}
+
+
 def resolve_algorithm(name: str):
     """'ppo' -> ('PPO', PPO class); unknown or removed names are one clear line."""
     from ray.rllib.algorithms.registry import ALGORITHMS, _get_algorithm_class

@@ -8,7 +8,7 @@ value). Old-`gym`-API envs are adapted once, here on the driver, with one warnin
 
 import sys
 
-from rlhpc.config import parse_assignments
+from rlhpc.config import env_config_from
 from rlhpc.errors import UserError
 
 
@@ -18,7 +18,7 @@ def register_envs(envs: dict, args) -> None:
 
     from rlhpc.gym_compat import AdaptedEnvCreator, check_and_adapt
 
-    env_config = {".".join(path): value for path, value in parse_assignments(args.env_config, "--env-config")}
+    env_config = env_config_from(args)
     for name, env_class in envs.items():
         module = sys.modules.get(getattr(env_class, "__module__", ""))
         if module is not None and module.__name__ != "__main__" and not module.__name__.startswith("rlhpc"):

@@ -15,7 +15,7 @@ from rlhpc.config import (
     RETURN_METRIC,
     build_config,
     describe,
-    parse_assignments,
+    env_config_from,
     resolve_algorithm,
     resolve_env,
     resource_request,
@@ -91,7 +91,7 @@ def train(args, *, envs=None, stop_reward_for=None) -> int:
         from rlhpc.tf_support import prepare_tensorflow
 
         prepare_tensorflow()
-    env_config = {".".join(path): value for path, value in parse_assignments(args.env_config, "--env-config")}
+    env_config = env_config_from(args)
     spec, observation_space = resolve_env(args.name_env, env_config)
     args.name = args.name or re.sub(r"[^\w.-]+", "-", args.name_env)
     config = build_config(args, algo_name, algo_cls, env_config, observation_space)
