@@ -33,18 +33,18 @@ def env_steps(result: dict) -> int:
 class ProgressLine(tune.Callback):
     """One line per iteration instead of Tune's tables (trial id and counts when there are several)."""
 
-    def setup(self, **info):
-        self._last_steps = {}
+    def __init__(self):
+        self._last_steps = {}  # trial id -> env steps at its previous result, for steps/s
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         steps = env_steps(result)
-        last = getattr(self, "_last_steps", {}).get(trial.trial_id)
+        last = self._last_steps.get(trial.trial_id)
         iter_time = result.get("time_this_iter_s") or 0
         if last is not None and iter_time:
             rate = (steps - last) / iter_time
         else:
             rate = steps / max(result.get("time_total_s", 1), 1e-9)
-        self._last_steps = {**getattr(self, "_last_steps", {}), trial.trial_id: steps}
+        self._last_steps[trial.trial_id] = steps
         ret = episode_return(result)
         line = (f"iter {result.get('training_iteration', 0):4d}  steps {steps:>10,}  "
                 f"return {'       -' if ret is None else f'{ret:8.2f}'}  "
