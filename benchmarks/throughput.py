@@ -37,7 +37,7 @@ def trainer_rate(num_cpus: int, envs: int, iters: int):
         out = subprocess.run([sys.executable, str(TRAINER), "--name-env", "CartPole-v1", "--stop-iters", str(iters),
                               "--num-cpus", str(num_cpus), "--num-envs-per-runner", str(envs), "--stop-reward", "1e9",
                               "--storage-path", storage, "--name", "t"], capture_output=True, text=True, timeout=900,
-                             env={**os.environ})
+                             env={**os.environ}, check=False)
         if out.returncode:
             return next((line for line in out.stderr.splitlines() if line.startswith("error:")), "failed")
         with open(next(Path(storage, "t").glob("*/progress.csv"))) as f:

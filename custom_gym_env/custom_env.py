@@ -23,7 +23,7 @@ really learned the task.
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -140,7 +140,7 @@ class SlipperyCorridorEnv(gym.Env):
 
     STEP_REWARD = -0.1
     GOAL_REWARD = 1.0
-    DEFAULTS = {"length": 10, "max_steps": None, "slip": 0.0}
+    DEFAULTS: ClassVar[dict] = {"length": 10, "max_steps": None, "slip": 0.0}
 
     def __init__(self, env_config: dict | None = None):
         config = self.parse_config(env_config)

@@ -17,10 +17,10 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the shared rlhpc/ package
 
-from custom_env import BasicEnv, SlipperyCorridorEnv  # noqa: E402
-from old_gym_api_env import OldGymCorridorEnv  # noqa: E402
+from custom_env import BasicEnv, SlipperyCorridorEnv
+from old_gym_api_env import OldGymCorridorEnv
 
-from rlhpc.trainer import main  # noqa: E402
+from rlhpc.trainer import main
 
 # The names to give --name-env; each is registered with ray.tune.registry.register_env.
 ENVS = {"BasicEnv": BasicEnv, "SlipperyCorridorEnv": SlipperyCorridorEnv, "OldGymCorridorEnv": OldGymCorridorEnv}

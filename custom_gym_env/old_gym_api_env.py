@@ -24,6 +24,7 @@ else.
 from __future__ import annotations
 
 import random
+from typing import ClassVar
 
 import numpy as np
 from gymnasium import spaces
@@ -41,7 +42,7 @@ class OldGymCorridorEnv:
     ``slip`` (default 0.1).
     """
 
-    metadata = {"render.modes": ["human"]}  # old-style metadata key
+    metadata: ClassVar[dict] = {"render.modes": ["human"]}  # old-style metadata key
 
     def __init__(self, env_config: dict | None = None):
         config = {"length": 5, "max_steps": 20, "slip": 0.1}

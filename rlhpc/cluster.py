@@ -95,7 +95,7 @@ def connect(args) -> str:
     """Starts or joins Ray; returns a short description for the log."""
     import ray
 
-    common = dict(logging_level="WARNING", log_to_driver=True)
+    common = {"logging_level": "WARNING", "log_to_driver": True}
     if args.address and "TF_USE_LEGACY_KERAS" in os.environ:
         # tf2: Keras 2 must be chosen before TF is imported, also in workers on other nodes. (A local
         # Ray's workers inherit our environment; a runtime env would cost fresh worker processes.)

@@ -100,7 +100,7 @@ def resolve_env(name: str, env_config: dict | None = None):
             env.close()
     except TypeError as e:  # an unknown keyword from --env-config
         raise UserError(f"bad --env-config for {name}: {e}") from None
-    except Exception as e:  # a missing extra (box2d, mujoco, ale) is the usual cause
+    except Exception as e:  # noqa: BLE001 -- a missing extra (box2d, mujoco, ale) is the usual cause
         raise UserError(f"cannot create env {name!r}: {type(e).__name__}: {e}") from None
     return spec, space
 
@@ -181,7 +181,7 @@ def apply_overrides(config, pairs, algo_name: str):
             value = _check_type(key, current, value)
         try:
             config.update_from_dict({root: value})
-        except Exception as e:  # read-only properties, deprecated keys
+        except Exception as e:  # noqa: BLE001 -- read-only properties, deprecated keys
             raise UserError(f"cannot set {key}: {e}") from None
 
 
@@ -224,7 +224,7 @@ def build_config(args, algo_name: str, algo_cls, env_config: dict, observation_s
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             config.validate()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- RLlib's validation raises several types; all are the user's to fix
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"invalid {algo_name} config: {first_line}") from None
     return config

@@ -104,7 +104,7 @@ def load_module(checkpoint: Path):
             module = RLModule.from_checkpoint(path)
     except ImportError as e:
         raise UserError(f"cannot load the policy: {e}") from None
-    except Exception as e:  # truncated pickles, missing state files, a checkpoint from another Ray
+    except Exception as e:  # noqa: BLE001 -- truncated pickles, missing state files, a checkpoint from another Ray
         detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"corrupt checkpoint {checkpoint}: cannot load {path.name}: "
                         f"{type(e).__name__}{': ' + detail if detail else ''}") from None

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -38,8 +39,8 @@ import numpy as np
 from rlhpc.errors import warn as _default_warn
 
 __all__ = [
-    "OldGymAPIAdapter",
     "AdaptedEnvCreator",
+    "OldGymAPIAdapter",
     "check_and_adapt",
     "detect_old_api",
     "old_api_warning",
@@ -200,7 +201,7 @@ def _reset_is_old(result: Any, observation_space: gym.spaces.Space) -> bool:
             warnings.simplefilter("ignore")
             try:
                 return bool(observation_space.contains(x))
-            except Exception:
+            except Exception:  # noqa: BLE001 -- an old env's odd observation type: "not this API"
                 return False
 
     return contains(result) and not contains(result[0])

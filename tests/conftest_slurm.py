@@ -58,7 +58,7 @@ class SlurmCluster:
         return [p for p in self.processes() if not (p[2] and p[2][0].endswith("slurmd"))]
 
     def run(self, *cmd, timeout=30) -> str:
-        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
         if out.returncode:
             raise RuntimeError(f"{' '.join(map(str, cmd))}: {out.stderr.strip()}")
         return out.stdout
@@ -68,7 +68,7 @@ class SlurmCluster:
         pattern = str(Path(output_dir) / "slurm-%j.out")
         cmd = ["sbatch", "--parsable", f"--output={pattern}", *options, str(script), *map(str, args)]
         out = subprocess.run(cmd, env={**self.env, **(env or {})}, capture_output=True, text=True,
-                             cwd=REPO, timeout=30)
+                             cwd=REPO, timeout=30, check=False)
         if out.returncode:
             raise RuntimeError(f"sbatch failed: {out.stderr.strip()}")
         job_id = out.stdout.strip().split(";")[0]
@@ -81,7 +81,7 @@ class SlurmCluster:
             if on_poll is not None:
                 on_poll()
             if time.monotonic() - t0 > timeout:
-                subprocess.run(["scancel", job_id], env=self.env, timeout=30)
+                subprocess.run(["scancel", job_id], env=self.env, timeout=30, check=False)
                 raise TimeoutError(f"job {job_id} still queued/running after {timeout} s (cancelled)")
             time.sleep(0.25)
         seconds = time.monotonic() - t0
@@ -101,7 +101,7 @@ class SlurmCluster:
 
 def _cluster_sh(command, env):
     return subprocess.run(["bash", str(CLUSTER_SH), command], env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def test_grid_search_runs_every_trial_and_names_the_fastest(tmp_path):
         assert (trial / "progress.csv").stat().st_size > 0  # every trial reported
     assert sorted(map(json.dumps, tried)) == sorted(json.dumps({"lr": lr, "model_config.fcnet_hiddens": h})
                                                     for lr in (1e-3, 3e-4) for h in ([32], [64]))
-    best = re.search(r"^best: (\{.*\})  env steps to reach the stop reward = (\d+)  \((\S+)\)$", out.stdout, re.M)
+    best = re.search(r"^best: (\{.*\})  env steps to reach the stop reward = (\d+)  \((\S+)\)$", out.stdout, re.MULTILINE)
     assert best, out.stdout[-2000:]
     best_config, best_steps, best_dir = json.loads(best.group(1)), int(best.group(2)), best.group(3)
     assert best_config in tried

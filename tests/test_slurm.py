@@ -58,7 +58,7 @@ def iterations_so_far(output: Path) -> int:
     """Training iterations the trainer has reported in the job's log (progress.csv on disk lags behind: Tune
     writes it in bursts)."""
     try:
-        return len(re.findall(r"^iter +\d+ ", output.read_text(), re.M))
+        return len(re.findall(r"^iter +\d+ ", output.read_text(), re.MULTILINE))
     except OSError:
         return 0
 
@@ -95,7 +95,7 @@ def test_multi_node_trainer_trains_on_three_nodes(multi_node_run, slurm_cluster)
     job, tmp, _ = multi_node_run
     assert job.exit_code == 0 and job.state == "COMPLETED", job.output[-4000:]
     assert "Ray cluster: 3 nodes, 3 CPUs, 0 GPUs" in job.output
-    assert len(set(re.findall(r"^  node (n\d) (10\.250\.0\.\d+):", job.output, re.M))) == 3
+    assert len(set(re.findall(r"^  node (n\d) (10\.250\.0\.\d+):", job.output, re.MULTILINE))) == 3
     # 1 CPU per task x 3 nodes, less 1 for the driver: the template computed --num-cpus 2.
     assert " --num-cpus 2 " in run_line(job)
     assert "summary: reached=yes" in job.output
@@ -224,18 +224,18 @@ def test_a_cluster_that_does_not_come_up_fails_clearly_and_leaves_nothing(slurm_
     assert job.exit_code != 0
     assert re.search(r"^ray_cluster.sh: (the Ray head on n1 did not open port \d+ within 1s"
                      r"|only [012] of 3 Ray nodes joined \(timeout after 1s\); see the ray-\*\.log files in )",
-                     job.output, re.M), job.output
+                     job.output, re.MULTILINE), job.output
     assert "running:" not in job.output
     assert_cleaned_up(slurm_cluster, job, tmp_path)
 
 
 def test_templates_ask_for_usr1_before_the_time_limit():
     for script in (MULTI, GPU):
-        assert re.search(r"^#SBATCH --signal=B:USR1@\d+", (REPO / script).read_text(), re.M), script
+        assert re.search(r"^#SBATCH --signal=B:USR1@\d+", (REPO / script).read_text(), re.MULTILINE), script
 
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed")
 def test_shellcheck_finds_no_warnings():
     scripts = sorted(str(p) for p in (REPO / "slurm").glob("*.sh")) + [str(REPO / "tests/slurm/cluster.sh")]
-    out = subprocess.run(["shellcheck", "-S", "warning", *scripts], capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(["shellcheck", "-S", "warning", *scripts], capture_output=True, text=True, cwd=REPO, check=False)
     assert out.returncode == 0, out.stdout

@@ -83,8 +83,8 @@ def test_unreachable_address_answers_quickly(tmp_path):
     out = run_script(TRAINER, "--address", "127.0.0.1:9", env=clean_env(HOME=tmp_path), timeout=60)
     assert out.returncode == 2
     assert error_lines(out.stderr) == [
-        "error: cannot reach the Ray cluster at 127.0.0.1:9: Connection refused "
-        "(is the head node up? see `ray start --head --port=...`)"]
+        ("error: cannot reach the Ray cluster at 127.0.0.1:9: Connection refused "
+         "(is the head node up? see `ray start --head --port=...`)")]
     assert time.time() - started < 30
 
 
@@ -114,8 +114,8 @@ def test_cluster_rejects_a_wrong_token_in_one_line(ray_cluster, tmp_path):
     started = time.time()
     out = run_script(TRAINER, "--address", ray_cluster.address, env=clean_env(RAY_AUTH_TOKEN_PATH=wrong), timeout=90)
     assert out.returncode == 2
-    assert error_lines(out.stderr) == [f"error: the Ray cluster at {ray_cluster.address} rejected our auth token: "
-                                       "set RAY_AUTH_TOKEN_PATH to the cluster's token file (and RAY_AUTH_MODE=token)"]
+    assert error_lines(out.stderr) == [(f"error: the Ray cluster at {ray_cluster.address} rejected our auth token: "
+                                        "set RAY_AUTH_TOKEN_PATH to the cluster's token file (and RAY_AUTH_MODE=token)")]
     assert "Traceback" not in out.stderr and time.time() - started < 45
 
 
