@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 
+from rlhpc.config import total_resources
 from rlhpc.errors import UserError, warn
 
 CONNECT_TIMEOUT_S = 45  # ray.init against a silent port can otherwise wait for minutes
@@ -135,10 +136,7 @@ def check_resources(bundles: list, args) -> None:
     """Fails fast where Tune would otherwise wait forever for resources that do not exist."""
     import ray
 
-    need = {}
-    for bundle in bundles:
-        for res, amount in bundle.items():
-            need[res] = need.get(res, 0) + amount
+    need = total_resources(bundles)
     have = ray.cluster_resources()
     where = "this machine" if not args.address else "the cluster"
     gpus = need.get("GPU", 0)

@@ -261,12 +261,18 @@ def resource_request(algo_cls, config) -> list:
     return [{k: v for k, v in b.items() if v} for b in bundles]
 
 
-def describe(config, algo_name: str, args, stop: dict, bundles: list) -> dict:
-    """What --print-config shows: the decisions that matter before a long job, then the rest."""
+def total_resources(bundles: list) -> dict:
+    """[{'CPU': 1}, {'CPU': 1, 'GPU': 1}] -> {'CPU': 2, 'GPU': 1}"""
     total = {}
     for bundle in bundles:
         for res, amount in bundle.items():
             total[res] = total.get(res, 0) + amount
+    return total
+
+
+def describe(config, algo_name: str, args, stop: dict, bundles: list) -> dict:
+    """What --print-config shows: the decisions that matter before a long job, then the rest."""
+    total = total_resources(bundles)
     legacy = args.framework == "tf2"
     summary = {
         "algorithm": algo_name,
