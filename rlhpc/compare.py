@@ -24,7 +24,8 @@ COLUMNS = {
     "iteration": ("training_iteration",),
     "steps": ("num_env_steps_sampled_lifetime", "env_runners/num_env_steps_sampled_lifetime", "timesteps_total"),
     "time": ("time_total_s",),
-    "return": ("env_runners/episode_return_mean", "env_runners/episode_reward_mean", "episode_reward_mean"),
+    "return": ("env_runners/episode_return_mean_100", "env_runners/episode_reward_mean", "episode_reward_mean",
+               "env_runners/episode_return_mean"),
 }
 X_LABELS = {"iteration": "training iteration", "steps": "env steps sampled", "time": "training time (s)"}
 # Config keys people vary on purpose, shown first in labels; any other differing key follows.

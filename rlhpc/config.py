@@ -21,7 +21,9 @@ REMOVED_ALGORITHMS = {
 # These learn from recorded data (config key input_), not by acting in an env.
 OFFLINE_ALGORITHMS = {"BC", "CQL", "IQL", "MARWIL"}
 
-RETURN_METRIC = "env_runners/episode_return_mean"  # the new API stack's mean episode return
+# The mean return of the last 100 episodes (rlhpc.metrics); RLlib's own episode_return_mean
+# averages one iteration's episodes only.
+RETURN_METRIC = "env_runners/episode_return_mean_100"
 LEGACY_RETURN_METRIC = "env_runners/episode_reward_mean"  # the legacy stack's name (tf2)
 
 
@@ -195,9 +197,14 @@ def build_config(args, algo_name: str, algo_cls, env_config: dict, observation_s
             observation_space, gymnasium.spaces.Box):
         config.env_runners(env_to_module_connector=flatten_observations)
     if args.framework == "tf2":
-        # RLlib's TensorFlow support exists only on the legacy API stack.
+        # RLlib's TensorFlow support exists only on the legacy API stack, whose episode_reward_mean
+        # is already a 100-episode mean.
         config.api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
         config.framework("tf2")
+    else:
+        from rlhpc.metrics import ReturnOverLast100Episodes
+
+        config.callbacks(ReturnOverLast100Episodes)
 
     defaults = ALGO_DEFAULTS.get(algo_name, {})
     apply_overrides(config, [([k], v) for k, v in defaults.items()], algo_name)

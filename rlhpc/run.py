@@ -19,7 +19,8 @@ STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")  # Slurm's --signal, scancel/pre
 
 def episode_return(result: dict):
     runners = result.get("env_runners", {})
-    value = runners.get("episode_return_mean", runners.get("episode_reward_mean"))
+    value = next((runners[k] for k in ("episode_return_mean_100", "episode_reward_mean", "episode_return_mean")
+                  if runners.get(k) is not None), None)
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 

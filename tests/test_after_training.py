@@ -160,7 +160,7 @@ def test_tensorboard_files_hold_the_return_curve(runs):
         assert list(trial.glob("events.out.tfevents.*"))
         events = EventAccumulator(str(trial))
         events.Reload()
-        tags = [tag for tag in events.Tags()["scalars"] if tag.endswith("episode_return_mean")]
+        tags = [tag for tag in events.Tags()["scalars"] if tag.endswith("episode_return_mean_100")]
         assert tags, events.Tags()["scalars"][:20]
         rows = read_progress(runs[name]["dir"])
         points = events.Scalars(tags[0])

@@ -10,7 +10,7 @@ def test_basic_env_reaches_its_optimum(tmp_path):
     """The tutorial's one-step env: +1 for action 2. Stop reward = optimum 1.0 minus a 0.05 margin."""
     out = run_script(TRAINER, "--storage-path", tmp_path, "--as-test", env=clean_env(HOME=tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "stop when: env_runners/episode_return_mean >= 0.95" in out.stdout
+    assert "stop when: env_runners/episode_return_mean_100 >= 0.95" in out.stdout
     assert read_progress(tmp_path / "BasicEnv")[-1][RETURN] >= 0.95
 
 
@@ -19,7 +19,7 @@ def test_corridor_reaches_its_known_optimum_with_env_config(tmp_path):
     out = run_script(TRAINER, "--name-env", "SlipperyCorridorEnv", "--env-config", "length=8", "--seed", 1,
                      "--storage-path", tmp_path, "--as-test", env=clean_env(HOME=tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "episode_return_mean >= 0.25" in out.stdout
+    assert "episode_return_mean_100 >= 0.25" in out.stdout
     assert read_progress(tmp_path / "SlipperyCorridorEnv")[-1][RETURN] >= 0.25
 
 

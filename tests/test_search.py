@@ -5,7 +5,7 @@ import json
 import re
 
 import pytest
-from conftest import clean_env, error_lines, run_script
+from conftest import RETURN, clean_env, error_lines, run_script
 
 TRAINER = "simple_example/simple_trainer.py"
 
@@ -32,7 +32,7 @@ def test_grid_search_runs_every_trial_and_names_the_fastest(tmp_path):
     for trial in trials:
         with open(trial / "progress.csv") as f:
             last = list(csv.DictReader(f))[-1]
-        if float(last["env_runners/episode_return_mean"]) >= 25:
+        if float(last[RETURN]) >= 25:
             finals[trial.name] = int(float(last["num_env_steps_sampled_lifetime"]))
     assert finals and best_steps == min(finals.values()) and finals[best_dir] == best_steps
 

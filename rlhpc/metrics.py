@@ -1,0 +1,35 @@
+"""The mean return of the last 100 episodes: what "solved" means in Gymnasium and in SB3.
+
+RLlib 2.60's `env_runners/episode_return_mean` averages only the episodes that ended in the
+last iteration (its windowed stats are emptied at every reduce), so on CartPole one lucky
+500-step episode can report "solved". Every env runner logs each episode's return; the
+algorithm keeps the last 100 and reports their mean as `env_runners/episode_return_mean_100`,
+the column the stop reward, the progress line and the summary use.
+"""
+
+from collections import deque
+
+from ray.rllib.callbacks.callbacks import RLlibCallback
+
+WINDOW = 100
+RETURNS_THIS_ITERATION = "rlhpc_episode_returns"  # raw per-episode list; removed from the result
+RETURN_LAST_100 = "episode_return_mean_100"  # under env_runners/
+
+
+class ReturnOverLast100Episodes(RLlibCallback):
+    def on_episode_end(self, *, episode, metrics_logger=None, prev_episode_chunks=(), **kwargs):
+        # An episode that spans several sample() calls arrives in chunks; the earlier ones are
+        # passed along (RLlib sums them the same way for its own metrics).
+        ret = episode.get_return() + sum(chunk.get_return() for chunk in prev_episode_chunks or ())
+        if metrics_logger is not None:
+            metrics_logger.log_value(RETURNS_THIS_ITERATION, float(ret), reduce="item_series")
+
+    def on_train_result(self, *, algorithm, result, **kwargs):
+        # Lives on the algorithm object: one window per trial, in whichever process trains it.
+        window = algorithm.__dict__.setdefault("_rlhpc_last_returns", deque(maxlen=WINDOW))
+        runners = result.get("env_runners")
+        if not isinstance(runners, dict):
+            return
+        window.extend(runners.pop(RETURNS_THIS_ITERATION, None) or [])
+        if window:
+            runners[RETURN_LAST_100] = sum(window) / len(window)
