@@ -30,6 +30,8 @@ class ReturnOverLast100Episodes(RLlibCallback):
         runners = result.get("env_runners")
         if not isinstance(runners, dict):
             return
-        window.extend(runners.pop(RETURNS_THIS_ITERATION, None) or [])
+        returns = runners.pop(RETURNS_THIS_ITERATION, None)
+        if isinstance(returns, list):  # NaN when no episode ended this iteration
+            window.extend(returns)
         if window:
             runners[RETURN_LAST_100] = sum(window) / len(window)
