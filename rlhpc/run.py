@@ -31,25 +31,35 @@ def env_steps(result: dict) -> int:
     return int(value or 0)
 
 
-class ProgressLine(tune.Callback):
-    """One line per iteration instead of Tune's tables (trial id and counts when there are several)."""
+class ProgressLine:
+    """One line per iteration instead of Tune's tables: steps, return, speed, time."""
 
     def __init__(self):
         self._last_steps = {}  # trial id -> env steps at its previous result, for steps/s
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
+    def line(self, result: dict, trial_id=None) -> str:
         steps = env_steps(result)
-        last = self._last_steps.get(trial.trial_id)
+        last = self._last_steps.get(trial_id)
         iter_time = result.get("time_this_iter_s") or 0
         if last is not None and iter_time:
             rate = (steps - last) / iter_time
         else:
             rate = steps / max(result.get("time_total_s", 1), 1e-9)
-        self._last_steps[trial.trial_id] = steps
+        self._last_steps[trial_id] = steps
         ret = episode_return(result)
-        line = (f"iter {result.get('training_iteration', 0):4d}  steps {steps:>10,}  "
+        return (f"iter {result.get('training_iteration', 0):4d}  steps {steps:>10,}  "
                 f"return {'       -' if ret is None else f'{ret:8.2f}'}  "
                 f"{rate:8,.0f} steps/s  {result.get('time_total_s', 0):7.1f} s")
+
+
+class TuneProgressLine(tune.Callback):
+    """ProgressLine for Tune's trials (trial id and counts when there are several)."""
+
+    def __init__(self):
+        self._progress = ProgressLine()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        line = self._progress.line(result, trial.trial_id)
         if len(trials) > 1:
             running = sum(t.status == "RUNNING" for t in trials)
             finished = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
@@ -140,14 +150,22 @@ def check_writable(path: str) -> None:
         raise UserError(f"cannot write results to {path}: {e.strerror or e}") from None
 
 
+def resume_dir(args) -> str:
+    """The experiment dir --resume names (default: this run's); an error when nothing is saved there."""
+    from rlhpc.inprocess import has_state
+
+    path = args.resume if isinstance(args.resume, str) else experiment_dir(args)
+    path = os.path.abspath(os.path.expanduser(path))
+    if not (has_state(path) or tune.Tuner.can_restore(path)):
+        raise UserError(f"nothing to resume at {path}: no experiment state there")
+    return path
+
+
 def make_tuner(args, algo_cls, config, stop: dict, num_samples: int = 1):
     storage = os.path.abspath(os.path.expanduser(args.storage_path))
     check_writable(storage)
     if args.resume:
-        path = args.resume if isinstance(args.resume, str) else experiment_dir(args)
-        path = os.path.abspath(os.path.expanduser(path))
-        if not tune.Tuner.can_restore(path):
-            raise UserError(f"nothing to resume at {path}: no Tune experiment state there")
+        path = resume_dir(args)
         # Stop criteria and callbacks come back from the saved experiment; the config is given
         # again because it holds objects Tune cannot always re-create on its own.
         return tune.Tuner.restore(path, trainable=algo_cls, resume_unfinished=True, resume_errored=True,
@@ -158,7 +176,7 @@ def make_tuner(args, algo_cls, config, stop: dict, num_samples: int = 1):
         storage_path=storage,
         stop=stop,
         verbose=0,  # ProgressLine prints instead
-        callbacks=[ProgressLine(), StopOnSignal(), ResumableCSVLogger()],
+        callbacks=[TuneProgressLine(), StopOnSignal(), ResumableCSVLogger()],
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=args.checkpoint_freq, checkpoint_at_end=True),
         failure_config=tune.FailureConfig(max_failures=max_failures),
     )
@@ -166,28 +184,37 @@ def make_tuner(args, algo_cls, config, stop: dict, num_samples: int = 1):
                       tune_config=tune.TuneConfig(num_samples=num_samples))
 
 
-def summarize(grid, stop: dict, args, started: float, search=()) -> int:
-    """Prints what happened and where it is; returns the exit code."""
+def print_summary(trials, stop: dict, args, started: float) -> int:
+    """The summary, results and checkpoint lines for [(last result, trial dir, checkpoint dir or None)];
+    returns 1 when --as-test and a trial missed the stop reward."""
     target = stop.get(RETURN_METRIC, stop.get(LEGACY_RETURN_METRIC))
-    errors = [r for r in grid if r.error]
     exit_code = 0
-    for result in grid:
-        metrics = result.metrics or {}
+    for metrics, path, checkpoint in trials:
+        metrics = metrics or {}
         ret = episode_return(metrics)
         reached = target is not None and ret is not None and ret >= target
-        prefix = f"[{os.path.basename(result.path)[:40]}] " if len(grid) > 1 else ""
+        prefix = f"[{os.path.basename(path)[:40]}] " if len(trials) > 1 else ""
         print(f"{prefix}summary: reached={'yes' if reached else 'no'}"
               + (f" (stop reward {target:g})" if target is not None else "")
               + f"  return={'-' if ret is None else f'{ret:.2f}'}"
               + f"  iterations={metrics.get('training_iteration', 0)}  env_steps={env_steps(metrics):,}"
               + f"  train_time={metrics.get('time_total_s', 0):.1f}s  wall_time={time.time() - started:.1f}s",
               flush=True)
-        if os.path.exists(os.path.join(result.path, "progress.csv")):
-            print(f"results:    {os.path.join(result.path, 'progress.csv')}")
-        if result.checkpoint:
-            print(f"checkpoint: {result.checkpoint.path}")
+        if os.path.exists(os.path.join(path, "progress.csv")):
+            print(f"results:    {os.path.join(path, 'progress.csv')}")
+        if checkpoint:
+            print(f"checkpoint: {checkpoint}")
         if args.as_test and not reached:
             exit_code = 1
+    return exit_code
+
+
+def summarize(grid, stop: dict, args, started: float, search=()) -> int:
+    """Prints what happened in Tune's run and where it is; returns the exit code."""
+    target = stop.get(RETURN_METRIC, stop.get(LEGACY_RETURN_METRIC))
+    errors = [r for r in grid if r.error]
+    exit_code = print_summary([(r.metrics, r.path, r.checkpoint.path if r.checkpoint else None) for r in grid],
+                              stop, args, started)
     if search:
         from rlhpc.search import METRICS, best_trial, searched_values
 

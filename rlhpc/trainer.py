@@ -108,10 +108,15 @@ def train(args, *, envs=None, stop_reward_for=None) -> int:
         print(json.dumps(describe(config, algo_name, args, stop, bundles), indent=2, default=repr))
         return 0
 
+    from rlhpc import inprocess
     from rlhpc.cluster import check_cuda, check_resources, connect
-    from rlhpc.run import check_writable, make_tuner, summarize
+    from rlhpc.run import check_writable, experiment_dir, make_tuner, resume_dir, summarize
 
     check_writable(os.path.expanduser(args.storage_path))
+    resuming = resume_dir(args) if args.resume else None
+    in_process = inprocess.has_state(resuming) if resuming else inprocess.wanted(args, search)
+    if in_process and args.address:
+        raise UserError(f"{resuming} was trained by a local run in its own process: resume it without an address")
     where = connect(args)
     check_resources(bundles, args)
     check_cuda(args)
@@ -119,6 +124,8 @@ def train(args, *, envs=None, stop_reward_for=None) -> int:
     print(f"{algo_name} on {args.name_env} with {where}: {placement['num_env_runners']} env runner(s) x "
           f"{placement['num_envs_per_env_runner']} envs, learner: {placement['learner_placement']}", flush=True)
     print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in stop.items()), flush=True)
+    if in_process:  # one local trial: no Tune actor to start (see rlhpc/inprocess.py)
+        return inprocess.train(args, algo_name, algo_cls, config, stop, started, resuming or experiment_dir(args))
     tuner = make_tuner(args, algo_cls, param_space, stop, num_samples=args.num_samples)
     grid = tuner.fit()
     code = summarize(grid, stop, args, started, search)

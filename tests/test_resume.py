@@ -43,4 +43,4 @@ def test_resume_without_an_experiment_is_one_line(tmp_path):
     out = run_script(TRAINER, "--resume", tmp_path / "nothing-here", env=clean_env(HOME=tmp_path))
     assert out.returncode == 2
     assert error_lines(out.stderr) == [(f"error: nothing to resume at {tmp_path / 'nothing-here'}: "
-                                        "no Tune experiment state there")]
+                                        "no experiment state there")]

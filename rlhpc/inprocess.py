@@ -1,0 +1,189 @@
+"""One local trial, trained in this process instead of in a Tune actor.
+
+Tune runs every trial in an actor: a second Python process that imports RLlib and torch again
+and builds the algorithm there, ~4 s on 2 cores before the first iteration (benchmarks/README.md).
+For the common case, one trial on the local machine, the trainer trains here and writes what
+Tune would, where Tune would: <storage>/<name>/<trial>/ with progress.csv, result.json,
+params.json, TensorBoard events and checkpoint_NNNNNN dirs. It stops and checkpoints on the same
+signals and resumes with --resume. Searches and cluster runs keep Tune (placement, retries).
+"""
+
+import csv
+import json
+import os
+import signal
+import sys
+import traceback
+from datetime import datetime
+
+STATE_FILE = "rlhpc_run.json"  # in the experiment dir: the trial dir, stop criteria, checkpoints
+
+
+def wanted(args, search) -> bool:
+    """Local, one trial, CPU, new API stack: everything else goes through Tune."""
+    return not args.address and not search and args.num_samples == 1 and args.framework != "tf2" \
+        and not args.num_gpus
+
+
+def has_state(experiment_dir: str) -> bool:
+    return os.path.isfile(os.path.join(experiment_dir, STATE_FILE))
+
+
+class TrialFiles:
+    """progress.csv, result.json and TensorBoard events, as Tune's logger callbacks write them."""
+
+    def __init__(self, trial_dir: str, config_dict: dict):
+        from ray.tune.utils.util import SafeFallbackEncoder
+
+        self.dir = trial_dir
+        os.makedirs(trial_dir, exist_ok=True)
+        with open(os.path.join(trial_dir, "params.json"), "w") as f:
+            json.dump(config_dict, f, indent=2, sort_keys=True, cls=SafeFallbackEncoder)
+        self._encoder = SafeFallbackEncoder
+        progress = os.path.join(trial_dir, "progress.csv")
+        header = None
+        if os.path.exists(progress) and os.path.getsize(progress):
+            with open(progress, newline="") as f:
+                header = next(csv.reader(f), None)  # a resumed run keeps the columns it started with
+        self._csv_file = open(progress, "a", newline="")  # noqa: SIM115 -- open for the whole run
+        self._csv = csv.DictWriter(self._csv_file, header, extrasaction="ignore") if header else None
+        self._json_file = open(os.path.join(trial_dir, "result.json"), "a")  # noqa: SIM115
+        self._tb = None
+
+    def write(self, result: dict) -> None:
+        from ray.tune.utils import flatten_dict
+
+        flat = flatten_dict({k: v for k, v in result.items() if k != "config"}, delimiter="/")
+        if self._csv is None:
+            self._csv = csv.DictWriter(self._csv_file, list(flat), extrasaction="ignore")
+            self._csv.writeheader()
+        self._csv.writerow(flat)
+        self._csv_file.flush()
+        self._json_file.write(json.dumps(result, cls=self._encoder) + "\n")
+        self._json_file.flush()
+        self._tensorboard(flat)
+
+    def _tensorboard(self, flat: dict) -> None:
+        import math
+        import numbers
+
+        from tensorboardX import SummaryWriter
+
+        if self._tb is None:
+            self._tb = SummaryWriter(self.dir, flush_secs=30)
+        step = flat["training_iteration"]
+        for key, value in flat.items():
+            if isinstance(value, numbers.Number) and not isinstance(value, bool) and not math.isnan(value):
+                self._tb.add_scalar(f"ray/tune/{key}", value, global_step=step)
+        self._tb.flush()
+
+    def close(self) -> None:
+        for f in (self._csv_file, self._json_file):
+            f.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+class SignalFlag:
+    """The first SIGUSR1/SIGTERM/SIGINT asks for a checkpoint after this iteration; a second stops now."""
+
+    def __init__(self):
+        from rlhpc.run import STOP_SIGNALS
+
+        self.received = None
+        for name in STOP_SIGNALS:
+            signal.signal(getattr(signal, name), self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        print(f"{self.received} received: saving a checkpoint at the end of this iteration, then stopping",
+              file=sys.stderr, flush=True)
+
+
+def stop_reached(result: dict, stop: dict) -> bool:
+    from ray.tune.utils import flatten_dict
+
+    flat = flatten_dict(result, delimiter="/")
+    return any(flat.get(key) is not None and flat[key] >= value for key, value in stop.items())
+
+
+def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, experiment_dir: str) -> int:
+    """Builds (or restores) the algorithm here and trains until a stop criterion or a signal."""
+    from rlhpc.run import ProgressLine, print_summary
+
+    state_path = os.path.join(experiment_dir, STATE_FILE)
+    if args.resume:
+        with open(state_path) as f:
+            state = json.load(f)
+        stop = state["stop"]  # as with Tune: a resumed run keeps the stop criteria it started with
+    else:
+        trial = f"{algo_name}_{args.name_env}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
+        state = {"trial": trial, "stop": stop, "checkpoints": []}
+    trial_dir = os.path.join(experiment_dir, state["trial"])
+
+    import torch
+
+    # The driver holds one CPU for the learner, as a Tune actor would (Ray gives those OMP_NUM_THREADS=1);
+    # on 2 cores a second torch thread only fights the env for the other core (20 % slower, measured).
+    torch.set_num_threads(1)
+    algo = algo_cls(config=config)
+    _remove_empty_default_logdir(algo)
+    if state["checkpoints"]:
+        last = state["checkpoints"][-1]
+        algo.restore(os.path.join(trial_dir, last["dir"]))
+        algo._iteration, algo._time_total = last["training_iteration"], last["time_total_s"]
+        print(f"resumed from {os.path.join(trial_dir, last['dir'])} (iteration {last['training_iteration']})",
+              flush=True)
+    files = TrialFiles(trial_dir, config.to_dict())
+    progress, flag = ProgressLine(), SignalFlag()
+    result, done, error = {}, False, None
+
+    def checkpoint():
+        name = f"checkpoint_{len(state['checkpoints']):06d}"
+        algo.save(os.path.join(trial_dir, name))
+        state["checkpoints"].append({"dir": name, "training_iteration": result["training_iteration"],
+                                     "time_total_s": result["time_total_s"]})
+        with open(state_path + ".tmp", "w") as f:
+            json.dump(state, f, indent=2)
+        os.replace(state_path + ".tmp", state_path)  # a kill mid-write leaves the previous state
+
+    checkpoint_freq = args.checkpoint_freq
+    try:
+        while not done and not flag.received:
+            result = algo.train()
+            files.write(result)
+            print(progress.line(result), flush=True)
+            done = stop_reached(result, stop)
+            periodic = checkpoint_freq and result["training_iteration"] % checkpoint_freq == 0
+            if periodic or done or flag.received:
+                checkpoint()
+    except KeyboardInterrupt:
+        error = "stopped by a second signal before the checkpoint; the previous checkpoint is kept"
+    except Exception:  # noqa: BLE001 -- any failure in training: keep the results, report one line
+        with open(os.path.join(trial_dir, "error.txt"), "w") as f:
+            f.write(traceback.format_exc())
+        last_line = traceback.format_exc().strip().splitlines()[-1]
+        error = f"training failed: {last_line} (full traceback: {os.path.join(trial_dir, 'error.txt')})"
+    finally:
+        files.close()
+        algo.stop()
+    last_checkpoint = (os.path.join(trial_dir, state["checkpoints"][-1]["dir"]) if state["checkpoints"] else None)
+    code = print_summary([(result, trial_dir, last_checkpoint)], stop, args, started)
+    if flag.received and not error:
+        print(f"stopped by {flag.received}; state and checkpoint saved. Continue with: --resume "
+              f"{experiment_dir}", flush=True)
+    print(f"tensorboard --logdir {experiment_dir}")
+    if error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    return code
+
+
+def _remove_empty_default_logdir(algo) -> None:
+    """Outside Tune, a Trainable makes an empty dir under ~/ray_results; ours is the trial dir."""
+    try:
+        os.rmdir(algo.logdir)
+    except OSError:
+        pass  # not empty or already gone: not ours to remove
