@@ -19,6 +19,28 @@ def test_default_run_reaches_cartpole_v0_threshold(tmp_path, home_without_token)
     assert "summary: reached=yes" in out.stdout
     assert list(tmp_path.glob("CartPole-v0/*/events.out.tfevents.*")), "no TensorBoard event file"
     assert list(tmp_path.glob("CartPole-v0/*/checkpoint_*")), "no checkpoint at the end"
+    # One local trial trains in the trainer's process (rlhpc/inprocess.py), not in a Tune actor.
+    assert (tmp_path / "CartPole-v0" / "rlhpc_run.json").is_file()
+    assert not list(tmp_path.glob("CartPole-v0/experiment_state-*.json"))
+    assert_return_is_the_mean_of_the_last_100_episodes(rows)
+
+
+def assert_return_is_the_mean_of_the_last_100_episodes(rows):
+    """Rebuilt from RLlib's per-iteration columns (episodes ended, their mean): exact while the window
+    holds whole iterations, within a few points when it splits one (its mean stands for the part)."""
+    for i, row in enumerate(rows):
+        total, count, split = 0.0, 0, False
+        for earlier in reversed(rows[:i + 1]):
+            ended = int(earlier["env_runners/num_episodes"] or 0)
+            if not ended:
+                continue
+            take = min(ended, 100 - count)
+            split = split or take < ended
+            total += take * earlier["env_runners/episode_return_mean"]
+            count += take
+            if count == 100:
+                break
+        assert row[RETURN] == pytest.approx(total / count, abs=10 if split else 1e-6), f"iteration {i + 1}"
 
 
 def test_local_run_ignores_a_foreign_token_in_home(tmp_path):
@@ -101,6 +123,7 @@ def test_cluster_run_reaches_threshold_with_runners_on_both_nodes(ray_cluster, t
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "2 nodes" in out.stdout
     assert read_progress(tmp_path / "CartPole-v0")[-1][RETURN] >= 195.0
+    assert list(tmp_path.glob("CartPole-v0/experiment_state-*.json")), "a cluster run goes through Tune"
     nodes = {n["id"] for n in ray_cluster.nodes() if n["alive"]}
     runner_nodes = {a["node"] for a in ray_cluster.actors() if a["class"] == "SingleAgentEnvRunner"}
     assert len(nodes) == 2 and runner_nodes == nodes, f"env runners ran on {runner_nodes}, nodes are {nodes}"
