@@ -2,6 +2,7 @@
 
     python benchmarks/time_to_solve.py --seeds 3             # PPO and DQN defaults, and SB3 PPO
     python benchmarks/time_to_solve.py --algos PPO --no-sb3
+    python benchmarks/time_to_solve.py --algos PPO --env Acrobot-v1 --reward -100 --no-sb3
 
 Each run is a new process: imports, Ray start-up and the first iteration are all counted, as a
 user would count them. SB3 (pip install -e '.[bench]') uses the rl-baselines3-zoo CartPole-v1
@@ -56,18 +57,20 @@ def main():
     parser.add_argument("--algos", nargs="+", default=["PPO", "DQN"])
     parser.add_argument("--no-sb3", action="store_true")
     parser.add_argument("--timeout", type=float, default=600, help="per run, seconds")
+    parser.add_argument("--env", default="CartPole-v1", help="SB3's run is CartPole-v1 only")
+    parser.add_argument("--reward", type=float, default=450, help="mean return of the last 100 episodes")
     args = parser.parse_args()
 
     runs = {}
     for algo in args.algos:
-        runs[algo] = [timed_trainer_run("--run", algo, "--name-env", "CartPole-v1", "--stop-reward", 450,
-                                        "--seed", seed, reward=450, timeout=args.timeout)
+        runs[algo] = [timed_trainer_run("--run", algo, "--name-env", args.env, "--stop-reward", args.reward,
+                                        "--seed", seed, reward=args.reward, timeout=args.timeout)
                       for seed in range(args.seeds)]
-    if not args.no_sb3:
+    if not args.no_sb3 and args.env == "CartPole-v1" and args.reward == 450:
         runs["SB3 PPO (zoo)"] = [sb3_run(seed) for seed in range(args.seeds)]
 
     stats = {name: summary(r["solved_s"] for r in rs) for name, rs in runs.items()}
-    print(f"{'trainer':<16} {'time to mean return 450 (median, range)':<42} env steps (median)")
+    print(f"{'trainer':<16} {f'time to mean return {args.reward:g} (median, range)':<42} env steps (median)")
     for name, rs in runs.items():
         steps = summary(r["env_steps"] for r in rs if r.get("solved_s"))
         print(f"{name:<16} {fmt(stats[name]):<42} {steps['median'] or '-'}")
@@ -75,8 +78,10 @@ def main():
     ratios = {name: s["median"] / sb3 for name, s in stats.items() if sb3 and s["median"] and name != "SB3 PPO (zoo)"}
     for name, ratio in ratios.items():
         print(f"ratio {name} / SB3 PPO: {ratio:.2f}")
-    name = "time_to_solve_" + "_".join(a.lower() for a in args.algos)
-    print("written:", write_json(name, {"runs": runs, "stats": stats, "ratio_to_sb3": ratios}))
+    name = "time_to_solve_" + "_".join(a.lower() for a in args.algos) + (
+        "" if args.env == "CartPole-v1" else "_" + args.env.lower().replace("-", "_"))
+    print("written:", write_json(name, {"env": args.env, "reward": args.reward, "runs": runs, "stats": stats,
+                                        "ratio_to_sb3": ratios}))
 
 
 if __name__ == "__main__":

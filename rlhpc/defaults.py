@@ -8,13 +8,17 @@ every key here can be overridden from the command line; keys are AlgorithmConfig
 
 ALGO_DEFAULTS = {
     # Vectorized envs in the sampling process and a mid-size batch: PPO learns CartPole in a
-    # few dozen iterations and each iteration is cheap enough to report progress often.
+    # few dozen iterations and each iteration is cheap enough to report progress often. A 64x64
+    # net (SB3's size) samples and learns ~1.5x faster than RLlib's 256x256 and, with lr 1e-3,
+    # needs no more steps: CartPole-v1 to a 100-episode mean of 450 in 26 s median (3 seeds)
+    # against 38 s with 256x256 and lr 3e-4. Override with --set model_config.fcnet_hiddens=[...].
     "PPO": {
         "num_envs_per_env_runner": 8,
         "train_batch_size_per_learner": 2000,
         "minibatch_size": 256,
         "num_epochs": 10,
-        "lr": 3e-4,
+        "lr": 1e-3,
+        "model_config": {"fcnet_hiddens": [64, 64]},
     },
     # RLlib's DQN steps one env per sample call and trains after every few steps; more envs
     # and a fixed replay ratio raise throughput ~7x.
