@@ -123,42 +123,36 @@ def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, ex
         state = {"trial": trial, "stop": stop, "checkpoints": []}
     trial_dir = os.path.join(experiment_dir, state["trial"])
 
-    import torch
-
-    # The driver holds one CPU for the learner, as a Tune actor would (Ray gives those OMP_NUM_THREADS=1);
-    # on 2 cores a second torch thread only fights the env for the other core (20 % slower, measured).
-    torch.set_num_threads(1)
-    algo = algo_cls(config=config)
-    _remove_empty_default_logdir(algo)
-    if state["checkpoints"]:
-        last = state["checkpoints"][-1]
-        algo.restore(os.path.join(trial_dir, last["dir"]))
-        algo._iteration, algo._time_total = last["training_iteration"], last["time_total_s"]
-        print(f"resumed from {os.path.join(trial_dir, last['dir'])} (iteration {last['training_iteration']})",
-              flush=True)
-    files = TrialFiles(trial_dir, config.to_dict())
     progress, flag = ProgressLine(), SignalFlag()
-    result, done, error = {}, False, None
+    result, error, algo, files = {}, None, None, None
+
+    def save_state():
+        with open(state_path + ".tmp", "w") as f:
+            json.dump(state, f, indent=2)
+        os.replace(state_path + ".tmp", state_path)  # a kill mid-write leaves the previous state
 
     def checkpoint():
         name = f"checkpoint_{len(state['checkpoints']):06d}"
         algo.save(os.path.join(trial_dir, name))
         state["checkpoints"].append({"dir": name, "training_iteration": result["training_iteration"],
                                      "time_total_s": result["time_total_s"]})
-        with open(state_path + ".tmp", "w") as f:
-            json.dump(state, f, indent=2)
-        os.replace(state_path + ".tmp", state_path)  # a kill mid-write leaves the previous state
+        save_state()
 
-    checkpoint_freq = args.checkpoint_freq
+    os.makedirs(trial_dir, exist_ok=True)
+    save_state()  # killed before the first checkpoint, --resume still finds the run (and starts it over)
     try:
-        while not done and not flag.received:
+        algo = _build(algo_cls, config, trial_dir, state["checkpoints"])
+        files = TrialFiles(trial_dir, config.to_dict())
+        while True:
             result = algo.train()
             files.write(result)
             print(progress.line(result), flush=True)
             done = stop_reached(result, stop)
-            periodic = checkpoint_freq and result["training_iteration"] % checkpoint_freq == 0
+            periodic = args.checkpoint_freq and result["training_iteration"] % args.checkpoint_freq == 0
             if periodic or done or flag.received:
                 checkpoint()
+            if done or flag.received:
+                break
     except KeyboardInterrupt:
         error = "stopped by a second signal before the checkpoint; the previous checkpoint is kept"
     except Exception:  # noqa: BLE001 -- any failure in training: keep the results, report one line
@@ -167,8 +161,10 @@ def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, ex
         last_line = traceback.format_exc().strip().splitlines()[-1]
         error = f"training failed: {last_line} (full traceback: {os.path.join(trial_dir, 'error.txt')})"
     finally:
-        files.close()
-        algo.stop()
+        if files:
+            files.close()
+        if algo:
+            algo.stop()
     last_checkpoint = (os.path.join(trial_dir, state["checkpoints"][-1]["dir"]) if state["checkpoints"] else None)
     code = print_summary([(result, trial_dir, last_checkpoint)], stop, args, started)
     if flag.received and not error:
@@ -181,9 +177,23 @@ def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, ex
     return code
 
 
-def _remove_empty_default_logdir(algo) -> None:
-    """Outside Tune, a Trainable makes an empty dir under ~/ray_results; ours is the trial dir."""
-    try:
+def _build(algo_cls, config, trial_dir: str, checkpoints: list):
+    """The algorithm, restored from the last checkpoint when there is one."""
+    import torch
+
+    # The driver holds one CPU for the learner, as a Tune actor would (Ray starts those with
+    # OMP_NUM_THREADS=1); on 2 cores a second torch thread fights the env: 20 % slower, measured.
+    torch.set_num_threads(1)
+    algo = algo_cls(config=config)
+    try:  # outside Tune a Trainable also makes an empty dir under ~/ray_results; ours is trial_dir
         os.rmdir(algo.logdir)
     except OSError:
         pass  # not empty or already gone: not ours to remove
+    if checkpoints:
+        last = checkpoints[-1]
+        algo.restore(os.path.join(trial_dir, last["dir"]))
+        # Restoring from a path restarts Trainable's counters at 0 (Tune keeps them in its own trial state).
+        algo._iteration, algo._time_total = last["training_iteration"], last["time_total_s"]
+        print(f"resumed from {os.path.join(trial_dir, last['dir'])} (iteration {last['training_iteration']})",
+              flush=True)
+    return algo
