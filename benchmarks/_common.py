@@ -26,7 +26,7 @@ def timed_trainer_run(*args, reward=None, timeout=900) -> dict:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        first_iter = solved = None
+        first_iter = solved = last_return = None
         steps = 0
         deadline = started + timeout
         for line in proc.stdout:
@@ -36,13 +36,14 @@ def timed_trainer_run(*args, reward=None, timeout=900) -> dict:
                 first_iter = first_iter if first_iter is not None else now
                 steps = int(fields[3].replace(",", ""))
                 ret = fields[5]
+                last_return = None if ret == "-" else float(ret)
                 if reward is not None and solved is None and ret != "-" and float(ret) >= reward:
                     solved = now
             if time.perf_counter() > deadline:
                 proc.kill()
                 break
         proc.wait()
-        return {"first_iteration_s": first_iter, "solved_s": solved, "env_steps": steps,
+        return {"first_iteration_s": first_iter, "solved_s": solved, "env_steps": steps, "last_return": last_return,
                 "exit_code": proc.returncode, "total_s": time.perf_counter() - started}
 
 
