@@ -47,11 +47,18 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", module="gymnasium.spaces.box")
 
-    class NewStackNotice(logging.Filter):
-        def filter(self, record):
-            return "on the new API stack" not in record.getMessage()
+    class Drop(logging.Filter):
+        def __init__(self, text):
+            super().__init__()
+            self.text = text
 
-    logging.getLogger("ray.rllib.algorithms.algorithm_config").addFilter(NewStackNotice())
+        def filter(self, record):
+            return self.text not in record.getMessage()
+
+    logging.getLogger("ray.rllib.algorithms.algorithm_config").addFilter(Drop("on the new API stack"))
+    # RLlib's own modules use a class it deprecated; shown in the driver since one local trial trains here.
+    logging.getLogger("ray._common.deprecation").addFilter(Drop("RLModule(config="))
+    logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)  # "Install gputil for GPU monitoring"
     # A local Ray says it turned token auth on; true, and nothing to do about it.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
