@@ -102,11 +102,6 @@ def connect(args) -> str:
         # Ray's workers inherit our environment; a runtime env would cost fresh worker processes.)
         common["runtime_env"] = {"env_vars": {"TF_USE_LEGACY_KERAS": os.environ["TF_USE_LEGACY_KERAS"]}}
     if not args.address:
-        # torch imports its compiler stack (~1.3 s) at the first optimizer; ray.init mostly waits for
-        # the raylet to register, so that import runs meanwhile.
-        import threading
-
-        threading.Thread(target=__import__, args=("torch._dynamo",), daemon=True).start()
         # Local: the whole machine (or one core), no dashboard (not installed, and saves ~1 s).
         ray.init(num_cpus=1 if args.local_mode else None, include_dashboard=False, **common)
         return "local Ray" + (" on one core (--local-mode)" if args.local_mode else "")

@@ -11,9 +11,11 @@ from collections import deque
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
+from rlhpc.config import RETURN_METRIC
+
 WINDOW = 100
 RETURNS_THIS_ITERATION = "rlhpc_episode_returns"  # raw per-episode list; removed from the result
-RETURN_LAST_100 = "episode_return_mean_100"  # under env_runners/
+RETURN_LAST_100 = RETURN_METRIC.removeprefix("env_runners/")
 
 
 class ReturnOverLast100Episodes(RLlibCallback):

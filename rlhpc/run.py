@@ -86,6 +86,19 @@ class ResumableCSVLogger(CSVLoggerCallback):
         super().log_trial_result(iteration, trial, result)
 
 
+def announce_stop(signal_name: str) -> None:
+    print(f"{signal_name} received: saving a checkpoint at the end of this iteration, then stopping",
+          file=sys.stderr, flush=True)
+
+
+def print_ending(stopped_by, experiment_path: str) -> None:
+    """How to continue after a signal, and where TensorBoard should look."""
+    if stopped_by:
+        print(f"stopped by {stopped_by}; state and checkpoint saved. Continue with: --resume {experiment_path}",
+              flush=True)
+    print(f"tensorboard --logdir {experiment_path}")
+
+
 class StopOnSignal(tune.Callback):
     """SIGUSR1/SIGTERM/SIGINT: checkpoint every running trial at its next result, then stop Tune.
 
@@ -113,8 +126,7 @@ class StopOnSignal(tune.Callback):
         if StopOnSignal.received:  # a second signal: stop now, as Tune would
             return self._interrupt_tune()
         StopOnSignal.received = signal.Signals(signum).name
-        print(f"{StopOnSignal.received} received: saving a checkpoint at the end of this iteration, then stopping",
-              file=sys.stderr, flush=True)
+        announce_stop(StopOnSignal.received)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if StopOnSignal.received and trial.trial_id not in self._pending:
@@ -225,10 +237,7 @@ def summarize(grid, stop: dict, args, started: float, search=()) -> int:
         else:
             print(f"best: {json.dumps(searched_values(best.config, search))}  {what} = {value:g}  "
                   f"({os.path.basename(best.path)})", flush=True)
-    if StopOnSignal.received:
-        print(f"stopped by {StopOnSignal.received}; state and checkpoint saved. Continue with: --resume "
-              f"{grid.experiment_path}", flush=True)
-    print(f"tensorboard --logdir {grid.experiment_path}")
+    print_ending(StopOnSignal.received, grid.experiment_path)
     if errors:
         for result in errors:
             first = str(result.error).strip().splitlines()

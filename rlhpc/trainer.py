@@ -124,6 +124,8 @@ def train(args, *, envs=None, stop_reward_for=None) -> int:
     in_process = inprocess.has_state(resuming) if resuming else inprocess.wanted(args, search)
     if in_process and args.address:
         raise UserError(f"{resuming} was trained by a local run in its own process: resume it without an address")
+    if in_process:
+        inprocess.warm_up()
     where = connect(args)
     check_resources(bundles, args)
     check_cuda(args)
