@@ -10,7 +10,7 @@ import difflib
 import json
 import warnings
 
-from rlhpc.defaults import ALGO_DEFAULTS
+from rlhpc.defaults import tuned_defaults
 from rlhpc.errors import UserError, warn
 
 # The tutorial trained A2C; RLlib dropped it (and A3C) in Ray 2.x.
@@ -206,7 +206,7 @@ def build_config(args, algo_name: str, algo_cls, env_config: dict, observation_s
 
         config.callbacks(ReturnOverLast100Episodes)
 
-    defaults = ALGO_DEFAULTS.get(algo_name, {})
+    defaults = tuned_defaults(algo_name, args.name_env)
     apply_overrides(config, [([k], v) for k, v in defaults.items()], algo_name)
 
     num_runners = args.num_cpus
@@ -296,6 +296,7 @@ def describe(config, algo_name: str, args, stop: dict, bundles: list) -> dict:
         "bundles": bundles,
         "stop": stop,
         "seed": config.seed,
+        "tuned_defaults": tuned_defaults(algo_name, args.name_env),  # before --set; from rlhpc/defaults.py
     }
     full = {}
     for key, value in sorted(config.to_dict().items()):
