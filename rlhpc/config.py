@@ -7,6 +7,7 @@ import ast
 import copy
 import dataclasses
 import difflib
+import importlib
 import json
 import warnings
 
@@ -90,8 +91,14 @@ def resolve_env(name: str, env_config: dict | None = None):
         return None, space
     import gymnasium
 
+    module, _, env_id = name.rpartition(":")
+    if module:  # Gymnasium's "my_package.envs:MyEnv-v0": importing the module registers the env
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise UserError(f"cannot import {module!r} for env {name!r}: {e} (is it on PYTHONPATH?)") from None
     try:
-        spec = gymnasium.spec(name)
+        spec = gymnasium.spec(env_id)
     except gymnasium.error.Error as e:
         raise UserError(f"unknown env {name!r}: {e}") from None
     try:

@@ -10,6 +10,7 @@ signals and resumes with --resume. Searches and cluster runs keep Tune (placemen
 
 import csv
 import json
+import logging
 import os
 import signal
 import sys
@@ -145,6 +146,9 @@ def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, ex
                                      "time_total_s": result["time_total_s"]})
         save_state()
 
+    # RLlib logs an env's failure with its traceback, then raises it to us: the traceback goes to error.txt.
+    logging.getLogger("ray.rllib").addFilter(
+        lambda record: "restart_failed_sub_environments' is False" not in record.getMessage())
     os.makedirs(trial_dir, exist_ok=True)
     save_state()  # killed before the first checkpoint, --resume still finds the run (and starts it over)
     try:
@@ -162,11 +166,10 @@ def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, ex
                 break
     except KeyboardInterrupt:
         error = "stopped by a second signal before the checkpoint; the previous checkpoint is kept"
-    except Exception:  # noqa: BLE001 -- any failure in training: keep the results, report one line
+    except Exception as e:  # noqa: BLE001 -- any failure in training: keep the results, report one line
         with open(os.path.join(trial_dir, "error.txt"), "w") as f:
             f.write(traceback.format_exc())
-        last_line = traceback.format_exc().strip().splitlines()[-1]
-        error = f"training failed: {last_line} (full traceback: {os.path.join(trial_dir, 'error.txt')})"
+        error = f"training failed: {_cause(e)} (full traceback: {os.path.join(trial_dir, 'error.txt')})"
     finally:
         if files:
             files.close()
@@ -179,6 +182,14 @@ def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, ex
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 1
     return code
+
+
+def _cause(error: BaseException) -> str:
+    """What went wrong, in words: RLlib re-raises an env's error as a bare RuntimeError, so follow
+    the chain to the first exception that says something."""
+    while not str(error) and (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _build(algo_cls, config, trial_dir: str, checkpoints: list):

@@ -44,3 +44,51 @@ def test_resume_without_an_experiment_is_one_line(tmp_path):
     assert out.returncode == 2
     assert error_lines(out.stderr) == [(f"error: nothing to resume at {tmp_path / 'nothing-here'}: "
                                         "no experiment state there")]
+
+
+CRASHING_ENV = '''
+"""CartPole whose simulator fails after CRASH_AFTER_STEPS steps in this process, as a researcher's can."""
+import os
+
+import gymnasium
+from gymnasium.envs.classic_control import CartPoleEnv
+
+
+class CrashingCartPole(CartPoleEnv):
+    steps = 0  # per process: the vectorized copies count together
+
+    def step(self, action):
+        CrashingCartPole.steps += 1
+        if CrashingCartPole.steps > int(os.environ.get("CRASH_AFTER_STEPS", 10**12)):
+            raise RuntimeError("simulator lost its licence server")
+        return super().step(action)
+
+
+gymnasium.register("CrashingCartPole-v0", entry_point=CrashingCartPole, max_episode_steps=200, reward_threshold=195)
+'''
+
+
+def test_a_crash_in_training_keeps_the_results_and_resume_continues(tmp_path):
+    """The env fails in iteration 5: progress and the iteration-4 checkpoint stay, the traceback goes to
+    error.txt, the console gets one line; with the env fixed, --resume carries on from iteration 4."""
+    (tmp_path / "crashing_env.py").write_text(CRASHING_ENV)
+    env = clean_env(HOME=tmp_path, PYTHONPATH=tmp_path)
+    args = ["--name-env", "crashing_env:CrashingCartPole-v0", "--storage-path", tmp_path / "results",
+            "--name", "run", "--checkpoint-freq", 2]
+    out = run_script(TRAINER, *args, env={**env, "CRASH_AFTER_STEPS": "9000"})  # iteration 5 (2,000 steps each)
+    assert out.returncode == 1, out.stderr[-3000:]
+    [error] = error_lines(out.stderr)
+    assert error.startswith("error: training failed: RuntimeError: simulator lost its licence server")
+    assert "Traceback" not in out.stderr
+    [error_txt] = (tmp_path / "results" / "run").glob("*/error.txt")
+    assert "Traceback" in error_txt.read_text() and "licence server" in error_txt.read_text()
+    before = read_progress(tmp_path / "results" / "run")
+    assert [int(r["training_iteration"]) for r in before] == [1, 2, 3, 4]
+    assert list((tmp_path / "results" / "run").glob("*/checkpoint_000001")), "iteration 4's checkpoint is gone"
+
+    out = run_script(TRAINER, *args, "--resume", "--as-test", env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(iteration 4)" in out.stdout
+    after = read_progress(tmp_path / "results" / "run")[len(before):]
+    assert int(after[0]["training_iteration"]) == 5
+    assert after[-1][RETURN] >= 195

@@ -66,6 +66,7 @@ def test_random_agent_prints_each_step():
 @pytest.mark.parametrize("args, message", [
     (["--name-env", "NoSuchEnv-v0"], "unknown env 'NoSuchEnv-v0'"),
     (["--name-env", "CartPole-v9"], "unknown env 'CartPole-v9'"),
+    (["--name-env", "no_such_module:MyEnv-v0"], "cannot import 'no_such_module' for env 'no_such_module:MyEnv-v0'"),
     (["--run", "NoSuchAlgo"], "unknown algorithm 'NoSuchAlgo'"),
     (["--run", "A2C"], "A2C was removed from RLlib"),
     (["--run", "A3C"], "A3C was removed from RLlib"),
