@@ -17,7 +17,7 @@ import sys
 import traceback
 from datetime import datetime
 
-from rlhpc.run import STOP_SIGNALS, ProgressLine, announce_stop, print_ending, print_summary
+from rlhpc.run import STOP_SIGNALS, ProgressLine, announce_stop, failure_line, print_ending, print_summary
 
 STATE_FILE = "rlhpc_run.json"  # in the experiment dir: the trial dir, stop criteria, checkpoints
 
@@ -169,7 +169,8 @@ def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, ex
     except Exception as e:  # noqa: BLE001 -- any failure in training: keep the results, report one line
         with open(os.path.join(trial_dir, "error.txt"), "w") as f:
             f.write(traceback.format_exc())
-        error = f"training failed: {_cause(e)} (full traceback: {os.path.join(trial_dir, 'error.txt')})"
+        error = (f"training failed: {failure_line(traceback.format_exc(), e)} "
+                 f"(full traceback: {os.path.join(trial_dir, 'error.txt')})")
     finally:
         if files:
             files.close()
@@ -182,14 +183,6 @@ def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, ex
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 1
     return code
-
-
-def _cause(error: BaseException) -> str:
-    """What went wrong, in words: RLlib re-raises an env's error as a bare RuntimeError, so follow
-    the chain to the first exception that says something."""
-    while not str(error) and (error.__cause__ or error.__context__) is not None:
-        error = error.__cause__ or error.__context__
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _build(algo_cls, config, trial_dir: str, checkpoints: list):

@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -240,8 +241,16 @@ def summarize(grid, stop: dict, args, started: float, search=()) -> int:
     print_ending(StopOnSignal.received, grid.experiment_path)
     if errors:
         for result in errors:
-            first = str(result.error).strip().splitlines()
-            print(f"error: training failed: {first[-1] if first else type(result.error).__name__} "
+            print(f"error: training failed: {failure_line(str(result.error), result.error)} "
                   f"(full traceback: {os.path.join(result.path, 'error.txt')})", file=sys.stderr, flush=True)
         return 1
     return exit_code
+
+
+def failure_line(traceback_text: str, error: BaseException) -> str:
+    """The line of a traceback that says what went wrong. Not always the last: RLlib re-raises an env's
+    error as a bare `RuntimeError from e`, so prefer the last "Type: message" line over a bare type."""
+    exception_line = re.compile(r"[A-Za-z_][\w.]*(\([\w.]+\))?(: .*)?")
+    lines = [line for line in traceback_text.splitlines() if exception_line.fullmatch(line)]
+    with_message = [line for line in lines if ": " in line]
+    return (with_message or lines or [type(error).__name__])[-1]

@@ -92,3 +92,16 @@ def test_a_crash_in_training_keeps_the_results_and_resume_continues(tmp_path):
     after = read_progress(tmp_path / "results" / "run")[len(before):]
     assert int(after[0]["training_iteration"]) == 5
     assert after[-1][RETURN] >= 195
+
+
+def test_a_crash_in_a_tune_trial_names_the_env_error(tmp_path):
+    """The same failure where Tune runs the trial (a search): one line that names the env's error."""
+    (tmp_path / "crashing_env.py").write_text(CRASHING_ENV)
+    env = clean_env(HOME=tmp_path, PYTHONPATH=tmp_path, CRASH_AFTER_STEPS=5000)  # iteration 3
+    out = run_script(TRAINER, "--name-env", "crashing_env:CrashingCartPole-v0", "--grid", "lr=[0.001]",
+                     "--storage-path", tmp_path / "results", "--name", "run", env=env)
+    assert out.returncode == 1, out.stderr[-3000:]
+    [error] = error_lines(out.stderr)
+    assert error.startswith("error: training failed: RuntimeError: simulator lost its licence server")
+    assert [int(r["training_iteration"]) for r in read_progress(tmp_path / "results" / "run")] == [1, 2]
+    assert list((tmp_path / "results" / "run").glob("*/error.txt"))
