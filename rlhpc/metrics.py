@@ -18,6 +18,11 @@ RETURNS_THIS_ITERATION = "rlhpc_episode_returns"  # raw per-episode list; remove
 RETURN_LAST_100 = RETURN_METRIC.removeprefix("env_runners/")
 
 
+def last_returns(algorithm) -> deque:
+    """The window lives on the algorithm object: one per trial, in whichever process trains it."""
+    return algorithm.__dict__.setdefault("_rlhpc_last_returns", deque(maxlen=WINDOW))
+
+
 class ReturnOverLast100Episodes(RLlibCallback):
     def on_episode_end(self, *, episode, metrics_logger=None, prev_episode_chunks=(), **kwargs):
         # An episode that spans several sample() calls arrives in chunks; the earlier ones are
@@ -27,8 +32,7 @@ class ReturnOverLast100Episodes(RLlibCallback):
             metrics_logger.log_value(RETURNS_THIS_ITERATION, float(ret), reduce="item_series")
 
     def on_train_result(self, *, algorithm, result, **kwargs):
-        # Lives on the algorithm object: one window per trial, in whichever process trains it.
-        window = algorithm.__dict__.setdefault("_rlhpc_last_returns", deque(maxlen=WINDOW))
+        window = last_returns(algorithm)
         runners = result.get("env_runners")
         if not isinstance(runners, dict):
             return

@@ -4,7 +4,8 @@ import signal
 import subprocess
 
 import pytest
-from conftest import PYTHON, REPO, RETURN, clean_env, error_lines, read_progress, run_script
+from conftest import (PYTHON, REPO, RETURN, assert_return_is_the_mean_of_the_last_100_episodes, clean_env, error_lines,
+                      read_progress, run_script)
 
 TRAINER = "simple_example/simple_trainer.py"
 
@@ -37,6 +38,8 @@ def test_signal_saves_a_checkpoint_and_resume_continues(sig, tmp_path):
     assert int(after[0]["training_iteration"]) == stopped_at + 1
     assert after[0]["num_env_steps_sampled_lifetime"] > before[-1]["num_env_steps_sampled_lifetime"]
     assert after[-1][RETURN] >= 195
+    # The 100-episode window is saved with the checkpoint: the resumed run goes on averaging the same episodes.
+    assert_return_is_the_mean_of_the_last_100_episodes(before + after)
 
 
 def test_resume_without_an_experiment_is_one_line(tmp_path):
@@ -92,6 +95,7 @@ def test_a_crash_in_training_keeps_the_results_and_resume_continues(tmp_path):
     after = read_progress(tmp_path / "results" / "run")[len(before):]
     assert int(after[0]["training_iteration"]) == 5
     assert after[-1][RETURN] >= 195
+    assert_return_is_the_mean_of_the_last_100_episodes(before + after)
 
 
 def test_a_crash_in_a_tune_trial_names_the_env_error(tmp_path):

@@ -4,7 +4,8 @@ import os
 import time
 
 import pytest
-from conftest import RETURN, clean_env, error_lines, read_progress, run_script
+from conftest import (RETURN, assert_return_is_the_mean_of_the_last_100_episodes, clean_env, error_lines, read_progress,
+                      run_script)
 
 TRAINER = "simple_example/simple_trainer.py"
 
@@ -23,24 +24,6 @@ def test_default_run_reaches_cartpole_v0_threshold(tmp_path, home_without_token)
     assert (tmp_path / "CartPole-v0" / "rlhpc_run.json").is_file()
     assert not list(tmp_path.glob("CartPole-v0/experiment_state-*.json"))
     assert_return_is_the_mean_of_the_last_100_episodes(rows)
-
-
-def assert_return_is_the_mean_of_the_last_100_episodes(rows):
-    """Rebuilt from RLlib's per-iteration columns (episodes ended, their mean): exact while the window
-    holds whole iterations, within a few points when it splits one (its mean stands for the part)."""
-    for i, row in enumerate(rows):
-        total, count, split = 0.0, 0, False
-        for earlier in reversed(rows[:i + 1]):
-            ended = int(earlier["env_runners/num_episodes"] or 0)
-            if not ended:
-                continue
-            take = min(ended, 100 - count)
-            split = split or take < ended
-            total += take * earlier["env_runners/episode_return_mean"]
-            count += take
-            if count == 100:
-                break
-        assert row[RETURN] == pytest.approx(total / count, abs=10 if split else 1e-6), f"iteration {i + 1}"
 
 
 def test_local_run_ignores_a_foreign_token_in_home(tmp_path):
