@@ -17,7 +17,6 @@ import sys
 import traceback
 from datetime import datetime
 
-from rlhpc.metrics import last_returns
 from rlhpc.run import STOP_SIGNALS, ProgressLine, announce_stop, failure_line, print_ending, print_summary
 
 STATE_FILE = "rlhpc_run.json"  # in the experiment dir: the trial dir, stop criteria, checkpoints
@@ -145,8 +144,6 @@ def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, ex
         algo.save(os.path.join(trial_dir, name))
         state["checkpoints"].append({"dir": name, "training_iteration": result["training_iteration"],
                                      "time_total_s": result["time_total_s"]})
-        # Not in RLlib's checkpoint: without it a resumed run would judge "solved" on its first few episodes.
-        state["last_returns"] = list(last_returns(algo))
         save_state()
 
     # RLlib logs an env's failure with its traceback, then raises it to us: the traceback goes to error.txt.
@@ -156,7 +153,6 @@ def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, ex
     save_state()  # killed before the first checkpoint, --resume still finds the run (and starts it over)
     try:
         algo = _build(algo_cls, config, trial_dir, state["checkpoints"])
-        last_returns(algo).extend(state.get("last_returns", []))
         files = TrialFiles(trial_dir, config.to_dict())
         while True:
             result = algo.train()

@@ -5,6 +5,10 @@ last iteration (its windowed stats are emptied at every reduce), so on CartPole 
 500-step episode can report "solved". Every env runner logs each episode's return; the
 algorithm keeps the last 100 and reports their mean as `env_runners/episode_return_mean_100`,
 the column the stop reward, the progress line and the summary use.
+
+The window goes into every checkpoint (Tune's and the in-process trainer's alike) through the
+algorithm's MetricsLogger, whose state RLlib saves and restores: a resumed run goes on averaging
+the same episodes instead of judging "solved" on its first few.
 """
 
 from collections import deque
@@ -16,6 +20,7 @@ from rlhpc.config import RETURN_METRIC
 WINDOW = 100
 RETURNS_THIS_ITERATION = "rlhpc_episode_returns"  # raw per-episode list; removed from the result
 RETURN_LAST_100 = RETURN_METRIC.removeprefix("env_runners/")
+SAVED_WINDOW = "rlhpc_last_returns"  # the window as a list, in the algorithm's MetricsLogger
 
 
 def last_returns(algorithm) -> deque:
@@ -33,11 +38,19 @@ class ReturnOverLast100Episodes(RLlibCallback):
 
     def on_train_result(self, *, algorithm, result, **kwargs):
         window = last_returns(algorithm)
+        result.pop(SAVED_WINDOW, None)  # the copy saved last iteration, reduced into this result
         runners = result.get("env_runners")
-        if not isinstance(runners, dict):
-            return
-        returns = runners.pop(RETURNS_THIS_ITERATION, None)
-        if isinstance(returns, list):  # NaN when no episode ended this iteration
-            window.extend(returns)
-        if window:
-            runners[RETURN_LAST_100] = sum(window) / len(window)
+        if isinstance(runners, dict):
+            returns = runners.pop(RETURNS_THIS_ITERATION, None)
+            if isinstance(returns, list):  # NaN when no episode ended this iteration
+                window.extend(returns)
+            if window:
+                runners[RETURN_LAST_100] = sum(window) / len(window)
+        # An "item" stat holds the list as is until the next iteration's reduce; a checkpoint taken
+        # after this iteration saves it with the rest of the MetricsLogger state.
+        algorithm.metrics.log_value(SAVED_WINDOW, list(window), reduce="item")
+
+    def on_checkpoint_loaded(self, *, algorithm, **kwargs):
+        window = last_returns(algorithm)
+        window.clear()
+        window.extend(algorithm.metrics.peek(SAVED_WINDOW, default=None) or [])

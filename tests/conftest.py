@@ -57,9 +57,10 @@ def _number(text):
         return text
 
 
-def assert_return_is_the_mean_of_the_last_100_episodes(rows):
+def assert_return_is_the_mean_of_the_last_100_episodes(rows, several_runners=False):
     """Rebuilt from RLlib's per-iteration columns (episodes ended, their mean): exact while the window
-    holds whole iterations, within a few points when it splits one (its mean stands for the part)."""
+    holds whole iterations, within a few points when it splits one (its mean stands for the part) or
+    when several env runners sampled (RLlib's column is then the mean of the runners' means)."""
     for i, row in enumerate(rows):
         total, count, split = 0.0, 0, False
         for earlier in reversed(rows[:i + 1]):
@@ -72,7 +73,7 @@ def assert_return_is_the_mean_of_the_last_100_episodes(rows):
             count += take
             if count == 100:
                 break
-        assert row[RETURN] == pytest.approx(total / count, abs=10 if split else 1e-6), f"iteration {i + 1}"
+        assert row[RETURN] == pytest.approx(total / count, abs=10 if split or several_runners else 1e-6), f"iteration {i + 1}"
 
 
 def error_lines(stderr: str) -> list:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, RETURN, read_progress
+from conftest import REPO, RETURN, assert_return_is_the_mean_of_the_last_100_episodes, read_progress
 
 pytestmark = pytest.mark.slurm
 
@@ -215,6 +215,8 @@ def test_usr1_checkpoints_and_resubmitting_with_resume_finishes(slurm_cluster, t
     after = read_progress(experiment)[len(before):]
     assert int(after[0]["training_iteration"]) == stopped_at + 1
     assert after[-1][RETURN] >= 195
+    # Tune restored the trial from RLlib's checkpoint, and the 100-episode window with it.
+    assert_return_is_the_mean_of_the_last_100_episodes(before + after, several_runners=True)
 
 
 def test_a_cluster_that_does_not_come_up_fails_clearly_and_leaves_nothing(slurm_cluster, tmp_path):
