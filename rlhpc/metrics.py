@@ -11,6 +11,8 @@ algorithm's MetricsLogger, whose state RLlib saves and restores: a resumed run g
 the same episodes instead of judging "solved" on its first few.
 """
 
+import math
+import numbers
 from collections import deque
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
@@ -29,7 +31,9 @@ def last_returns(algorithm) -> deque:
 
 
 class ReturnOverLast100Episodes(RLlibCallback):
-    def on_episode_end(self, *, episode, metrics_logger=None, prev_episode_chunks=(), **kwargs):
+    def on_episode_end(self, *, episode, env_runner=None, metrics_logger=None, prev_episode_chunks=(), **kwargs):
+        if env_runner is not None and env_runner.config.in_evaluation:
+            return  # evaluation episodes are not training progress (and would leak the raw list)
         # An episode that spans several sample() calls arrives in chunks; the earlier ones are
         # passed along (RLlib sums them the same way for its own metrics).
         ret = episode.get_return() + sum(chunk.get_return() for chunk in prev_episode_chunks or ())
@@ -42,10 +46,12 @@ class ReturnOverLast100Episodes(RLlibCallback):
         runners = result.get("env_runners")
         if isinstance(runners, dict):
             returns = runners.pop(RETURNS_THIS_ITERATION, None)
-            if isinstance(returns, list):  # NaN when no episode ended this iteration
-                window.extend(returns)
-            if window:
-                runners[RETURN_LAST_100] = sum(window) / len(window)
+            if isinstance(returns, numbers.Number):  # RLlib unwraps a list of one; NaN: no episode ended
+                returns = [] if math.isnan(returns) else [returns]
+            window.extend(returns or [])
+            # NaN until the first episode ends, as RLlib does: the column is there from the first row
+            # (progress.csv's header is fixed by it, and Tune warns about a missing stop metric).
+            runners[RETURN_LAST_100] = sum(window) / len(window) if window else math.nan
         # An "item" stat holds the list as is until the next iteration's reduce; a checkpoint taken
         # after this iteration saves it with the rest of the MetricsLogger state.
         algorithm.metrics.log_value(SAVED_WINDOW, list(window), reduce="item")

@@ -1,6 +1,9 @@
 """simple_example/simple_trainer.py, run as a researcher runs it: real Ray, real training, files on disk."""
 
+import json
+import math
 import os
+import socket
 import time
 
 import pytest
@@ -24,6 +27,29 @@ def test_default_run_reaches_cartpole_v0_threshold(tmp_path, home_without_token)
     assert (tmp_path / "CartPole-v0" / "rlhpc_run.json").is_file()
     assert not list(tmp_path.glob("CartPole-v0/experiment_state-*.json"))
     assert_return_is_the_mean_of_the_last_100_episodes(rows)
+
+
+def test_the_return_column_counts_every_episode_from_the_first_row(tmp_path):
+    """Pendulum's episodes last 200 steps; in 100-step iterations none ends in odd ones and exactly one in even
+    ones. The column is there (NaN) before the first episode ends, and an iteration's single episode counts
+    (RLlib reports a list of one as a plain number)."""
+    out = run_script(TRAINER, "--name-env", "Pendulum-v1", "--stop-iters", 6, "--storage-path", tmp_path,
+                     "--set", "train_batch_size_per_learner=100", "--set", "minibatch_size=50",
+                     "--set", "num_envs_per_env_runner=1", env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = read_progress(tmp_path / "Pendulum-v1")
+    # RLlib's own episode columns are not in progress.csv (its header comes from iteration 1): result.json.
+    [results] = (tmp_path / "Pendulum-v1").glob("*/result.json")
+    runners = [json.loads(line)["env_runners"] for line in results.read_text().splitlines()]
+    assert [r.get("num_episodes", 0) for r in runners] == [0, 1, 0, 1, 0, 1]
+    ended = []
+    for row, r in zip(rows, runners, strict=True):
+        if r.get("num_episodes"):
+            ended.append(r["episode_return_mean"])  # one episode: its return
+        if ended:
+            assert row[RETURN] == pytest.approx(sum(ended) / len(ended), abs=1e-6)
+        else:
+            assert math.isnan(row[RETURN])
 
 
 def test_local_run_ignores_a_foreign_token_in_home(tmp_path):
