@@ -39,7 +39,7 @@ def gpu_count(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a GPU count like 0, 0.5, 1 or 2, got {text!r}") from None
-    if value < 0 or math.isnan(value):
+    if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a GPU count >= 0, got {text!r}")
     if value > 1 and value != int(value):
         raise argparse.ArgumentTypeError(

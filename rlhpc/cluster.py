@@ -16,7 +16,8 @@ import time
 from rlhpc.config import total_resources
 from rlhpc.errors import UserError, warn
 
-CONNECT_TIMEOUT_S = 45  # ray.init against a silent port can otherwise wait for minutes
+# ray.init against a port that accepts but never answers can otherwise wait for minutes.
+CONNECT_TIMEOUT_S = float(os.environ.get("RLHPC_CONNECT_TIMEOUT", 45))
 
 
 def prepare_auth(args) -> None:
@@ -74,13 +75,19 @@ class _CapturedStderr:
         return False
 
 
-def _init_with_deadline(**kwargs):
+    def say(self, line: str) -> None:
+        """Straight to the real stderr, past the capture."""
+        os.write(self._saved, (line + "\n").encode())
+
+
+def _init_with_deadline(say, **kwargs):
     import ray
 
     def give_up():
-        print(f"error: no answer from the Ray cluster at {kwargs.get('address')} within "
-              f"{CONNECT_TIMEOUT_S} s (is it a Ray head port? check RAY_AUTH_MODE/RAY_AUTH_TOKEN_PATH)",
-              file=sys.__stderr__, flush=True)
+        # What a token cluster does to a driver without its token, and what any non-Ray port does.
+        say(f"error: no answer from the Ray cluster at {kwargs.get('address')} within {CONNECT_TIMEOUT_S:g} s: "
+            "if it uses token auth, export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=<its token file>; "
+            "else check that this is a Ray head's port")
         os._exit(2)
 
     timer = threading.Timer(CONNECT_TIMEOUT_S, give_up)
@@ -111,8 +118,11 @@ def connect(args) -> str:
     started = time.time()
     with _CapturedStderr() as captured:
         try:
-            _init_with_deadline(address=args.address, **common)
+            _init_with_deadline(captured.say, address=args.address, **common)
             failure = None
+        except ray.exceptions.AuthenticationError:
+            raise UserError(f"the Ray cluster at {args.address} needs an auth token and none was found: set "
+                            "RAY_AUTH_TOKEN_PATH to the cluster's token file") from None
         except (ConnectionError, RuntimeError) as e:
             failure = e
     if failure is None:
@@ -161,8 +171,8 @@ def check_resources(bundles: list, args) -> None:
 
 def check_cuda(args) -> None:
     """Ray counts the GPUs a node declares; PyTorch must also find CUDA where the learner runs."""
-    if args.num_gpus <= 0 or args.framework != "torch":
-        return
+    if args.num_gpus <= 0 or args.local_mode or args.framework != "torch":
+        return  # --local-mode trains on the CPU (config._place_learners)
     import ray
 
     resources = {args.learner_resource: 0.01} if args.learner_resource else None

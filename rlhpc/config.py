@@ -85,6 +85,8 @@ def resolve_env(name: str, env_config: dict | None = None):
                 env = _global_registry.get(ENV_CREATOR, name)(EnvContext(env_config, worker_index=0))
         except (ValueError, TypeError, KeyError) as e:
             raise UserError(f"bad --env-config for {name}: {e}") from None
+        except Exception as e:  # noqa: BLE001 -- the env's own bug: one line here, not a traceback
+            raise UserError(f"cannot create env {name!r}: {type(e).__name__}: {e}") from None
         space = getattr(env, "observation_space", None)
         if hasattr(env, "close"):
             env.close()

@@ -29,6 +29,8 @@ def register_envs(envs: dict, args) -> None:
                 creator = check_and_adapt(env_class, env_config)
             except (ValueError, TypeError, KeyError) as e:
                 raise UserError(f"bad --env-config for {name}: {e}") from None
+            except Exception as e:  # noqa: BLE001 -- the env's own bug: one line here, not a traceback
+                raise UserError(f"cannot create env {name!r}: {type(e).__name__}: {e}") from None
         else:
             creator = AdaptedEnvCreator(env_class)
         register_env(name, creator)

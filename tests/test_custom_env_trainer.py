@@ -1,7 +1,7 @@
 """custom_gym_env/custom_env_trainer.py: the users' own envs, trained locally and on a real cluster."""
 
 import pytest
-from conftest import RETURN, clean_env, error_lines, read_progress, run_script
+from conftest import REPO, RETURN, clean_env, error_lines, read_progress, run_script
 
 TRAINER = "custom_gym_env/custom_env_trainer.py"
 
@@ -43,6 +43,33 @@ def test_bad_env_config_is_one_line(args, message, tmp_path):
     out = run_script(TRAINER, *args, "--storage-path", tmp_path, env=clean_env(HOME=tmp_path))
     assert out.returncode == 2
     assert len(error_lines(out.stderr)) == 1 and message in error_lines(out.stderr)[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+BROKEN_ENV_TRAINER = """
+import sys
+sys.path.insert(0, {repo!r})
+from custom_gym_env.custom_env import BasicEnv
+from rlhpc.trainer import main
+
+
+class SimulatorEnv(BasicEnv):
+    def __init__(self, config=None):
+        raise FileNotFoundError("simulator.cfg not found")
+
+
+sys.exit(main(description="", name_env="SimulatorEnv", envs={{"SimulatorEnv": SimulatorEnv}}))
+"""
+
+
+def test_a_custom_env_that_cannot_be_built_is_one_line(tmp_path):
+    """The env's own error (not a bad --env-config) is found on the driver before Ray starts."""
+    script = tmp_path / "broken_env_trainer.py"
+    script.write_text(BROKEN_ENV_TRAINER.format(repo=str(REPO)))
+    out = run_script(script, "--storage-path", tmp_path, env=clean_env(HOME=tmp_path))
+    assert out.returncode == 2
+    assert error_lines(out.stderr) == [
+        "error: cannot create env 'SimulatorEnv': FileNotFoundError: simulator.cfg not found"], out.stderr
     assert "Traceback" not in out.stderr
 
 

@@ -6,7 +6,7 @@ import re
 import pytest
 import tomllib
 import yaml
-from conftest import REPO, clean_env, error_lines, run_script
+from conftest import REPO, clean_env, error_lines, read_progress, run_script
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
@@ -47,6 +47,14 @@ def test_gpu_trainer_without_a_gpu_says_so_and_leaves_no_trial(tmp_path):
         "error: --num-gpus 1 needs 1 GPU(s) for the learner(s), but this machine has no GPU"]
     assert out.stderr.strip().splitlines() == error_lines(out.stderr)
     assert not list((tmp_path / "results").glob("*/*")), "a Tune experiment was started"
+
+
+def test_local_mode_trains_on_the_cpu_without_a_gpu(tmp_path):
+    """--local-mode is one process on one core: the learner goes on the CPU, so no GPU (nor CUDA check) is needed."""
+    out = run_script(TRAINER, "--local-mode", "--stop-iters", 1, "--storage-path", tmp_path,
+                     env=clean_env(HOME=tmp_path), timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(read_progress(tmp_path / "CartPole-v0")) == 1
 
 
 def test_tf2_without_tensorflow_names_the_extra():

@@ -82,6 +82,7 @@ def test_random_agent_prints_each_step():
     (["--num-cpus", "-1"], "argument --num-cpus: expected a whole number >= 0, got '-1'"),
     (["--num-cpus", "1.5"], "argument --num-cpus: expected a whole number >= 0, got '1.5'"),
     (["--num-gpus", "1.5"], "more than one GPU must be a whole number"),
+    (["--num-gpus", "inf"], "argument --num-gpus: expected a GPU count >= 0, got 'inf'"),
     (["--set", "lr"], "malformed --set 'lr': expected KEY=VALUE"),
     (["--set", "=3"], "malformed --set '=3'"),
     (["--set", "learning_rate=0.1"], "PPO has no config key 'learning_rate'"),
@@ -120,6 +121,22 @@ def test_unreachable_address_answers_quickly(tmp_path):
     assert time.time() - started < 30
 
 
+def no_answer(address, seconds):
+    return (f"error: no answer from the Ray cluster at {address} within {seconds} s: if it uses token auth, export "
+            "RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=<its token file>; else check that this is a Ray head's port")
+
+
+def test_a_port_that_never_answers_is_given_up_in_one_line(tmp_path):
+    """Something listens but is not a Ray head (say, a typo'd port): ray.init would wait for minutes."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nobody ever answers
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        out = run_script(TRAINER, "--address", address, env=clean_env(HOME=tmp_path, RLHPC_CONNECT_TIMEOUT=5),
+                         timeout=90)
+    assert out.returncode == 2
+    assert error_lines(out.stderr) == [no_answer(address, 5)]
+    assert "Traceback" not in out.stderr
+
+
 def test_ip_head_is_the_default_address(tmp_path):
     """The tutorial's sbatch exports ip_head; the trainer follows it without --address."""
     out = run_script(TRAINER, env=clean_env(HOME=tmp_path, ip_head="127.0.0.1:9"), timeout=60)
@@ -150,6 +167,24 @@ def test_cluster_rejects_a_wrong_token_in_one_line(ray_cluster, tmp_path):
     assert error_lines(out.stderr) == [(f"error: the Ray cluster at {ray_cluster.address} rejected our auth token: "
                                         "set RAY_AUTH_TOKEN_PATH to the cluster's token file (and RAY_AUTH_MODE=token)")]
     assert "Traceback" not in out.stderr and time.time() - started < 45
+
+
+@pytest.mark.cluster
+def test_cluster_without_a_token_is_one_line(ray_cluster, tmp_path):
+    """The token forgotten: no token anywhere (a fresh HOME, no RAY_AUTH_TOKEN_PATH)."""
+    # With RAY_AUTH_MODE=token exported, Ray itself refuses to start the driver.
+    out = run_script(TRAINER, "--address", ray_cluster.address, env=clean_env(HOME=tmp_path, RAY_AUTH_MODE="token"),
+                     timeout=90)
+    assert out.returncode == 2
+    assert error_lines(out.stderr) == [f"error: the Ray cluster at {ray_cluster.address} needs an auth token and "
+                                       "none was found: set RAY_AUTH_TOKEN_PATH to the cluster's token file"]
+    assert "Traceback" not in out.stderr
+    # Without it, the cluster never answers the driver: given up after RLHPC_CONNECT_TIMEOUT.
+    out = run_script(TRAINER, "--address", ray_cluster.address, env=clean_env(HOME=tmp_path, RLHPC_CONNECT_TIMEOUT=10),
+                     timeout=90)
+    assert out.returncode == 2
+    assert error_lines(out.stderr) == [no_answer(ray_cluster.address, 10)]
+    assert "Traceback" not in out.stderr
 
 
 @pytest.mark.cluster
