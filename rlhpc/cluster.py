@@ -30,8 +30,17 @@ def prepare_auth(args) -> None:
              "prefer RAY_AUTH_TOKEN_PATH=<mode-600 file>")
         os.environ["RAY_AUTH_TOKEN"] = args.redis_password
         os.environ["RAY_AUTH_MODE"] = "token"
+        # Out of argv at once: `ps` would show it for the whole run, and Ray records the driver's
+        # command line in its job table (`ray list jobs`). Same command, token in the environment.
+        argv = _without_token(sys.orig_argv)
+        in_argv = argv != sys.orig_argv  # not when main() was handed the flag in a list: nothing to hide
         if not args.address:
             args.address = "auto"  # the tutorial's flag meant "join the running cluster"
+            argv += ["--address", "auto"]
+        if in_argv:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(sys.executable, argv)
     if not args.address:
         return
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
@@ -42,6 +51,20 @@ def prepare_auth(args) -> None:
             warn(f"the token file {path} is readable by other users: chmod 600 {path}")
     if "RAY_AUTH_MODE" not in os.environ and (path or os.environ.get("RAY_AUTH_TOKEN")):
         os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _without_token(argv: list) -> list:
+    """argv minus --redis-password and its value, in any form argparse accepts (--redis-pass=X, ...)."""
+    kept, skip_next = [], False
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if skip_next:
+            skip_next = False
+        elif len(flag) >= len("--red") and "--redis-password".startswith(flag):
+            skip_next = "=" not in arg
+        else:
+            kept.append(arg)
+    return kept
 
 
 def _check_reachable(address: str) -> None:

@@ -209,8 +209,14 @@ EOF
 
 # python TRAINER.py ARGS...: run it in the background so this shell can pass signals on; return its status.
 ray_cluster_run_trainer() {
-  local rc
-  _ray_log "running: $*"
+  local rc arg shown=() hide=0
+  for arg in "$@"; do   # the log never shows a token given as --redis-password (or an abbreviation)
+    if ((hide)); then shown+=("<token>"); hide=0
+    elif [[ $arg == --red*=* ]]; then shown+=("${arg%%=*}=<token>")
+    elif [[ $arg == --red* ]]; then shown+=("$arg"); hide=1
+    else shown+=("$arg"); fi
+  done
+  _ray_log "running: ${shown[*]}"
   "$@" &
   _ray_trainer_pid=$!
   # `wait` returns early when a trapped signal arrives; keep waiting until the trainer has really exited.

@@ -197,3 +197,8 @@ def test_redis_password_flag_joins_the_cluster_and_warns(ray_cluster, tmp_path):
     assert "warning: --redis-password puts the token in argv" in out.stderr
     assert token not in out.stdout + out.stderr
     assert len(read_progress(tmp_path / "CartPole-v0")) == 1
+    # The trainer re-executes itself without the token in argv: Ray's job table records the command line.
+    entrypoints = ray_cluster.query("import ray._private.state as s\n"
+                                    "print(json.dumps([job['Entrypoint'] for job in s.jobs()]))")
+    assert any("--redis-password" not in e and TRAINER in e and str(tmp_path) in e for e in entrypoints), entrypoints
+    assert not any(token in e for e in entrypoints)
