@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import importlib
 import json
+import re
 import warnings
 
 from rlhpc.defaults import tuned_defaults
@@ -26,6 +27,11 @@ OFFLINE_ALGORITHMS = {"BC", "CQL", "IQL", "MARWIL"}
 # averages one iteration's episodes only.
 RETURN_METRIC = "env_runners/episode_return_mean_100"
 LEGACY_RETURN_METRIC = "env_runners/episode_reward_mean"  # the legacy stack's name (tf2)
+
+
+def path_safe(name: str) -> str:
+    """An env name as one directory name: "ale_py:ALE/Pong-v5" -> "ale_py-ALE-Pong-v5"."""
+    return re.sub(r"[^\w.-]+", "-", name)
 
 
 def parse_value(text: str):

@@ -17,6 +17,7 @@ import sys
 import traceback
 from datetime import datetime
 
+from rlhpc.config import path_safe
 from rlhpc.run import STOP_SIGNALS, ProgressLine, announce_stop, failure_line, print_ending, print_summary
 
 STATE_FILE = "rlhpc_run.json"  # in the experiment dir: the trial dir, stop criteria, checkpoints
@@ -127,7 +128,7 @@ def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, ex
             state = json.load(f)
         stop = state["stop"]  # as with Tune: a resumed run keeps the stop criteria it started with
     else:
-        trial = f"{algo_name}_{args.name_env}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
+        trial = f"{algo_name}_{path_safe(args.name_env)}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
         state = {"trial": trial, "stop": stop, "checkpoints": []}
     trial_dir = os.path.join(experiment_dir, state["trial"])
 

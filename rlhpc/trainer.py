@@ -3,7 +3,6 @@
 import json
 import logging
 import os
-import re
 import sys
 import time
 import warnings
@@ -16,6 +15,7 @@ from rlhpc.config import (
     build_config,
     describe,
     env_config_from,
+    path_safe,
     resolve_algorithm,
     resolve_env,
     resource_request,
@@ -100,7 +100,7 @@ def train(args, *, envs=None, stop_reward_for=None) -> int:
         prepare_tensorflow()
     env_config = env_config_from(args)
     spec, observation_space = resolve_env(args.name_env, env_config)
-    args.name = args.name or re.sub(r"[^\w.-]+", "-", args.name_env)
+    args.name = args.name or path_safe(args.name_env)
     config = build_config(args, algo_name, algo_cls, env_config, observation_space)
     default_reward = spec.reward_threshold if spec else (stop_reward_for(args.name_env, env_config)
                                                          if stop_reward_for else None)

@@ -67,7 +67,7 @@ class CrashingCartPole(CartPoleEnv):
         return super().step(action)
 
 
-gymnasium.register("CrashingCartPole-v0", entry_point=CrashingCartPole, max_episode_steps=200, reward_threshold=195)
+gymnasium.register("rlhpc_tests/CrashingCartPole-v0", entry_point=CrashingCartPole, max_episode_steps=200, reward_threshold=195)
 '''
 
 
@@ -76,7 +76,8 @@ def test_a_crash_in_training_keeps_the_results_and_resume_continues(tmp_path):
     error.txt, the console gets one line; with the env fixed, --resume carries on from iteration 4."""
     (tmp_path / "crashing_env.py").write_text(CRASHING_ENV)
     env = clean_env(HOME=tmp_path, PYTHONPATH=tmp_path)
-    args = ["--name-env", "crashing_env:CrashingCartPole-v0", "--storage-path", tmp_path / "results",
+    # A namespaced id (ns/Name-v0) too: its trial dir must still be one directory (the globs below).
+    args = ["--name-env", "crashing_env:rlhpc_tests/CrashingCartPole-v0", "--storage-path", tmp_path / "results",
             "--name", "run", "--checkpoint-freq", 2]
     out = run_script(TRAINER, *args, env={**env, "CRASH_AFTER_STEPS": "9000"})  # iteration 5 (2,000 steps each)
     assert out.returncode == 1, out.stderr[-3000:]
@@ -102,7 +103,7 @@ def test_a_crash_in_a_tune_trial_names_the_env_error(tmp_path):
     """The same failure where Tune runs the trial (a search): one line that names the env's error."""
     (tmp_path / "crashing_env.py").write_text(CRASHING_ENV)
     env = clean_env(HOME=tmp_path, PYTHONPATH=tmp_path, CRASH_AFTER_STEPS=5000)  # iteration 3
-    out = run_script(TRAINER, "--name-env", "crashing_env:CrashingCartPole-v0", "--grid", "lr=[0.001]",
+    out = run_script(TRAINER, "--name-env", "crashing_env:rlhpc_tests/CrashingCartPole-v0", "--grid", "lr=[0.001]",
                      "--storage-path", tmp_path / "results", "--name", "run", env=env)
     assert out.returncode == 1, out.stderr[-3000:]
     [error] = error_lines(out.stderr)
