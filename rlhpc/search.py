@@ -9,6 +9,7 @@ value is checked against the config before Ray starts, like --set.
 
 import copy
 import math
+import numbers
 
 from ray import tune
 
@@ -94,7 +95,9 @@ def score(metrics: dict, metric: str, target):
     node = metrics
     for part in metric.split("/"):
         node = node.get(part) if isinstance(node, dict) else None
-    return None if node is None or (isinstance(node, float) and math.isnan(node)) else node
+    # Only numbers rank: a --metric naming a dict or a string (a typo'd path) scores no trial.
+    is_number = isinstance(node, numbers.Number) and not isinstance(node, bool) and not math.isnan(node)
+    return node if is_number else None
 
 
 def best_trial(grid, specs, metric: str, mode: str, target):

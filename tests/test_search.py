@@ -49,3 +49,12 @@ def test_bad_search_spec_is_one_line(args, message, tmp_path):
     out = run_script(TRAINER, *args, env=clean_env(HOME=tmp_path))
     assert out.returncode == 2
     assert len(error_lines(out.stderr)) == 1 and message in out.stderr, out.stderr
+
+
+def test_a_metric_that_is_not_a_number_names_no_best_trial(tmp_path):
+    """--metric env_runners names a group of results, not a number: said once the search is done, no traceback."""
+    out = run_script(TRAINER, "--grid", "lr=[1e-3]", "--stop-iters", 1, "--metric", "env_runners",
+                     "--storage-path", tmp_path, env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "best: none of 1 trials has a value for env_runners" in out.stdout
+    assert "Traceback" not in out.stderr
