@@ -24,10 +24,11 @@ STATE_FILE = "rlhpc_run.json"  # in the experiment dir: the trial dir, stop crit
 
 
 def wanted(args, search) -> bool:
-    """Local, one trial, CPU, new API stack: everything else goes through Tune. (GPU runs too: there
-    Ray hands the GPU to the actor it places; training in the driver was never tried on a GPU.)"""
+    """Local, one trial, CPU, new API stack, no restarts: everything else goes through Tune. (GPU runs
+    too: there Ray hands the GPU to the actor it places; training in the driver was never tried on a
+    GPU. --max-failures: Tune restarts a crashed trial from its last checkpoint.)"""
     return not args.address and not search and args.num_samples == 1 and args.framework != "tf2" \
-        and not args.num_gpus
+        and not args.num_gpus and not args.max_failures
 
 
 def warm_up() -> None:

@@ -63,6 +63,11 @@ class CrashingCartPole(CartPoleEnv):
     def step(self, action):
         CrashingCartPole.steps += 1
         if CrashingCartPole.steps > int(os.environ.get("CRASH_AFTER_STEPS", 10**12)):
+            marker = os.environ.get("CRASH_ONCE_MARKER")  # crash only the first time, when given
+            if marker and os.path.exists(marker):
+                return super().step(action)
+            if marker:
+                open(marker, "w").close()
             raise RuntimeError("simulator lost its licence server")
         return super().step(action)
 
@@ -110,3 +115,18 @@ def test_a_crash_in_a_tune_trial_names_the_env_error(tmp_path):
     assert error.startswith("error: training failed: RuntimeError: simulator lost its licence server")
     assert [int(r["training_iteration"]) for r in read_progress(tmp_path / "results" / "run")] == [1, 2]
     assert list((tmp_path / "results" / "run").glob("*/error.txt"))
+
+
+def test_max_failures_restarts_a_crashed_local_run_from_its_checkpoint(tmp_path):
+    """--max-failures on a local run: Tune runs the trial and restarts it from iteration 4's checkpoint."""
+    (tmp_path / "crashing_env.py").write_text(CRASHING_ENV)
+    marker = tmp_path / "crashed"
+    env = clean_env(HOME=tmp_path, PYTHONPATH=tmp_path, CRASH_AFTER_STEPS=9000, CRASH_ONCE_MARKER=marker)
+    out = run_script(TRAINER, "--name-env", "crashing_env:rlhpc_tests/CrashingCartPole-v0", "--checkpoint-freq", 2,
+                     "--max-failures", 1, "--storage-path", tmp_path / "results", "--name", "run", "--as-test", env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert marker.exists(), "the env never crashed"
+    rows = read_progress(tmp_path / "results" / "run")
+    iterations = [int(r["training_iteration"]) for r in rows]
+    assert iterations == list(range(1, len(iterations) + 1)) and len(iterations) > 5, iterations
+    assert rows[-1][RETURN] >= 195
