@@ -214,7 +214,7 @@ def build_env(name: str, env_config: dict, render_mode=None):
 
 
 class GreedyPolicy:
-    """The module's most likely action (argmax for Discrete, the mean for Box), as RLlib's explore=False.
+    """The module's most likely action (argmax for Discrete, the mean for Box, squashed for SAC).
 
     Observations and actions pass through what the trainer's connectors did: non-Box observations
     are flattened (one-hot for Discrete, rlhpc.config.flatten_observations); Box actions are scaled
@@ -255,7 +255,12 @@ class GreedyPolicy:
             if "actions" in out:  # e.g. DQN: argmax of the Q-values, already chosen
                 action = out["actions"]
             else:
-                action = self.dist_cls.from_logits(out["action_dist_inputs"]).to_deterministic().sample()
+                dist = self.dist_cls.from_logits(out["action_dist_inputs"])
+                action = dist.to_deterministic().sample()
+                if hasattr(dist, "_squash"):
+                    # SAC's squashed Gaussian: training acts with tanh(sample), but RLlib's deterministic
+                    # action is the bare mean; tanh(mean) is the trained policy's most likely action.
+                    action = dist._squash(action)
         action = action[0].cpu().numpy()
         if self.normalize:
             action = unsquash_action(action, self.action_struct)

@@ -167,3 +167,26 @@ def test_tensorboard_files_hold_the_return_curve(runs):
         assert len(points) == len(rows)
         assert [p.step for p in points] == [int(row["training_iteration"]) for row in rows]
         assert points[-1].value == pytest.approx(rows[-1][RETURN], rel=1e-5)
+
+
+def test_a_sac_policy_is_evaluated_with_the_action_it_was_trained_to_take():
+    """SAC acts with tanh(Gaussian sample) scaled to the bounds; RLlib's deterministic action is the bare mean,
+    which overshoots (mean 1.5 -> torque 2.0 clipped, where the policy means 2 tanh(1.5) = 1.81)."""
+    import gymnasium
+    import numpy as np
+    import torch
+    from ray.rllib.algorithms.sac import SACConfig
+
+    from rlhpc.evaluate import GreedyPolicy
+
+    env = gymnasium.make("Pendulum-v1")  # torque in [-2, 2]
+    module = SACConfig().environment("Pendulum-v1").get_rl_module_spec(env=env).build()
+    last = [layer for layer in module.pi.modules() if isinstance(layer, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.bias[0] += 1.5  # a confident policy: the mean well past where tanh bends
+    obs, _ = env.reset(seed=0)
+    with torch.no_grad():
+        mean = module.forward_inference({"obs": torch.from_numpy(obs)[None]})["action_dist_inputs"][0, 0].item()
+    assert mean > 1.0
+    action = GreedyPolicy(module, env, {}, "Pendulum-v1")(obs)
+    assert action == pytest.approx([2 * np.tanh(mean)], abs=1e-5)
