@@ -37,6 +37,7 @@
 
 RLHPC_JOB_DIR=${RLHPC_JOB_DIR:-$HOME/.rlhpc/slurm-$SLURM_JOB_ID}
 RLHPC_RAY_TMP=${RLHPC_RAY_TMP:-/tmp}
+_ray_port_given=${RLHPC_RAY_PORT:+1}
 RLHPC_RAY_PORT=${RLHPC_RAY_PORT:-$((6379 + SLURM_JOB_ID % 1000))}
 RLHPC_RAY_TIMEOUT=${RLHPC_RAY_TIMEOUT:-300}
 
@@ -59,12 +60,17 @@ rm -f "$RAY_AUTH_TOKEN_PATH"
 
 # Ports for the head, all below Ray's worker port range and offset from the GCS port by the same job id.
 # The dashboard is off, but its agent still listens (when ray[default] is installed): give it a port too.
-_ray_client_port=$((RLHPC_RAY_PORT + 1000))
-_ray_agent_port=$((RLHPC_RAY_PORT + 2000))
+_ray_set_ports() {
+  RLHPC_RAY_PORT=$1
+  _ray_client_port=$((RLHPC_RAY_PORT + 1000))
+  _ray_agent_port=$((RLHPC_RAY_PORT + 2000))
+}
+_ray_set_ports "$RLHPC_RAY_PORT"
 if ((RLHPC_RAY_PORT < 1024 || _ray_agent_port >= 10002)); then
   _ray_log "RLHPC_RAY_PORT=$RLHPC_RAY_PORT: need 1024 <= port and port + 2000 < 10002 (Ray's worker ports)"
   exit 1
 fi
+_ray_port_answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }  # IP PORT
 
 # --- cleanup and signals ----------------------------------------------------------------------------------
 _ray_cleanup() {
@@ -147,6 +153,17 @@ ray_cluster_start_head() {
   local node=$1 cpus=$2 resources=${3:-} group=${4:-} t0=$SECONDS
   ray_head_ip=$(srun --overlap --nodes=1 --ntasks=1 -w "$node" ${group:+--het-group="$group"} bash -c "$_ray_pick_ip")
   [ -n "$ray_head_ip" ] || { _ray_log "no IPv4 address other than loopback on $node"; exit 1; }
+  # Jobs N and N+1000 on one node get the same default port: never start on (or join) another job's Ray.
+  local tries=0
+  while _ray_port_answers "$ray_head_ip" "$RLHPC_RAY_PORT" || _ray_port_answers "$ray_head_ip" "$_ray_client_port" \
+        || _ray_port_answers "$ray_head_ip" "$_ray_agent_port"; do
+    if [ -n "$_ray_port_given" ] || ((++tries > 20)); then
+      _ray_log "port $RLHPC_RAY_PORT (or +1000, +2000) on $node is in use, by another job's Ray?" \
+        "Set RLHPC_RAY_PORT to a free port"; exit 1
+    fi
+    _ray_log "port $RLHPC_RAY_PORT (or +1000, +2000) on $node is in use, by another job's Ray? Trying the next one"
+    _ray_set_ports $((6379 + (RLHPC_RAY_PORT - 6379 + 1) % 1000))
+  done
   export ip_head=$ray_head_ip:$RLHPC_RAY_PORT
   _ray_log "head: $node $ip_head (ray start log: $RLHPC_JOB_DIR/ray-$node.log)"
   _ray_srun_node "$node" "$cpus" "$resources" "$group" "$RLHPC_JOB_DIR/ray-$node.log" -- \

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -229,6 +230,29 @@ def test_a_cluster_that_does_not_come_up_fails_clearly_and_leaves_nothing(slurm_
                      job.output, re.MULTILINE), job.output
     assert "running:" not in job.output
     assert_cleaned_up(slurm_cluster, job, tmp_path)
+
+
+def test_a_port_taken_by_another_job_is_skipped(slurm_cluster, tmp_path):
+    """Jobs N and N+1000 sharing a node get the same default port: the new job must start its own Ray on the
+    next free port, not join (or fail against) the other one. The other job's Ray: a listener on that port."""
+    probe = slurm_cluster.run("sbatch", "--parsable", "--output=/dev/null", "--wrap", "true").strip()
+    port = 6379 + (int(probe.split(";")[0]) + 1) % 1000  # the next job's default port
+    holders = [subprocess.Popen(["nsenter", f"--net=/run/netns/n{k}", sys.executable, "-c",
+                                 f"import socket, time; s = socket.create_server(('10.250.0.1{k}', {port})); "
+                                 "time.sleep(600)"]) for k in (1, 2, 3)]
+    try:
+        job = slurm_cluster.sbatch(MULTI, "--stop-iters", 1, "--storage-path", tmp_path / "results",
+                                   options=["--cpus-per-task=1"], env=job_env(tmp_path), output_dir=tmp_path,
+                                   timeout=300)
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    assert job.job_id == str(int(probe.split(";")[0]) + 1), "another job was submitted in between"
+    assert job.exit_code == 0, job.output[-4000:]
+    assert f"port {port} (or +1000, +2000) on n1 is in use, by another job's Ray? Trying the next one" in job.output
+    assert re.search(rf"^ray_cluster.sh: head: n1 10\.250\.0\.11:{port + 1} ", job.output, re.MULTILINE), job.output
+    assert len(read_progress(tmp_path / "results" / "CartPole-v0")) == 1
 
 
 def test_templates_ask_for_usr1_before_the_time_limit():
