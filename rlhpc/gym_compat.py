@@ -313,7 +313,8 @@ def check_and_adapt(
     ``env_config`` (or, like the original tutorial's ``BasicEnv``, taking no
     argument).  It is called once with ``env_config``, reset and stepped
     once to detect the API, then closed.  Bad ``env_config`` values
-    therefore fail here, on the driver, with the environment's own error.
+    therefore fail here, on the driver, with the environment's own error;
+    a non-empty ``env_config`` for a creator that takes none is a ValueError.
 
     * Gymnasium API and accepts ``env_config``: ``env_creator`` itself is
       returned, unchanged, and nothing is printed.
@@ -336,6 +337,11 @@ def check_and_adapt(
         )
 
     takes_config = _takes_config(env_creator)
+    if env_config and not takes_config:
+        # Silently training on the defaults would look like a run with the asked-for settings.
+        name = getattr(env_creator, "__name__", repr(env_creator))
+        raise ValueError(f"{name} takes no config argument, so {', '.join(map(str, env_config))} would be "
+                         "ignored: give it a `config` parameter, or drop these keys")
     env = env_creator(env_config) if takes_config else env_creator()
     try:
         old_reset, old_step = detect_old_api(env)

@@ -324,13 +324,18 @@ def test_adapter_splits_done_into_terminated_and_truncated():
 
 def test_old_env_without_seed_method_or_config():
     messages, warn = collect()
-    creator = check_and_adapt(NoSeedOldEnv, {"ignored": 1}, warn=warn)
+    creator = check_and_adapt(NoSeedOldEnv, {}, warn=warn)
     assert len(messages) == 1 and "NoSeedOldEnv" in messages[0]
     assert creator.takes_config is False
-    env = creator({"ignored": 1})
+    env = creator({})
     strict_check_env(env)
     assert env.reset(seed=5) == (0, {})  # seeding without seed(): no error
     assert env.step(1) == (1, 1.0, False, False, {})
+
+
+def test_a_config_for_an_env_that_takes_none_is_refused():
+    with pytest.raises(ValueError, match=r"NoSeedOldEnv takes no config argument, so length, slip would be ignored"):
+        check_and_adapt(NoSeedOldEnv, {"length": 20, "slip": 0.1}, warn=lambda message: None)
 
 
 def test_half_ported_env_warns_about_step_only():
@@ -365,9 +370,9 @@ def test_new_api_env_without_config_parameter():
             super().__init__()
 
     messages, warn = collect()
-    creator = check_and_adapt(NoConfigEnv, {"worker": 1}, warn=warn)
+    creator = check_and_adapt(NoConfigEnv, None, warn=warn)
     assert messages == []
-    env = creator({"worker": 1})
+    env = creator({"worker": 1})  # what RLlib hands every creator: dropped for an env that takes none
     assert type(env) is NoConfigEnv
 
 
