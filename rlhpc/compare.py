@@ -46,7 +46,9 @@ class Run:
 def find_trials(path) -> list:
     """Trial dirs (those holding progress.csv) at an experiment dir, trial dir, or glob."""
     pattern = os.path.expanduser(str(path))
-    matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+    matches = [pattern]
+    if glob.has_magic(pattern):  # 'exp/*' also matches an experiment's own files (tuner.pkl, ...)
+        matches = sorted(m for m in glob.glob(pattern) if os.path.isdir(m))
     if not matches:
         raise UserError(f"nothing matches {path}")
     trials = []

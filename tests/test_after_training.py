@@ -125,6 +125,9 @@ def test_load_runs_matches_the_csvs(runs):
     # Labels: the experiment name and the one setting that differs (4 vs 8 envs per runner).
     assert loaded[0].label == "cartpole (num_envs_per_env_runner=8)", loaded[0].label
     assert loaded[1].label == "vec4 (num_envs_per_env_runner=4)", loaded[1].label
+    # A glob over an experiment dir also matches its own files (rlhpc_run.json): only the trial dirs count.
+    assert (runs["storage"] / "vec4" / "rlhpc_run.json").is_file()
+    assert [run.path for run in load_runs([runs["storage"] / "vec4" / "*"])] == [loaded[1].path]
 
 
 def test_compare_writes_the_figure(runs, tmp_path):
