@@ -121,8 +121,9 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
     results.add_argument("--storage-path", default="~/ray_results", help="where experiments are written")
     results.add_argument("--name", help="experiment name (default: the env name)")
     results.add_argument("--checkpoint-freq", type=whole_number, default=10,
-                         help="checkpoint every N iterations (0: only at the end); one is always saved at "
-                              "the end and when SIGUSR1/SIGTERM/SIGINT stops the run")
+                         help="checkpoint every N iterations (0: only at the end); one is also saved at the "
+                              "end and when SIGUSR1/SIGTERM/SIGINT stops the run (under Slurm: send USR1; a "
+                              "plain scancel stops Ray at the same time)")
     results.add_argument("--resume", nargs="?", const=True, default=False, metavar="EXPERIMENT_DIR",
                          help="continue the experiment at EXPERIMENT_DIR (default: <storage-path>/<name>) "
                               "from its last checkpoint")

@@ -104,8 +104,9 @@ class StopOnSignal(tune.Callback):
     """SIGUSR1/SIGTERM/SIGINT: checkpoint every running trial at its next result, then stop Tune.
 
     Tune alone stops on SIGUSR1/SIGINT but keeps only the last periodic checkpoint, and dies on
-    SIGTERM. Slurm sends SIGUSR1 before the wall-time limit (`#SBATCH --signal=B:USR1@N`) and
-    SIGTERM on scancel or pre-emption; either way the next job should resume from here.
+    SIGTERM. Slurm sends SIGUSR1 before the wall-time limit (`#SBATCH --signal=B:USR1@N`): the next
+    job resumes from here. On a plain scancel or pre-emption Slurm signals every process of the job
+    at once, Ray's included, so the save is attempted but not assured there (slurm/README.md).
     """
 
     received = None  # the signal name, shared with the summary
