@@ -237,6 +237,11 @@ class GreedyPolicy:
         if expected is not None and tuple(expected) != got:
             raise UserError(f"the policy takes observations of shape {tuple(expected)} but {name} gives {got}: "
                             "is it the env (and env_config) the policy was trained on?")
+        trained, here = getattr(module, "action_space", None), env.action_space
+        if trained is not None and (type(trained) is not type(here) or trained.shape != here.shape
+                                    or getattr(trained, "n", None) != getattr(here, "n", None)):
+            raise UserError(f"the policy acts in {trained} but {name} takes {here}: "
+                            "is it the env (and env_config) the policy was trained on?")
 
     def prepare(self, obs):
         import gymnasium

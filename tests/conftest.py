@@ -78,7 +78,8 @@ def assert_return_is_the_mean_of_the_last_100_episodes(rows, several_runners=Fal
         if not count:  # no episode has ended yet
             assert math.isnan(row[RETURN]), f"iteration {i + 1}"
             continue
-        assert row[RETURN] == pytest.approx(total / count, abs=10 if split or several_runners else 1e-6), f"iteration {i + 1}"
+        tolerance = 10 if split or several_runners else 1e-6
+        assert row[RETURN] == pytest.approx(total / count, abs=tolerance), f"iteration {i + 1}"
 
 
 def error_lines(stderr: str) -> list:

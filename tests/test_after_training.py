@@ -110,6 +110,30 @@ def test_evaluate_bad_input_is_one_line(runs, tmp_path, case):
     assert_one_error_line(run_module("rlhpc.evaluate", where, *args, env=env), expected)
 
 
+THREE_ACTION_CARTPOLE = """
+import gymnasium
+from gymnasium.envs.classic_control import CartPoleEnv
+
+
+class ThreeActionCartPole(CartPoleEnv):  # CartPole's observations, one more action (do nothing... almost)
+    def __init__(self, render_mode=None):
+        super().__init__(render_mode=render_mode)
+        self.action_space = gymnasium.spaces.Discrete(3)
+
+    def step(self, action):
+        return super().step(min(int(action), 1))
+"""
+
+
+def test_evaluate_refuses_an_env_with_other_actions(runs, tmp_path):
+    """Same observations, other actions: the CartPole policy would play on, never picking action 2."""
+    (tmp_path / "three.py").write_text(THREE_ACTION_CARTPOLE)
+    out = run_module("rlhpc.evaluate", runs["cartpole"]["checkpoint"], "--name-env",
+                     f"{tmp_path / 'three.py'}:ThreeActionCartPole", env=runs["env"])
+    assert_one_error_line(out, "the policy acts in Discrete(2) but")
+    assert "takes Discrete(3)" in out.stderr
+
+
 def test_load_runs_matches_the_csvs(runs):
     from rlhpc.compare import load_runs
 

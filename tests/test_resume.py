@@ -72,7 +72,8 @@ class CrashingCartPole(CartPoleEnv):
         return super().step(action)
 
 
-gymnasium.register("rlhpc_tests/CrashingCartPole-v0", entry_point=CrashingCartPole, max_episode_steps=200, reward_threshold=195)
+gymnasium.register("rlhpc_tests/CrashingCartPole-v0", entry_point=CrashingCartPole, max_episode_steps=200,
+                   reward_threshold=195)
 '''
 
 
