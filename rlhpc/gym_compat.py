@@ -129,6 +129,8 @@ class OldGymAPIAdapter(gym.Env):
         self.observation_space = to_gymnasium_space(env.observation_space)
         self.action_space = to_gymnasium_space(env.action_space)
         self.metadata = dict(getattr(env, "metadata", None) or {})
+        if "render.modes" in self.metadata:  # old gym's name for Gymnasium's render_modes
+            self.metadata.setdefault("render_modes", list(self.metadata["render.modes"]))
         self.render_mode = getattr(env, "render_mode", None)
         self._reset_takes_seed = _accepts_keyword(env.reset, "seed")
         self._reset_takes_options = _accepts_keyword(env.reset, "options")
@@ -167,11 +169,16 @@ class OldGymAPIAdapter(gym.Env):
         else:
             obs, reward, terminated, truncated, info = result
             info = dict(info or {})
+        if self.render_mode == "human":  # Gymnasium envs draw themselves at each step in this mode
+            self.render()
         return self._obs(obs), float(reward), bool(terminated), bool(truncated), info
 
     def render(self):
         render = getattr(self.env, "render", None)
-        return render() if callable(render) else None
+        if not callable(render):
+            return None
+        # Old gym: the mode is render()'s argument, not the env's attribute.
+        return render(mode=self.render_mode) if self.render_mode and _accepts_keyword(render, "mode") else render()
 
     def close(self):
         close = getattr(self.env, "close", None)
