@@ -4,6 +4,7 @@ Two short trainings run once for the module: CartPole-v0 to its reward threshold
 evaluating) and 3 iterations with 4 envs per runner (a second line for the comparison).
 """
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -71,11 +72,15 @@ def test_evaluate_plays_the_trained_policy_and_records_a_video(runs, tmp_path):
 
 def test_evaluate_accepts_a_trial_dir_and_a_checkpoint_dir(runs):
     checkpoint = runs["cartpole"]["checkpoint"]
+    played = []
     for where in (checkpoint.parent, checkpoint):
-        out = run_module("rlhpc.evaluate", where, "--episodes", 1, env=runs["env"])
+        out = run_module("rlhpc.evaluate", where, "--episodes", 1, "--seed", 0, env=runs["env"])
         assert out.returncode == 0, out.stdout + out.stderr
         assert f"checkpoint: {checkpoint}" in out.stdout
-        assert "over 1 episodes" in out.stdout
+        played.append([line for line in out.stdout.splitlines() if line.startswith("episode ")])
+    # The same policy, greedy, from the same seed: the same episode, and a trained one.
+    assert len(played[0]) == 1 and played[0] == played[1], played
+    assert float(played[0][0].split()[3]) >= 150, played  # "episode    1  return     200.00  length    200"
 
 
 def corrupt_copy(runs, tmp_path, damage):
@@ -162,9 +167,18 @@ def test_compare_writes_the_figure(runs, tmp_path):
                      "--out", png, "--title", "4 vs 8 envs per runner", env=runs["env"])
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"wrote {png} (2 runs" in out.stdout
+    for name in ("cartpole", "vec4"):  # each run's summary line holds its own last row
+        last = read_progress(runs[name]["dir"])[-1]
+        assert re.search(rf"^{name} \(.*\): {int(last['training_iteration'])} iterations, "
+                         rf"{int(last['num_env_steps_sampled_lifetime']):,} steps, .* final return {last[RETURN]:.2f}$",
+                         out.stdout, re.MULTILINE), out.stdout
     image = imread(png)
     assert image.shape[:2] == (500, 800)  # 8 x 5 inches at 100 dpi
-    assert image[..., :3].std() > 0.05  # something was drawn
+    # Both curves are drawn, in matplotlib's first two colours (measured: ~1,000 pixels for the 20-iteration
+    # run, ~150 for the 3-iteration one; an empty axes has none of either).
+    rgb = image[..., :3] * 255
+    drawn = [int((abs(rgb - color).sum(axis=-1) < 40).sum()) for color in ((31, 119, 180), (255, 127, 14))]
+    assert drawn[0] > 500 and drawn[1] > 75, drawn
 
 
 def test_compare_bad_input_is_one_line(runs, tmp_path):
