@@ -17,7 +17,7 @@ from rlhpc.config import total_resources
 from rlhpc.errors import UserError, warn
 
 # ray.init against a port that accepts but never answers can otherwise wait for minutes.
-CONNECT_TIMEOUT_S = float(os.environ.get("RLHPC_CONNECT_TIMEOUT", 45))
+CONNECT_TIMEOUT_S = float(os.environ.get("RLHPC_CONNECT_TIMEOUT", "45"))
 
 
 def prepare_auth(args) -> None:

@@ -34,6 +34,11 @@ def path_safe(name: str) -> str:
     return re.sub(r"[^\w.-]+", "-", name)
 
 
+def cannot_create_env(name: str, error: Exception) -> UserError:
+    """The env's own failure to build (a missing extra, a bug in a custom env) as one line."""
+    return UserError(f"cannot create env {name!r}: {type(error).__name__}: {error}")
+
+
 def parse_value(text: str):
     """`1e-3` -> 0.001, `[64,64]` -> list, `true`/`True` -> True, anything else stays a string."""
     for parse in (json.loads, ast.literal_eval):
@@ -92,7 +97,7 @@ def resolve_env(name: str, env_config: dict | None = None):
         except (ValueError, TypeError, KeyError) as e:
             raise UserError(f"bad --env-config for {name}: {e}") from None
         except Exception as e:  # noqa: BLE001 -- the env's own bug: one line here, not a traceback
-            raise UserError(f"cannot create env {name!r}: {type(e).__name__}: {e}") from None
+            raise cannot_create_env(name, e) from None
         space = getattr(env, "observation_space", None)
         if hasattr(env, "close"):
             env.close()
@@ -118,7 +123,7 @@ def resolve_env(name: str, env_config: dict | None = None):
     except TypeError as e:  # an unknown keyword from --env-config
         raise UserError(f"bad --env-config for {name}: {e}") from None
     except Exception as e:  # noqa: BLE001 -- a missing extra (box2d, mujoco, ale) is the usual cause
-        raise UserError(f"cannot create env {name!r}: {type(e).__name__}: {e}") from None
+        raise cannot_create_env(name, e) from None
     return spec, space
 
 

@@ -8,7 +8,7 @@ value). Old-`gym`-API envs are adapted once, here on the driver, with one warnin
 
 import sys
 
-from rlhpc.config import env_config_from
+from rlhpc.config import cannot_create_env, env_config_from
 from rlhpc.errors import UserError
 
 
@@ -30,7 +30,7 @@ def register_envs(envs: dict, args) -> None:
             except (ValueError, TypeError, KeyError) as e:
                 raise UserError(f"bad --env-config for {name}: {e}") from None
             except Exception as e:  # noqa: BLE001 -- the env's own bug: one line here, not a traceback
-                raise UserError(f"cannot create env {name!r}: {type(e).__name__}: {e}") from None
+                raise cannot_create_env(name, e) from None
         else:
             creator = AdaptedEnvCreator(env_class)
         register_env(name, creator)

@@ -18,7 +18,7 @@ import traceback
 from datetime import datetime
 
 from rlhpc.config import path_safe
-from rlhpc.run import STOP_SIGNALS, ProgressLine, announce_stop, failure_line, print_ending, print_summary
+from rlhpc.run import STOP_SIGNALS, ProgressLine, announce_stop, as_number, failure_line, print_ending, print_summary
 
 STATE_FILE = "rlhpc_run.json"  # in the experiment dir: the trial dir, stop criteria, checkpoints
 
@@ -79,16 +79,13 @@ class TrialFiles:
         self._tensorboard(flat)
 
     def _tensorboard(self, flat: dict) -> None:
-        import math
-        import numbers
-
         from tensorboardX import SummaryWriter
 
         if self._tb is None:
             self._tb = SummaryWriter(self.dir, flush_secs=30)
         step = flat["training_iteration"]
         for key, value in flat.items():
-            if isinstance(value, numbers.Number) and not isinstance(value, bool) and not math.isnan(value):
+            if as_number(value) is not None:
                 self._tb.add_scalar(f"ray/tune/{key}", value, global_step=step)
         self._tb.flush()
 

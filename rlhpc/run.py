@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import numbers
 import os
 import re
 import signal
@@ -18,11 +19,17 @@ from rlhpc.errors import UserError
 STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")  # Slurm's --signal, scancel/preemption, Ctrl+C
 
 
+def as_number(value):
+    """The value if it is a real number (not a bool, not NaN), else None: what can be ranked or plotted."""
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
+    return value if is_number else None
+
+
 def episode_return(result: dict):
     runners = result.get("env_runners", {})
     value = next((runners[k] for k in ("episode_return_mean_100", "episode_reward_mean", "episode_return_mean")
                   if runners.get(k) is not None), None)
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+    return as_number(value)
 
 
 def env_steps(result: dict) -> int:

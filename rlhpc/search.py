@@ -8,8 +8,6 @@ value is checked against the config before Ray starts, like --set.
 """
 
 import copy
-import math
-import numbers
 
 from ray import tune
 
@@ -83,7 +81,7 @@ def searched_values(result_config: dict, specs: list) -> dict:
 
 def score(metrics: dict, metric: str, target):
     """A number to rank trials by (None: this trial does not count, e.g. never reached the reward)."""
-    from rlhpc.run import env_steps, episode_return
+    from rlhpc.run import as_number, env_steps, episode_return
 
     if metric == "return":
         return episode_return(metrics)
@@ -95,9 +93,7 @@ def score(metrics: dict, metric: str, target):
     node = metrics
     for part in metric.split("/"):
         node = node.get(part) if isinstance(node, dict) else None
-    # Only numbers rank: a --metric naming a dict or a string (a typo'd path) scores no trial.
-    is_number = isinstance(node, numbers.Number) and not isinstance(node, bool) and not math.isnan(node)
-    return node if is_number else None
+    return as_number(node)  # a --metric naming a dict or a string (a typo'd path) scores no trial
 
 
 def best_trial(grid, specs, metric: str, mode: str, target):

@@ -41,6 +41,12 @@ def run_script(script, *args, env=None, timeout=300, cwd=None):
                           capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, check=False)
 
 
+def run_module(module, *args, env=None, timeout=300):
+    """`python -m MODULE ARGS` from the repository root (rlhpc.evaluate, rlhpc.compare)."""
+    return subprocess.run([PYTHON, "-m", module, *map(str, args)], env=env or clean_env(), capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, check=False)
+
+
 def read_progress(experiment_dir) -> list:
     """All rows of every progress.csv under an experiment dir, numbers parsed."""
     rows = []

@@ -6,17 +6,11 @@ evaluating) and 3 iterations with 4 envs per runner (a second line for the compa
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas
 import pytest
-from conftest import PYTHON, REPO, RETURN, clean_env, error_lines, read_progress, run_script
-
-
-def run_module(module, *args, env=None, timeout=300):
-    return subprocess.run([PYTHON, "-m", module, *map(str, args)], env=env or clean_env(), capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, check=False)
+from conftest import RETURN, clean_env, error_lines, read_progress, run_module, run_script
 
 
 def assert_one_error_line(out, expected_text):

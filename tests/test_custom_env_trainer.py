@@ -1,10 +1,9 @@
 """custom_gym_env/custom_env_trainer.py: the users' own envs, trained locally and on a real cluster."""
 
 import re
-import subprocess
 
 import pytest
-from conftest import PYTHON, REPO, RETURN, clean_env, error_lines, read_progress, run_script
+from conftest import REPO, RETURN, clean_env, error_lines, read_progress, run_module, run_script
 
 TRAINER = "custom_gym_env/custom_env_trainer.py"
 
@@ -35,9 +34,8 @@ def test_old_gym_api_env_is_adapted_with_one_warning(tmp_path):
     assert "terminated, truncated" in warnings[0]
     assert len(read_progress(tmp_path / "OldGymCorridorEnv")) == 2
     # Its old-style render(mode="human") (it prints the corridor) is what evaluate --render shows.
-    out = subprocess.run([PYTHON, "-m", "rlhpc.evaluate", str(tmp_path / "OldGymCorridorEnv"), "--render",
-                          "--episodes", "1", "--max-steps", "3"], env=clean_env(HOME=tmp_path, DISPLAY=":0"),
-                         capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+    out = run_module("rlhpc.evaluate", tmp_path / "OldGymCorridorEnv", "--render", "--episodes", 1, "--max-steps", 3,
+                     env=clean_env(HOME=tmp_path, DISPLAY=":0"), timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert any(re.fullmatch(r"[.A]*A[.A]*G|[.]*A", line) for line in out.stdout.splitlines()), out.stdout
 

@@ -4,8 +4,16 @@ import signal
 import subprocess
 
 import pytest
-from conftest import (PYTHON, REPO, RETURN, assert_return_is_the_mean_of_the_last_100_episodes, clean_env, error_lines,
-                      read_progress, run_script)
+from conftest import (
+    PYTHON,
+    REPO,
+    RETURN,
+    assert_return_is_the_mean_of_the_last_100_episodes,
+    clean_env,
+    error_lines,
+    read_progress,
+    run_script,
+)
 
 TRAINER = "simple_example/simple_trainer.py"
 

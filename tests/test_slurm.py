@@ -238,8 +238,8 @@ def test_a_port_taken_by_another_job_is_skipped(slurm_cluster, tmp_path):
     probe = slurm_cluster.run("sbatch", "--parsable", "--output=/dev/null", "--wrap", "true").strip()
     port = 6379 + (int(probe.split(";")[0]) + 1) % 1000  # the next job's default port
     holders = [subprocess.Popen(["nsenter", f"--net=/run/netns/n{k}", sys.executable, "-c",
-                                 f"import socket, time; s = socket.create_server(('10.250.0.1{k}', {port})); "
-                                 "time.sleep(600)"]) for k in (1, 2, 3)]
+                                 (f"import socket, time; s = socket.create_server(('10.250.0.1{k}', {port})); "
+                                  "time.sleep(600)")]) for k in (1, 2, 3)]
     try:
         job = slurm_cluster.sbatch(MULTI, "--stop-iters", 1, "--storage-path", tmp_path / "results",
                                    options=["--cpus-per-task=1"], env=job_env(tmp_path), output_dir=tmp_path,

@@ -7,8 +7,14 @@ import socket
 import time
 
 import pytest
-from conftest import (RETURN, assert_return_is_the_mean_of_the_last_100_episodes, clean_env, error_lines, read_progress,
-                      run_script)
+from conftest import (
+    RETURN,
+    assert_return_is_the_mean_of_the_last_100_episodes,
+    clean_env,
+    error_lines,
+    read_progress,
+    run_script,
+)
 
 TRAINER = "simple_example/simple_trainer.py"
 
@@ -176,8 +182,8 @@ def test_cluster_without_a_token_is_one_line(ray_cluster, tmp_path):
     out = run_script(TRAINER, "--address", ray_cluster.address, env=clean_env(HOME=tmp_path, RAY_AUTH_MODE="token"),
                      timeout=90)
     assert out.returncode == 2
-    assert error_lines(out.stderr) == [f"error: the Ray cluster at {ray_cluster.address} needs an auth token and "
-                                       "none was found: set RAY_AUTH_TOKEN_PATH to the cluster's token file"]
+    assert error_lines(out.stderr) == [(f"error: the Ray cluster at {ray_cluster.address} needs an auth token and "
+                                        "none was found: set RAY_AUTH_TOKEN_PATH to the cluster's token file")]
     assert "Traceback" not in out.stderr
     # Without it, the cluster never answers the driver: given up after RLHPC_CONNECT_TIMEOUT.
     out = run_script(TRAINER, "--address", ray_cluster.address, env=clean_env(HOME=tmp_path, RLHPC_CONNECT_TIMEOUT=10),
