@@ -61,7 +61,8 @@ def main():
         for envs in args.envs:
             rate = trainer_rate(cpus, envs, args.iters)
             table.append({"num_cpus": cpus, "envs_per_runner": envs, "steps_per_s": rate})
-            print(f"{cpus:>10} {envs:>12} {rate:>30,.0f}" if isinstance(rate, float) else f"{cpus:>10} {envs:>12}   {rate}")
+            shown = f"{rate:>30,.0f}" if isinstance(rate, float) else f"  {rate}"
+            print(f"{cpus:>10} {envs:>12} {shown}")
     print("written:", write_json("throughput", {"raw_env_steps_per_s": raw, "table": table}))
 
 

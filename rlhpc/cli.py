@@ -1,12 +1,17 @@
-"""The trainers' command line: the tutorial's flags, with their old meaning, plus today's.
+"""The trainers' command line: the tutorial's flags, with their old meaning, plus today's, and their values.
 
-Every trainer script builds its parser here, so a flag means the same thing everywhere.
+Every trainer script builds its parser here, so a flag means the same thing everywhere; the KEY=VALUE
+flags (--set, --env-config, --grid) are parsed here too. What the flags mean together is rlhpc.spec's job.
 """
 
 import argparse
+import ast
+import json
 import math
 import os
 import sys
+
+from rlhpc.errors import UserError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -48,19 +53,54 @@ def gpu_count(text: str) -> float:
     return value
 
 
+def parse_value(text: str):
+    """`1e-3` -> 0.001, `[64,64]` -> list, `true`/`True` -> True, anything else stays a string."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            pass
+    return text
+
+
+def parse_assignments(items, flag: str) -> list:
+    """['a.b=1', ...] -> [(['a', 'b'], 1), ...]; anything without KEY=VALUE is an error."""
+    pairs = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        path = key.strip().split(".")
+        if not sep or not all(part.strip() for part in path) or not text.strip():
+            raise UserError(f"malformed {flag} {item!r}: expected KEY=VALUE, e.g. {flag} lr=1e-3")
+        pairs.append(([part.strip() for part in path], parse_value(text.strip())))
+    return pairs
+
+
+def env_config_from(items) -> dict:
+    """--env-config length=20 --env-config slip=0.1 -> {'length': 20, 'slip': 0.1}"""
+    return {".".join(path): value for path, value in parse_assignments(items, "--env-config")}
+
+
 def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "CartPole-v0") -> argparse.ArgumentParser:
     """The shared parser; scripts change only the defaults that make them what they are."""
     parser = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
     tutorial = parser.add_argument_group("the tutorial's flags")
     tutorial.add_argument("--num-cpus", type=whole_number, default=0,
-                          help="env runners (rollout workers); 0 samples in the driver process")
+                          help="env runners (rollout workers); 0 samples in the driver process "
+                               "(also --num-env-runners)")
     tutorial.add_argument("--num-gpus", type=gpu_count, default=num_gpus,
                           help="GPUs for learning: <=1 puts the learner on that (share of a) GPU, "
                                "G>1 runs G learners with one GPU each")
     tutorial.add_argument("--name-env", default=name_env,
-                          help="a Gymnasium id (e.g. CartPole-v1) or a name given to register_env")
-    tutorial.add_argument("--run", default="PPO", help="RLlib algorithm: PPO, DQN, SAC, APPO, IMPALA, ...")
+                          help="a Gymnasium id (e.g. CartPole-v1), module:EnvId, path/to/file.py:Class, "
+                               "module:Class, or a name given to register_env (also --env)")
+    tutorial.add_argument("--run", default="PPO", help="RLlib algorithm: PPO, DQN, SAC, APPO, IMPALA, ... "
+                                                       "(also --algo)")
+    # What RLlib users type, for the same settings; hidden so that --help and error lines use the
+    # tutorial's names.
+    for alias, dest, kind in (("--num-env-runners", "num_cpus", whole_number), ("--env", "name_env", str),
+                              ("--algo", "run", str)):
+        tutorial.add_argument(alias, dest=dest, type=kind, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     tutorial.add_argument("--local-mode", action="store_true",
                           help="run everything in one process on one core (for debugging)")
     tutorial.add_argument("--redis-password", metavar="TOKEN",
@@ -77,7 +117,7 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                          help="custom Ray resource the learner needs (pins it to the node that has it)")
     cluster.add_argument("--max-failures", type=whole_number, default=None,
                          help="restart the trial from its last checkpoint this many times after a crash "
-                              "(default: 3 on a cluster, 0 locally)")
+                              "(default: 3 on a cluster, 0 locally; rlhpc/spec.py)")
 
     stopping = parser.add_argument_group("when to stop (whichever comes first)")
     stopping.add_argument("--stop-reward", type=float,

@@ -24,6 +24,7 @@ def prepare_auth(args) -> None:
     """Turns --redis-password and token variables into the environment Ray reads.
 
     Must run before `import ray`: Ray's core reads RAY_AUTH_MODE/RAY_AUTH_TOKEN once, at import.
+    The flags are only read here; rlhpc.spec turns --redis-password into the address "auto".
     """
     if args.redis_password:
         warn("--redis-password puts the token in argv, where other users can read it (ps); "
@@ -32,16 +33,15 @@ def prepare_auth(args) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
         # Out of argv at once: `ps` would show it for the whole run, and Ray records the driver's
         # command line in its job table (`ray list jobs`). Same command, token in the environment.
-        argv = _without_token(sys.orig_argv)
+        argv = without_token(sys.orig_argv)
         in_argv = argv != sys.orig_argv  # not when main() was handed the flag in a list: nothing to hide
-        if not args.address:
-            args.address = "auto"  # the tutorial's flag meant "join the running cluster"
-            argv += ["--address", "auto"]
         if in_argv:
+            if not args.address:
+                argv += ["--address", "auto"]  # the tutorial's flag meant "join the running cluster"
             sys.stdout.flush()
             sys.stderr.flush()
             os.execv(sys.executable, argv)
-    if not args.address:
+    if not (args.address or args.redis_password):
         return
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
     if path:
@@ -53,7 +53,7 @@ def prepare_auth(args) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def _without_token(argv: list) -> list:
+def without_token(argv) -> list:
     """argv minus --redis-password and its value, in any form argparse accepts (--redis-pass=X, ...)."""
     kept, skip_next = [], False
     for arg in argv:
@@ -122,41 +122,42 @@ def _init_with_deadline(say, **kwargs):
         timer.cancel()
 
 
-def connect(args) -> str:
+def connect(spec) -> str:
     """Starts or joins Ray; returns a short description for the log."""
     import ray
 
+    address = spec.address
     common = {"logging_level": "WARNING", "log_to_driver": True}
-    if args.address and "TF_USE_LEGACY_KERAS" in os.environ:
+    if address and "TF_USE_LEGACY_KERAS" in os.environ:
         # tf2: Keras 2 must be chosen before TF is imported, also in workers on other nodes. (A local
         # Ray's workers inherit our environment; a runtime env would cost fresh worker processes.)
         common["runtime_env"] = {"env_vars": {"TF_USE_LEGACY_KERAS": os.environ["TF_USE_LEGACY_KERAS"]}}
-    if not args.address:
+    if not address:
         # Local: the whole machine (or one core), no dashboard (not installed, and saves ~1 s).
-        ray.init(num_cpus=1 if args.local_mode else None, include_dashboard=False, **common)
-        return "local Ray" + (" on one core (--local-mode)" if args.local_mode else "")
+        ray.init(num_cpus=1 if spec.local_mode else None, include_dashboard=False, **common)
+        return "local Ray" + (" on one core (--local-mode)" if spec.local_mode else "")
 
-    if args.address != "auto":
-        _check_reachable(args.address)
+    if address != "auto":
+        _check_reachable(address)
     started = time.time()
     with _CapturedStderr() as captured:
         try:
-            _init_with_deadline(captured.say, address=args.address, **common)
+            _init_with_deadline(captured.say, address=address, **common)
             failure = None
         except ray.exceptions.AuthenticationError:
-            raise UserError(f"the Ray cluster at {args.address} needs an auth token and none was found: set "
+            raise UserError(f"the Ray cluster at {address} needs an auth token and none was found: set "
                             "RAY_AUTH_TOKEN_PATH to the cluster's token file") from None
         except (ConnectionError, RuntimeError) as e:
             failure = e
     if failure is None:
-        return f"Ray cluster at {args.address} ({len(alive_nodes())} nodes, joined in {time.time() - started:.1f} s)"
+        return f"Ray cluster at {address} ({len(alive_nodes())} nodes, joined in {time.time() - started:.1f} s)"
     if "InvalidAuthToken" in captured.text or "Unauthenticated" in captured.text:
-        raise UserError(f"the Ray cluster at {args.address} rejected our auth token: set RAY_AUTH_TOKEN_PATH "
+        raise UserError(f"the Ray cluster at {address} rejected our auth token: set RAY_AUTH_TOKEN_PATH "
                         "to the cluster's token file (and RAY_AUTH_MODE=token)")
-    if args.address == "auto":
+    if address == "auto":
         raise UserError("no running Ray cluster found on this machine: give --address IP:PORT "
                         "(or export ip_head as the sbatch scripts do)")
-    raise UserError(f"cannot connect to the Ray cluster at {args.address}: {failure}")
+    raise UserError(f"cannot connect to the Ray cluster at {address}: {failure}")
 
 
 def alive_nodes() -> list:
@@ -165,21 +166,22 @@ def alive_nodes() -> list:
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
-def check_resources(bundles: list, args) -> None:
+def check_resources(bundles: list, spec) -> None:
     """Fails fast where Tune would otherwise wait forever for resources that do not exist."""
     import ray
 
     need = total_resources(bundles)
     have = ray.cluster_resources()
-    where = "this machine" if not args.address else "the cluster"
+    where = "this machine" if not spec.address else "the cluster"
+    runners = spec.num_env_runners
     gpus = need.get("GPU", 0)
     if gpus > have.get("GPU", 0):
         has = f"{have.get('GPU', 0):g} GPUs" if have.get("GPU") else "no GPU"
-        raise UserError(f"--num-gpus {args.num_gpus:g} needs {gpus:g} GPU(s) for the learner(s), but {where} has {has}")
+        raise UserError(f"--num-gpus {spec.num_gpus:g} needs {gpus:g} GPU(s) for the learner(s), but {where} has {has}")
     cpus = need.get("CPU", 0)
     if cpus > have.get("CPU", 0):
-        most = int(have.get("CPU", 0) - (cpus - args.num_cpus))
-        raise UserError(f"--num-cpus {args.num_cpus} asks for {args.num_cpus} env runners + {cpus - args.num_cpus:g} "
+        most = int(have.get("CPU", 0) - (cpus - runners))
+        raise UserError(f"--num-cpus {runners} asks for {runners} env runners + {cpus - runners:g} "
                         f"CPU(s) for the driver/learner = {cpus:g} CPUs, but {where} has {have.get('CPU', 0):g} "
                         f"(use --num-cpus {max(most, 0)} or less)")
     for res, amount in need.items():
@@ -192,15 +194,15 @@ def check_resources(bundles: list, args) -> None:
             raise UserError(f"no single node of {where} can host a process needing {bundle}")
 
 
-def check_cuda(args) -> None:
+def check_cuda(spec) -> None:
     """Ray counts the GPUs a node declares; PyTorch must also find CUDA where the learner runs."""
-    if args.num_gpus <= 0 or args.local_mode or args.framework != "torch":
-        return  # --local-mode trains on the CPU (config._place_learners)
+    if spec.num_gpus <= 0 or spec.local_mode or spec.framework != "torch":
+        return  # --local-mode trains on the CPU (spec.learner_placement)
     import ray
 
-    resources = {args.learner_resource: 0.01} if args.learner_resource else None
+    resources = {spec.learner_resource: 0.01} if spec.learner_resource else None
 
-    @ray.remote(num_cpus=0, num_gpus=min(args.num_gpus, 1), resources=resources)
+    @ray.remote(num_cpus=0, num_gpus=min(spec.num_gpus, 1), resources=resources)
     def cuda_on_this_node():
         import torch
 

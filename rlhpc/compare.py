@@ -17,15 +17,16 @@ import re
 import sys
 from pathlib import Path
 
+from rlhpc.cli import OneLineParser
 from rlhpc.errors import UserError, fail, warn
+from rlhpc.results import LEGACY_RETURN_METRIC, RETURN_METRIC, STEPS_METRIC
 
 # progress.csv column -> our name; the first column present wins (legacy API stack names last).
 COLUMNS = {
     "iteration": ("training_iteration",),
-    "steps": ("num_env_steps_sampled_lifetime", "env_runners/num_env_steps_sampled_lifetime", "timesteps_total"),
+    "steps": (STEPS_METRIC, f"env_runners/{STEPS_METRIC}", "timesteps_total"),
     "time": ("time_total_s",),
-    "return": ("env_runners/episode_return_mean_100", "env_runners/episode_reward_mean", "episode_reward_mean",
-               "env_runners/episode_return_mean"),
+    "return": (RETURN_METRIC, LEGACY_RETURN_METRIC, "episode_reward_mean", "env_runners/episode_return_mean"),
 }
 X_LABELS = {"iteration": "training iteration", "steps": "env steps sampled", "time": "training time (s)"}
 # Config keys people vary on purpose, shown first in labels; any other differing key follows.
@@ -138,7 +139,7 @@ def _label(runs) -> None:
     differing = [k for k in keys - noise if len({flat.get(k) for flat in flats}) > 1]
     differing.sort(key=lambda k: (KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER), k))
     shown = differing[:MAX_LABEL_KEYS]
-    for run, flat in zip(runs, flats):
+    for run, flat in zip(runs, flats, strict=True):
         parts = [f"{k}={flat.get(k, '-')}" for k in shown]
         run.label = run.path.parent.name + (f" ({', '.join(parts)})" if parts else "")
     labels = [run.label for run in runs]
@@ -180,8 +181,6 @@ def summary_line(run) -> str:
 
 
 def main(argv=None) -> int:
-    from rlhpc.cli import OneLineParser
-
     parser = OneLineParser(prog="python -m rlhpc.compare", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN", help="experiment dir, trial dir, or a glob (quoted)")

@@ -5,14 +5,12 @@
     python -m rlhpc.evaluate CHECKPOINT --video cartpole.mp4          # also records the first episode
     python -m rlhpc.evaluate CHECKPOINT --render                      # a window (needs a display)
 
-Only the policy network (the RLModule) is loaded from the checkpoint; the env comes from the
-trial's params.json next to it, or from --name-env: a Gymnasium id, a class of the repo's
-custom_gym_env/, or path/to/file.py:ClassName (module.name:ClassName) for your own.
+Only the policy network (the RLModule) is loaded from the checkpoint; the env is the one the run
+recorded (rlhpc.experiment: a Gymnasium id, or the file and class of your own env), or --name-env
+in any form the trainer takes (rlhpc.envs), e.g. path/to/file.py:ClassName.
 """
 
 import argparse
-import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -20,13 +18,13 @@ import sys
 import warnings
 from pathlib import Path
 
+from rlhpc import envs
+from rlhpc.cli import OneLineParser, env_config_from, positive_number
 from rlhpc.errors import UserError, fail
+from rlhpc.experiment import read_run_record
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # Gymnasium's renderers import pygame
 
-REPO = Path(__file__).resolve().parent.parent
-# Where the repo's own envs live: custom_env_trainer.py registers them under their class names.
-CUSTOM_ENV_FILES = ("custom_gym_env/custom_env.py", "custom_gym_env/old_gym_api_env.py")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
 MODULE_PATH = ("learner_group", "learner", "rl_module")  # where an Algorithm checkpoint keeps its RLModules
 
@@ -125,92 +123,26 @@ def trial_params(checkpoint: Path) -> dict:
         raise UserError(f"cannot read {checkpoint.parent / 'params.json'}: {e}") from None
 
 
-def _import(where: str, spec: str):
-    """'path/file.py' or 'package.module' -> the imported module."""
-    try:
-        if where.endswith(".py"):
-            file = Path(os.path.expanduser(where)).resolve()
-            module_spec = importlib.util.spec_from_file_location(file.stem, file)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.path.insert(0, str(file.parent))  # for its own imports of neighbouring files
-            module_spec.loader.exec_module(module)
-            return module
-        return importlib.import_module(where)
-    except (ImportError, OSError, SyntaxError) as e:
-        raise UserError(f"cannot import {where} for --name-env {spec}: {e}") from None
-
-
-def env_creator(name: str):
-    """make(env_config, render_mode) -> env, for a Gymnasium id, a repo env, or file.py:Class."""
-    import gymnasium
-
-    def make_gymnasium(env_config, render_mode):
-        return gymnasium.make(name, render_mode=render_mode, **env_config)
-
-    if name in gymnasium.registry:
-        return make_gymnasium
-    creator = None
-    if ":" in name:  # file.py:Class, module:Class, or Gymnasium's own module:EnvId
-        where, _, attribute = name.rpartition(":")
-        module = _import(where, name)
-        creator = getattr(module, attribute, None)
-        if creator is None:
-            if attribute in gymnasium.registry:  # the import registered it
-                return lambda env_config, render_mode: gymnasium.make(attribute, render_mode=render_mode,
-                                                                      **env_config)
-            raise UserError(f"{where} has no {attribute!r} (--name-env {name})")
-    elif _gymnasium_spec(name):  # versionless ids, e.g. CartPole -> the latest CartPole-vN
-        return make_gymnasium
-    else:
-        for file in CUSTOM_ENV_FILES:
-            if (REPO / file).is_file() and f"class {name}" in (REPO / file).read_text():
-                creator = getattr(_import(str(REPO / file), name), name, None)
-                if creator is not None:
-                    break
-    if creator is None:
-        raise UserError(f"unknown env {name!r}: not a Gymnasium id nor a class in custom_gym_env/; for your own "
-                        "env give --name-env path/to/file.py:ClassName")
-    from rlhpc.gym_compat import check_and_adapt
-
-    def make_custom(env_config, render_mode):
+def env_to_play(checkpoint: Path, params: dict, name_env):
+    """-> (EnvSource, creator, env_config): --name-env if given, else the env the run recorded."""
+    trained_env = params.get("env")
+    record = read_run_record(checkpoint.parent).get("env")
+    if name_env:
+        source, creator = envs.find(name_env)
+    elif record:
+        source = envs.EnvSource.from_record(record)
+        creator = envs.load(source)
+    elif isinstance(trained_env, str) and trained_env and not trained_env.startswith("<"):
         try:
-            adapted = check_and_adapt(creator, dict(env_config), warn=lambda text: None)
-        except (ValueError, TypeError, KeyError) as e:
-            raise UserError(f"bad env_config for {name}: {e}") from None
-        env = adapted(dict(env_config))
-        if render_mode:
-            modes = (getattr(env, "metadata", None) or {}).get("render_modes", [])
-            if render_mode not in modes:
-                raise UserError(f"{name} cannot render {render_mode!r} (its metadata lists render_modes {modes})")
-            env.render_mode = render_mode
-        return env
-
-    return make_custom
-
-
-def _gymnasium_spec(name: str):
-    import gymnasium
-
-    try:
-        return gymnasium.spec(name)
-    except gymnasium.error.Error:
-        return None
-
-
-def build_env(name: str, env_config: dict, render_mode=None):
-    import gymnasium
-
-    make = env_creator(name)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return make(env_config, render_mode)
-    except UserError:
-        raise
-    except TypeError as e:  # an unknown keyword in env_config
-        raise UserError(f"bad env_config for {name}: {e}") from None
-    except gymnasium.error.Error as e:
-        raise UserError(f"cannot create env {name!r}: {e}") from None
+            source, creator = envs.find(trained_env)
+        except UserError as e:
+            raise UserError(f"{e}; the run recorded no env source: give --name-env path/to/file.py:ClassName") \
+                from None
+    else:
+        raise UserError(f"no params.json beside {checkpoint} names the env it was trained on "
+                        f"({'found ' + repr(trained_env) if trained_env else 'none found'}): give --name-env")
+    same_env = trained_env in (source.name, source.name.rpartition(":")[2])  # file.py:Class for the class trained on
+    return source, creator, dict(params.get("env_config") or {}) if same_env else {}
 
 
 class GreedyPolicy:
@@ -349,16 +281,9 @@ def evaluate(args) -> int:
     check_outputs(args)
     checkpoint = find_checkpoint(args.checkpoint)
     params = trial_params(checkpoint)
-    trained_env = params.get("env")
-    name = args.name_env or trained_env
-    if not isinstance(name, str) or not name or name.startswith("<"):
-        raise UserError(f"no params.json beside {checkpoint} names the env it was trained on "
-                        f"({'found ' + repr(name) if name else 'none found'}): give --name-env")
-    from rlhpc.config import parse_assignments
-
-    same_env = trained_env in (name, name.rpartition(":")[2])  # file.py:Class for the class trained on
-    env_config = dict(params.get("env_config") or {}) if same_env else {}
-    env_config.update({".".join(path): value for path, value in parse_assignments(args.env_config, "--env-config")})
+    source, creator, env_config = env_to_play(checkpoint, params, args.name_env)
+    name = source.name
+    env_config.update(env_config_from(args.env_config))
     module = load_module(checkpoint)
     render_mode = "human" if args.render else "rgb_array" if args.video else None
     # pygame (Gymnasium's renderer) opens sound and a display on init and complains on stderr without
@@ -366,7 +291,7 @@ def evaluate(args) -> int:
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     if not args.render:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    env = build_env(name, env_config, render_mode)
+    env = envs.make(source, creator, env_config, render_mode)
     recorder = None
     try:
         policy = GreedyPolicy(module, env, params, name)
@@ -400,8 +325,6 @@ def evaluate(args) -> int:
 
 
 def main(argv=None) -> int:
-    from rlhpc.cli import OneLineParser, positive_number
-
     parser = OneLineParser(prog="python -m rlhpc.evaluate", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", metavar="CHECKPOINT",

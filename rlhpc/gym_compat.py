@@ -313,6 +313,7 @@ def check_and_adapt(
     env_config: dict | None = None,
     *,
     warn: Callable[[str], None] | None = None,
+    spaces: dict | None = None,
 ) -> Callable:
     """Return an ``env_config -> gymnasium.Env`` creator for ``env_creator``.
 
@@ -331,6 +332,9 @@ def check_and_adapt(
       ``OldGymAPIAdapter``; ``warn`` (default ``rlhpc.errors.warn``, which
       prints ``warning: <text>`` on stderr) is called exactly once with the
       text from ``old_api_warning``.
+
+    ``spaces``, when given, receives the env's observation and action spaces (as
+    Gymnasium spaces) from that one build.
     """
     if not isinstance(env_creator, type) and hasattr(env_creator, "step"):
         raise TypeError(
@@ -352,6 +356,13 @@ def check_and_adapt(
     env = env_creator(env_config) if takes_config else env_creator()
     try:
         old_reset, old_step = detect_old_api(env)
+        if spaces is not None:  # read from this build: a slow simulator is not started twice
+            for kind in ("observation_space", "action_space"):
+                space = getattr(env, kind, None)
+                try:
+                    spaces[kind] = to_gymnasium_space(space)
+                except TypeError:  # not a space we know (None for RLlib's MultiAgentEnv): as it is
+                    spaces[kind] = space
     finally:
         close = getattr(env, "close", None)
         if callable(close):

@@ -5,7 +5,8 @@ and builds the algorithm there, ~4 s on 2 cores before the first iteration (benc
 For the common case, one trial on the local machine, the trainer trains here and writes what
 Tune would, where Tune would: <storage>/<name>/<trial>/ with progress.csv, result.json,
 params.json, TensorBoard events and checkpoint_NNNNNN dirs. It stops and checkpoints on the same
-signals and resumes with --resume. Searches and cluster runs keep Tune (placement, retries).
+signals and resumes with --resume. Searches and cluster runs keep Tune (placement, retries);
+rlhpc.spec decides which backend a run gets.
 """
 
 import csv
@@ -13,22 +14,13 @@ import json
 import logging
 import os
 import signal
-import sys
 import traceback
 from datetime import datetime
 
-from rlhpc.config import path_safe
-from rlhpc.run import STOP_SIGNALS, ProgressLine, announce_stop, as_number, failure_line, print_ending, print_summary
-
-STATE_FILE = "rlhpc_run.json"  # in the experiment dir: the trial dir, stop criteria, checkpoints
-
-
-def wanted(args, search) -> bool:
-    """Local, one trial, CPU, new API stack, no restarts: everything else goes through Tune. (GPU runs
-    too: there Ray hands the GPU to the actor it places; training in the driver was never tried on a
-    GPU. --max-failures: Tune restarts a crashed trial from its last checkpoint.)"""
-    return not args.address and not search and args.num_samples == 1 and args.framework != "tf2" \
-        and not args.num_gpus and not args.max_failures
+from rlhpc import experiment
+from rlhpc.config import algorithm_class
+from rlhpc.report import STOP_SIGNALS, Outcome, ProgressLine, TrialOutcome, announce_stop, training_failed
+from rlhpc.results import as_number, stop_reached
 
 
 def warm_up() -> None:
@@ -38,10 +30,6 @@ def warm_up() -> None:
     import threading
 
     threading.Thread(target=__import__, args=("torch._dynamo",), daemon=True).start()
-
-
-def has_state(experiment_dir: str) -> bool:
-    return os.path.isfile(os.path.join(experiment_dir, STATE_FILE))
 
 
 class TrialFiles:
@@ -56,10 +44,7 @@ class TrialFiles:
             json.dump(config_dict, f, indent=2, sort_keys=True, cls=SafeFallbackEncoder)
         self._encoder = SafeFallbackEncoder
         progress = os.path.join(trial_dir, "progress.csv")
-        header = None
-        if os.path.exists(progress) and os.path.getsize(progress):
-            with open(progress, newline="") as f:
-                header = next(csv.reader(f), None)  # a resumed run keeps the columns it started with
+        header = experiment.progress_header(trial_dir)  # a resumed run keeps the columns it started with
         self._csv_file = open(progress, "a", newline="")  # noqa: SIM115 -- open for the whole run
         self._csv = csv.DictWriter(self._csv_file, header, extrasaction="ignore") if header else None
         self._json_file = open(os.path.join(trial_dir, "result.json"), "a")  # noqa: SIM115
@@ -111,54 +96,43 @@ class SignalFlag:
         announce_stop(self.received)
 
 
-def stop_reached(result: dict, stop: dict) -> bool:
-    from ray.tune.utils import flatten_dict
-
-    flat = flatten_dict(result, delimiter="/")
-    return any(flat.get(key) is not None and flat[key] >= value for key, value in stop.items())
-
-
-def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, experiment_dir: str) -> int:
+def train(spec, config) -> Outcome:
     """Builds (or restores) the algorithm here and trains until a stop criterion or a signal."""
-    state_path = os.path.join(experiment_dir, STATE_FILE)
-    if args.resume:
+    experiment_dir = spec.resume_dir or spec.experiment_dir
+    state_path = os.path.join(experiment_dir, experiment.STATE_FILE)
+    if spec.resume_dir:  # as with Tune, a resumed run keeps the stop criteria it started with
         with open(state_path) as f:
             state = json.load(f)
-        stop = state["stop"]  # as with Tune: a resumed run keeps the stop criteria it started with
     else:
-        trial = f"{algo_name}_{path_safe(args.name_env)}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
-        state = {"trial": trial, "stop": stop, "checkpoints": []}
+        trial = f"{spec.algo}_{experiment.path_safe(spec.env.name)}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
+        state = {"trial": trial, "stop": dict(spec.stop), "checkpoints": []}
+    stop = state["stop"]
     trial_dir = os.path.join(experiment_dir, state["trial"])
 
     progress, flag = ProgressLine(), SignalFlag()
     result, error, algo, files = {}, None, None, None
-
-    def save_state():
-        with open(state_path + ".tmp", "w") as f:
-            json.dump(state, f, indent=2)
-        os.replace(state_path + ".tmp", state_path)  # a kill mid-write leaves the previous state
 
     def checkpoint():
         name = f"checkpoint_{len(state['checkpoints']):06d}"
         algo.save(os.path.join(trial_dir, name))
         state["checkpoints"].append({"dir": name, "training_iteration": result["training_iteration"],
                                      "time_total_s": result["time_total_s"]})
-        save_state()
+        experiment.write_json(state_path, state)
 
     # RLlib logs an env's failure with its traceback, then raises it to us: the traceback goes to error.txt.
     logging.getLogger("ray.rllib").addFilter(
         lambda record: "restart_failed_sub_environments' is False" not in record.getMessage())
     os.makedirs(trial_dir, exist_ok=True)
-    save_state()  # killed before the first checkpoint, --resume still finds the run (and starts it over)
+    experiment.write_json(state_path, state)  # killed before the first checkpoint, --resume still finds the run
     try:
-        algo = _build(algo_cls, config, trial_dir, state["checkpoints"])
+        algo = _build(algorithm_class(spec.algo), config, trial_dir, state["checkpoints"])
         files = TrialFiles(trial_dir, config.to_dict())
         while True:
             result = algo.train()
             files.write(result)
             print(progress.line(result), flush=True)
             done = stop_reached(result, stop)
-            periodic = args.checkpoint_freq and result["training_iteration"] % args.checkpoint_freq == 0
+            periodic = spec.checkpoint_freq and result["training_iteration"] % spec.checkpoint_freq == 0
             if periodic or done or flag.received:
                 checkpoint()
             if done or flag.received:
@@ -168,20 +142,15 @@ def train(args, algo_name: str, algo_cls, config, stop: dict, started: float, ex
     except Exception as e:  # noqa: BLE001 -- any failure in training: keep the results, report one line
         with open(os.path.join(trial_dir, "error.txt"), "w") as f:
             f.write(traceback.format_exc())
-        error = (f"training failed: {failure_line(traceback.format_exc(), e)} "
-                 f"(full traceback: {os.path.join(trial_dir, 'error.txt')})")
+        error = training_failed(traceback.format_exc(), e, trial_dir)
     finally:
         if files:
             files.close()
         if algo:
             algo.stop()
-    last_checkpoint = (os.path.join(trial_dir, state["checkpoints"][-1]["dir"]) if state["checkpoints"] else None)
-    code = print_summary([(result, trial_dir, last_checkpoint)], stop, args, started)
-    print_ending(None if error else flag.received, experiment_dir)
-    if error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 1
-    return code
+    last_checkpoint = os.path.join(trial_dir, state["checkpoints"][-1]["dir"]) if state["checkpoints"] else None
+    trial = TrialOutcome(path=trial_dir, metrics=result, checkpoint=last_checkpoint, error=error)
+    return Outcome(experiment_dir, [trial], None if error else flag.received, stop)
 
 
 def _build(algo_cls, config, trial_dir: str, checkpoints: list):

@@ -17,7 +17,7 @@ from collections import deque
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from rlhpc.config import RETURN_METRIC
+from rlhpc.results import RETURN_METRIC
 
 WINDOW = 100
 RETURNS_THIS_ITERATION = "rlhpc_episode_returns"  # raw per-episode list; removed from the result

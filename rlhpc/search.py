@@ -7,12 +7,9 @@ Trials run side by side as far as the CPUs allow (each needs --num-cpus + 1). Ev
 value is checked against the config before Ray starts, like --set.
 """
 
-import copy
-
-from ray import tune
-
-from rlhpc.config import apply_overrides, parse_assignments
+from rlhpc.cli import parse_assignments
 from rlhpc.errors import UserError
+from rlhpc.results import as_number, env_steps, episode_return
 
 # Names for --metric: what "best" means once the trials are done.
 METRICS = {
@@ -44,11 +41,11 @@ def parse_search(args) -> list:
     return specs
 
 
-def search_space(config, algo_name: str, specs: list) -> dict:
-    """The config as Tune's param_space dict, with search spaces where the user asked for them."""
-    for path, _, values in specs:  # every candidate must be a value the config accepts
-        for value in values:
-            apply_overrides(copy.deepcopy(config), [(path, value)], algo_name)
+def search_space(config, specs) -> dict:
+    """The config as Tune's param_space dict, with search spaces where the user asked for them (every
+    candidate value was checked against the config by rlhpc.config.build_config)."""
+    from ray import tune
+
     space = config.to_dict()
     for path, kind, values in specs:
         root = path[0]
@@ -58,7 +55,7 @@ def search_space(config, algo_name: str, specs: list) -> dict:
             node = node.setdefault(part, {})
         leaf = path[-1] if len(path) > 1 else None
         sampler = {"grid": tune.grid_search, "uniform": lambda v: tune.uniform(*v),
-                   "loguniform": lambda v: tune.loguniform(*v)}[kind](values)
+                   "loguniform": lambda v: tune.loguniform(*v)}[kind](list(values))
         if leaf is None:
             space[key] = sampler
         else:
@@ -66,7 +63,7 @@ def search_space(config, algo_name: str, specs: list) -> dict:
     return space
 
 
-def searched_values(result_config: dict, specs: list) -> dict:
+def searched_values(result_config: dict, specs) -> dict:
     """The values one trial got for the searched keys, e.g. {'lr': 0.001}."""
     values = {}
     for path, _, _ in specs:
@@ -81,8 +78,6 @@ def searched_values(result_config: dict, specs: list) -> dict:
 
 def score(metrics: dict, metric: str, target):
     """A number to rank trials by (None: this trial does not count, e.g. never reached the reward)."""
-    from rlhpc.run import as_number, env_steps, episode_return
-
     if metric == "return":
         return episode_return(metrics)
     if metric in ("steps_to_reward", "time_to_reward"):
@@ -96,8 +91,9 @@ def score(metrics: dict, metric: str, target):
     return as_number(node)  # a --metric naming a dict or a string (a typo'd path) scores no trial
 
 
-def best_trial(grid, specs, metric: str, mode: str, target):
-    scored = [(score(r.metrics or {}, metric, target), r) for r in grid if not r.error]
+def best_trial(trials, metric: str, mode: str, target):
+    """-> (score, trial) of the best trial that did not fail (rlhpc.report.TrialOutcome), (None, None) if none."""
+    scored = [(score(r.metrics or {}, metric, target), r) for r in trials if not r.error]
     scored = [(s, r) for s, r in scored if s is not None]
     if not scored:
         return None, None

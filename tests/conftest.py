@@ -155,7 +155,7 @@ class RayCluster:
                     return
                 except OSError:
                     if proc.poll() is not None:
-                        raise RuntimeError((self.base / "n0.log").read_text())
+                        raise RuntimeError((self.base / "n0.log").read_text()) from None
                     time.sleep(0.2)
             raise RuntimeError("Ray head did not open its port in 60 s")
 

@@ -20,10 +20,7 @@ def printed_config(*args):
 
 
 @pytest.mark.parametrize("gpus, learners, per_learner, gpu_total", [
-    ("0", 0, 0, 0),  # the learner on CPU, inside the algorithm process
-    ("0.5", 0, 0.5, 0.5),  # the local learner on half a GPU
-    ("1", 0, 1, 1),  # the local learner on one GPU
-    ("2", 2, 1, 2),  # two remote learners, one GPU each
+    ("2", 2, 1, 2),  # two remote learners, one GPU each (0, 0.5 and 1: test_units.py, in-process)
 ])
 def test_print_config_maps_gpus_to_learners(gpus, learners, per_learner, gpu_total):
     summary = printed_config("--num-gpus", gpus)["summary"]

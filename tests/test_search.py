@@ -24,7 +24,8 @@ def test_grid_search_runs_every_trial_and_names_the_fastest(tmp_path):
         assert (trial / "progress.csv").stat().st_size > 0  # every trial reported
     assert sorted(map(json.dumps, tried)) == sorted(json.dumps({"lr": lr, "model_config.fcnet_hiddens": h})
                                                     for lr in (1e-3, 3e-4) for h in ([32], [64]))
-    best = re.search(r"^best: (\{.*\})  env steps to reach the stop reward = (\d+)  \((\S+)\)$", out.stdout, re.MULTILINE)
+    best = re.search(r"^best: (\{.*\})  env steps to reach the stop reward = (\d+)  \((\S+)\)$", out.stdout,
+                     re.MULTILINE)
     assert best, out.stdout[-2000:]
     best_config, best_steps, best_dir = json.loads(best.group(1)), int(best.group(2)), best.group(3)
     assert best_config in tried
@@ -38,12 +39,7 @@ def test_grid_search_runs_every_trial_and_names_the_fastest(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--grid", "lr=0.1"], "--grid lr needs a non-empty list"),
-    (["--grid", "lr=[]"], "--grid lr needs a non-empty list"),
-    (["--grid", "no_such_key=[1,2]"], "PPO has no config key 'no_such_key'"),
-    (["--grid", 'lr=[0.1,"fast"]'], "bad value for lr: expected a number, got 'fast'"),
-    (["--uniform", "lr=1e-3"], "malformed --uniform 'lr=1e-3': expected KEY=LOW,HIGH"),
-    (["--loguniform", "lr=0,1"], "bad --loguniform 'lr=0,1': need LOW < HIGH and LOW > 0"),
+    (["--grid", "lr=0.1"], "--grid lr needs a non-empty list"),  # the other cases: test_units.py, in-process
 ])
 def test_bad_search_spec_is_one_line(args, message, tmp_path):
     out = run_script(TRAINER, *args, env=clean_env(HOME=tmp_path))

@@ -263,5 +263,6 @@ def test_templates_ask_for_usr1_before_the_time_limit():
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed")
 def test_shellcheck_finds_no_warnings():
     scripts = sorted(str(p) for p in (REPO / "slurm").glob("*.sh")) + [str(REPO / "tests/slurm/cluster.sh")]
-    out = subprocess.run(["shellcheck", "-S", "warning", *scripts], capture_output=True, text=True, cwd=REPO, check=False)
+    out = subprocess.run(["shellcheck", "-S", "warning", *scripts], capture_output=True, text=True, cwd=REPO,
+                         check=False)
     assert out.returncode == 0, out.stdout

@@ -1,0 +1,240 @@
+"""Finding and building envs, the same for the trainer and for evaluate.
+
+An env is named in one of these ways (`--name-env`):
+
+    CartPole-v1                       a Gymnasium id
+    my_package.envs:MyEnv-v0          Gymnasium's syntax: import the module (it registers the id), then make
+    path/to/my_env.py:MyEnv           a class (or env_config -> env function) in a file
+    my_package.envs:MyEnv             the same from an importable module
+    BasicEnv                          a name a trainer script hands to rlhpc.trainer.main(envs={...}), or one
+                                      given to ray.tune.registry.register_env before main() runs
+
+`find` turns the name into an EnvSource: where the env comes from, as data a run records (rlhpc.experiment),
+so evaluate rebuilds the same env later without being told again. `probe` builds it once on the driver, so a
+typo or a bad env_config fails before Ray starts; old-`gym`-API classes are adapted there (rlhpc.gym_compat).
+`register_with_ray` ships a class's module to every node (pickled by value: env runners on other nodes cannot
+import a script that sits next to the driver).
+"""
+
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import warnings
+
+from rlhpc.errors import UserError
+
+GYMNASIUM, CLASS, REGISTERED = "gymnasium", "class", "registered"
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSource:
+    """Where an env comes from. `name` is what RLlib's config gets (a Gymnasium id or a register_env name)."""
+
+    name: str
+    kind: str  # GYMNASIUM, CLASS (a class or creator function in `module`), REGISTERED (register_env by the user)
+    module: str | None = None  # an importable module name or an absolute path to a .py file
+    attribute: str | None = None  # the class in it (CLASS), or the Gymnasium id it registers (GYMNASIUM)
+
+    def record(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict) -> "EnvSource":
+        return cls(**{f.name: record.get(f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """What building the env once told us."""
+
+    spec: object  # the Gymnasium EnvSpec (reward_threshold), None for classes
+    observation_space: object
+    action_space: object
+    creator: object  # env_config -> env, for register_env (None: Gymnasium makes it)
+
+
+def bad_env_config(name: str, error: Exception) -> UserError:
+    return UserError(f"bad --env-config for {name}: {error}")
+
+
+def cannot_create_env(name: str, error: Exception) -> UserError:
+    """The env's own failure to build (a missing extra, a bug in a custom env) as one line."""
+    return UserError(f"cannot create env {name!r}: {type(error).__name__}: {error}")
+
+
+def import_module(where: str, name: str):
+    """'path/file.py' or 'package.module' -> the imported module (a file keeps its stem as module name, in
+    sys.modules, so that cloudpickle can ship it by value)."""
+    try:
+        if where.endswith(".py"):
+            file = os.path.realpath(os.path.expanduser(where))
+            stem = os.path.splitext(os.path.basename(file))[0]
+            loaded = sys.modules.get(stem)
+            if loaded is not None and os.path.realpath(getattr(loaded, "__file__", "") or "") == file:
+                return loaded
+            spec = importlib.util.spec_from_file_location(stem, file)
+            if spec is None:
+                raise ImportError(f"not a Python file: {file}")
+            module = importlib.util.module_from_spec(spec)
+            sys.path.insert(0, os.path.dirname(file))  # for its own imports of neighbouring files
+            sys.modules[stem] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(stem, None)
+                raise
+            return module
+        return importlib.import_module(where)
+    except (ImportError, OSError, SyntaxError) as e:
+        raise UserError(f"cannot import {where!r} for env {name!r}: {e} (is it on PYTHONPATH?)") from None
+
+
+def _file_of(obj) -> str | None:
+    try:
+        path = inspect.getsourcefile(obj)
+    except (TypeError, OSError):
+        return None
+    return os.path.realpath(path) if path else None
+
+
+def _gymnasium_spec(env_id: str, name: str):
+    import gymnasium
+
+    try:
+        return gymnasium.spec(env_id)
+    except gymnasium.error.Error as e:
+        raise UserError(f"unknown env {name!r}: {e}") from None
+
+
+def find(name: str, known: dict | None = None, *, ray_registry: bool = False):
+    """-> (EnvSource, creator or None). `known`: {name: class} from a trainer script; `ray_registry`: also
+    look among the names given to register_env (the trainer; evaluate runs without Ray)."""
+    if known and name in known:
+        creator = known[name]
+        return EnvSource(name, CLASS, _file_of(creator), getattr(creator, "__qualname__", None)), creator
+    if ray_registry:
+        from ray.tune.registry import ENV_CREATOR, _global_registry
+
+        if _global_registry.contains(ENV_CREATOR, name):
+            return EnvSource(name, REGISTERED), _global_registry.get(ENV_CREATOR, name)
+    where, _, attribute = name.rpartition(":")
+    if not where:
+        _gymnasium_spec(name, name)
+        return EnvSource(name, GYMNASIUM), None
+    module = import_module(where, name)
+    found = getattr(module, attribute, None)
+    if callable(found):
+        # A class in a file: recorded by its absolute path, so evaluate finds it from anywhere.
+        origin = os.path.realpath(os.path.expanduser(where)) if where.endswith(".py") else where
+        return EnvSource(name, CLASS, origin, attribute), found
+    _gymnasium_spec(attribute, name)  # importing the module registered the id, or the id is unknown
+    return EnvSource(name, GYMNASIUM, where, attribute), None
+
+
+def load(source: EnvSource):
+    """The creator a recorded EnvSource names (evaluate): imports its module again."""
+    if source.kind == GYMNASIUM:
+        if source.module:
+            import_module(source.module, source.name)
+        return None
+    if source.kind != CLASS or not source.module:
+        raise UserError(f"the env {source.name!r} was registered by the training script itself; give "
+                        "--name-env path/to/file.py:ClassName")
+    creator = getattr(import_module(source.module, source.name), source.attribute or "", None)
+    if not callable(creator):
+        raise UserError(f"{source.module} has no {source.attribute!r} any more (env {source.name!r}): "
+                        "give --name-env path/to/file.py:ClassName")
+    return creator
+
+
+def gymnasium_id(source: EnvSource) -> str:
+    return source.attribute if source.kind == GYMNASIUM and source.module else source.name
+
+
+def probe(source: EnvSource, creator, env_config: dict, *, warn=None) -> Probe:
+    """Builds the env once with env_config, reads its spaces and closes it; errors are one line."""
+    import gymnasium
+
+    spec, spaces = None, {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if source.kind == GYMNASIUM:
+                spec = gymnasium.spec(gymnasium_id(source))
+                env = gymnasium.make(source.name, **env_config)
+            elif source.kind == REGISTERED:
+                from ray.rllib.env.env_context import EnvContext
+
+                env = creator(EnvContext(env_config, worker_index=0))
+            else:
+                from rlhpc.gym_compat import check_and_adapt
+
+                creator = check_and_adapt(creator, env_config, warn=warn, spaces=spaces)
+                env = None  # built, read and closed by check_and_adapt
+    except UserError:
+        raise
+    except TypeError as e:  # an unknown keyword from --env-config
+        raise bad_env_config(source.name, e) from None
+    except (ValueError, KeyError) as e:
+        if source.kind == GYMNASIUM:
+            raise cannot_create_env(source.name, e) from None
+        raise bad_env_config(source.name, e) from None
+    except Exception as e:  # noqa: BLE001 -- the env's own bug or a missing extra (box2d, mujoco): one line
+        raise cannot_create_env(source.name, e) from None
+    if env is not None:
+        spaces = {kind: getattr(env, kind, None) for kind in ("observation_space", "action_space")}
+        if hasattr(env, "close"):
+            env.close()
+    return Probe(spec, spaces["observation_space"], spaces["action_space"],
+                 None if source.kind == GYMNASIUM else creator)
+
+
+def register_with_ray(source: EnvSource, probed: Probe) -> None:
+    """Makes a class's env buildable on every node: its module travels with the creator."""
+    if source.kind != CLASS:
+        return  # Gymnasium ids are made by RLlib; register_env names are the user's registration
+    from ray import cloudpickle
+    from ray.tune.registry import register_env
+
+    from rlhpc.gym_compat import AdaptedEnvCreator
+
+    creator = probed.creator
+    original = creator.env_creator if isinstance(creator, AdaptedEnvCreator) else creator
+    module = sys.modules.get(getattr(original, "__module__", ""))
+    if module is not None and module.__name__ != "__main__" and not module.__name__.startswith("rlhpc"):
+        cloudpickle.register_pickle_by_value(module)
+    register_env(source.name, creator)
+
+
+def make(source: EnvSource, creator, env_config: dict, render_mode=None):
+    """A new env to play in (evaluate), rendering in render_mode when given."""
+    import gymnasium
+
+    name = source.name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if source.kind == GYMNASIUM:
+                return gymnasium.make(gymnasium_id(source), render_mode=render_mode, **env_config)
+            from rlhpc.gym_compat import check_and_adapt
+
+            try:
+                adapted = check_and_adapt(creator, dict(env_config), warn=lambda text: None)
+            except (ValueError, TypeError, KeyError) as e:
+                raise UserError(f"bad env_config for {name}: {e}") from None
+            env = adapted(dict(env_config))
+    except UserError:
+        raise
+    except TypeError as e:  # an unknown keyword in env_config
+        raise UserError(f"bad env_config for {name}: {e}") from None
+    except gymnasium.error.Error as e:
+        raise UserError(f"cannot create env {name!r}: {e}") from None
+    if render_mode:
+        modes = (getattr(env, "metadata", None) or {}).get("render_modes", [])
+        if render_mode not in modes:
+            raise UserError(f"{name} cannot render {render_mode!r} (its metadata lists render_modes {modes})")
+        env.render_mode = render_mode
+    return env

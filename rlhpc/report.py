@@ -1,0 +1,131 @@
+"""What a run prints: its first lines, one line per iteration, and how it ended (summary, best, errors).
+
+Both backends (rlhpc.inprocess, rlhpc.tune_run) hand back an Outcome; `finish` prints it the same way
+for both and returns the exit code.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+
+from rlhpc.results import env_steps, episode_return, reached, target_reward
+
+STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")  # Slurm's --signal, scancel/preemption, Ctrl+C
+
+
+@dataclasses.dataclass
+class TrialOutcome:
+    path: str  # the trial dir
+    metrics: dict  # its last result ({} if none)
+    checkpoint: str | None  # its last checkpoint dir
+    config: dict = dataclasses.field(default_factory=dict)  # the config it trained with (search: its values)
+    error: str | None = None  # one line, for "error: ..."
+
+
+@dataclasses.dataclass
+class Outcome:
+    experiment_path: str
+    trials: list
+    stopped_by: str | None = None  # the signal that stopped the run with a checkpoint
+    stop: dict | None = None  # the stop criteria it ran under, when a resume kept its first ones
+
+
+def start_lines(spec, where: str, placement: dict) -> None:
+    print(f"{spec.algo} on {spec.env.name} with {where}: {placement['num_env_runners']} env runner(s) x "
+          f"{placement['num_envs_per_env_runner']} envs, learner: {placement['learner_placement']}", flush=True)
+    print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in spec.stop.items()), flush=True)
+
+
+class ProgressLine:
+    """One line per iteration instead of Tune's tables: steps, return, speed, time."""
+
+    def __init__(self):
+        self._last_steps = {}  # trial id -> env steps at its previous result, for steps/s
+
+    def line(self, result: dict, trial_id=None) -> str:
+        steps = env_steps(result)
+        last = self._last_steps.get(trial_id)
+        iter_time = result.get("time_this_iter_s") or 0
+        if last is not None and iter_time:
+            rate = (steps - last) / iter_time
+        else:
+            rate = steps / max(result.get("time_total_s", 1), 1e-9)
+        self._last_steps[trial_id] = steps
+        ret = episode_return(result)
+        return (f"iter {result.get('training_iteration', 0):4d}  steps {steps:>10,}  "
+                f"return {'       -' if ret is None else f'{ret:8.2f}'}  "
+                f"{rate:8,.0f} steps/s  {result.get('time_total_s', 0):7.1f} s")
+
+
+def announce_stop(signal_name: str) -> None:
+    print(f"{signal_name} received: saving a checkpoint at the end of this iteration, then stopping",
+          file=sys.stderr, flush=True)
+
+
+def failure_line(traceback_text: str, error: BaseException) -> str:
+    """The line of a traceback that says what went wrong. Not always the last: RLlib re-raises an env's
+    error as a bare `RuntimeError from e`, so prefer the last "Type: message" line over a bare type."""
+    exception_line = re.compile(r"[A-Za-z_][\w.]*(\([\w.]+\))?(: .*)?")
+    lines = [line for line in traceback_text.splitlines() if exception_line.fullmatch(line)]
+    with_message = [line for line in lines if ": " in line]
+    return (with_message or lines or [type(error).__name__])[-1]
+
+
+def training_failed(traceback_text: str, error: BaseException, trial_dir: str) -> str:
+    return (f"training failed: {failure_line(traceback_text, error)} "
+            f"(full traceback: {os.path.join(trial_dir, 'error.txt')})")
+
+
+def print_trials(trials: list, spec, stop: dict, started: float) -> int:
+    """The summary, results and checkpoint lines of each trial; 1 when --as-test and a trial missed the reward."""
+    target = target_reward(stop)
+    exit_code = 0
+    for trial in trials:
+        metrics = trial.metrics or {}
+        ret = episode_return(metrics)
+        hit = reached(metrics, stop)
+        prefix = f"[{os.path.basename(trial.path)[:40]}] " if len(trials) > 1 else ""
+        print(f"{prefix}summary: reached={'yes' if hit else 'no'}"
+              + (f" (stop reward {target:g})" if target is not None else "")
+              + f"  return={'-' if ret is None else f'{ret:.2f}'}"
+              + f"  iterations={metrics.get('training_iteration', 0)}  env_steps={env_steps(metrics):,}"
+              + f"  train_time={metrics.get('time_total_s', 0):.1f}s  wall_time={time.time() - started:.1f}s",
+              flush=True)
+        if os.path.exists(os.path.join(trial.path, "progress.csv")):
+            print(f"results:    {os.path.join(trial.path, 'progress.csv')}")
+        if trial.checkpoint:
+            print(f"checkpoint: {trial.checkpoint}")
+        if spec.as_test and not hit:
+            exit_code = 1
+    return exit_code
+
+
+def print_best(trials: list, spec) -> None:
+    from rlhpc.search import METRICS, best_trial, searched_values
+
+    value, best = best_trial(trials, spec.metric, spec.mode, spec.target_reward)
+    what = METRICS.get(spec.metric, (spec.metric, None))[0]
+    if best is None:
+        print(f"best: none of {len(trials)} trials has a value for {what}")
+    else:
+        print(f"best: {json.dumps(searched_values(best.config, spec.search))}  {what} = {value:g}  "
+              f"({os.path.basename(best.path)})", flush=True)
+
+
+def finish(outcome: Outcome, spec, started: float) -> int:
+    """Prints how the run ended and where its files are; returns the exit code."""
+    exit_code = print_trials(outcome.trials, spec, outcome.stop or dict(spec.stop), started)
+    if spec.search:
+        print_best(outcome.trials, spec)
+    if outcome.stopped_by:
+        print(f"stopped by {outcome.stopped_by}; state and checkpoint saved. Continue with: "
+              f"--resume {outcome.experiment_path}", flush=True)
+    print(f"tensorboard --logdir {outcome.experiment_path}")
+    errors = [trial.error for trial in outcome.trials if trial.error]
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    return 1 if errors else exit_code

@@ -1,0 +1,65 @@
+"""The names of the result metrics and the helpers that read them (no Ray: also for evaluate, compare, tests).
+
+A training result is Tune's/RLlib's nested dict (`result["env_runners"]["episode_return_mean_100"]`);
+progress.csv holds the same keys flattened with "/". Everything that reads a return, a step count or the
+stop reward takes it from here, so the trainer, its two backends, search, compare and evaluate agree.
+"""
+
+import math
+import numbers
+
+# The mean return of the last 100 episodes (rlhpc.metrics); RLlib's own episode_return_mean
+# averages one iteration's episodes only.
+RETURN_METRIC = "env_runners/episode_return_mean_100"
+LEGACY_RETURN_METRIC = "env_runners/episode_reward_mean"  # the legacy stack's name (tf2)
+RETURN_KEYS = ("episode_return_mean_100", "episode_reward_mean", "episode_return_mean")  # under env_runners/
+STEPS_METRIC = "num_env_steps_sampled_lifetime"
+
+
+def as_number(value):
+    """The value if it is a real number (not a bool, not NaN), else None: what can be ranked or plotted."""
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
+    return value if is_number else None
+
+
+def episode_return(result: dict):
+    """The 100-episode mean return of a result (the legacy stack's own mean for tf2), None before any episode."""
+    runners = result.get("env_runners", {})
+    value = next((runners[k] for k in RETURN_KEYS if runners.get(k) is not None), None)
+    return as_number(value)
+
+
+def env_steps(result: dict) -> int:
+    value = result.get(STEPS_METRIC)
+    if value is None:  # legacy API stack
+        value = result.get("env_runners", {}).get(STEPS_METRIC, result.get("timesteps_total", 0))
+    return int(value or 0)
+
+
+def target_reward(stop: dict):
+    """The stop reward among the stop criteria, or None when the run stops on something else only."""
+    return stop.get(RETURN_METRIC, stop.get(LEGACY_RETURN_METRIC))
+
+
+def reached(result: dict, stop: dict) -> bool:
+    """Whether the result's return reached the stop reward."""
+    target, ret = target_reward(stop), episode_return(result or {})
+    return target is not None and ret is not None and ret >= target
+
+
+def flatten(result: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a/b': 1}: progress.csv's and the stop criteria's keys (Tune's flatten_dict, Ray-free)."""
+    flat = {}
+    for key, value in result.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def stop_reached(result: dict, stop: dict) -> bool:
+    """Whether any stop criterion ({flattened key: value}) is met, as Tune's dict stopper decides."""
+    flat = flatten(result)
+    return any(flat.get(key) is not None and flat[key] >= value for key, value in stop.items())

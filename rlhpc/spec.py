@@ -1,0 +1,190 @@
+"""Every setting of a run, resolved once from the flags: the one object the rest of the trainer reads.
+
+    flags (rlhpc.cli) -> RunSpec (here) -> env (rlhpc.envs) -> AlgorithmConfig (rlhpc.config)
+        -> backend (rlhpc.inprocess or rlhpc.tune_run) -> report (rlhpc.report)
+
+Defaults that depend on other flags are decided here and nowhere else: the experiment name, the stop
+criteria, the search metric and its mode, --max-failures, the address, where the learners go, and whether
+the run trains in this process or through Tune. `--print-config` shows the result ("spec"); the run
+records it in its experiment dir (rlhpc.experiment).
+"""
+
+import dataclasses
+import os
+import sys
+from types import MappingProxyType
+
+from rlhpc import envs as env_sources
+from rlhpc import experiment
+from rlhpc.cli import env_config_from, parse_assignments
+from rlhpc.cluster import without_token
+from rlhpc.errors import UserError, warn
+from rlhpc.results import LEGACY_RETURN_METRIC, RETURN_METRIC
+
+# These learn from recorded data (config key input_), not by acting in an env.
+OFFLINE_ALGORITHMS = {"BC", "CQL", "IQL", "MARWIL"}
+DEFAULT_MAX_FAILURES = {"cluster": 3, "local": 0}  # a cluster loses nodes; a local crash is the env's bug
+INPROCESS, TUNE = "inprocess", "tune"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    algo: str
+    env: env_sources.EnvSource
+    env_config: MappingProxyType
+    framework: str
+    # where and with what
+    address: str | None  # None: a local Ray
+    local_mode: bool
+    num_env_runners: int
+    num_envs_per_runner: int | None  # None: the algorithm's tuned default (rlhpc/defaults.py)
+    num_gpus: float  # as asked; num_learners and num_gpus_per_learner say where they go
+    num_learners: int
+    num_gpus_per_learner: float
+    runner_resource: str | None
+    learner_resource: str | None
+    flatten_observations: bool  # RLlib's default networks take Box observations only
+    # what to train
+    seed: int | None
+    overrides: tuple  # --set as ((path...), value) pairs, applied last
+    search: tuple  # ((path...), kind, values) from --grid/--uniform/--loguniform
+    num_samples: int
+    metric: str
+    mode: str
+    # when to stop, and where the results go
+    stop: MappingProxyType
+    as_test: bool
+    max_failures: int
+    checkpoint_freq: int
+    name: str
+    storage_path: str
+    experiment_dir: str
+    resume_dir: str | None  # the experiment to continue, None for a new run
+    backend: str  # INPROCESS or TUNE
+    print_config: bool
+    command_line: tuple  # as started, without any token
+    probe: env_sources.Probe = dataclasses.field(repr=False, compare=False)  # the env's spaces and creator
+
+    @property
+    def legacy_stack(self) -> bool:
+        return self.framework == "tf2"  # RLlib's TensorFlow support exists only on the legacy API stack
+
+    @property
+    def target_reward(self):
+        return self.stop.get(RETURN_METRIC, self.stop.get(LEGACY_RETURN_METRIC))
+
+    def record(self) -> dict:
+        """The spec as JSON data (what --print-config shows and the run keeps)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "probe"}
+        data.update(env=self.env.record(), env_config=dict(self.env_config), stop=dict(self.stop),
+                    overrides=[[".".join(path), value] for path, value in self.overrides],
+                    search=[[".".join(path), kind, list(values)] for path, kind, values in self.search],
+                    command_line=list(self.command_line))
+        return data
+
+
+def resolve(args, *, envs=None, stop_reward_for=None) -> RunSpec:
+    """The parsed flags -> the RunSpec; bad input is a UserError. Call after rlhpc.cluster.prepare_auth.
+
+    envs: {name: env class} a trainer script offers; stop_reward_for(env_name, env_config) -> float | None
+    gives a default stop reward for envs without a Gymnasium spec.
+    """
+    from rlhpc.config import resolve_algorithm
+    from rlhpc.search import METRICS, parse_search
+
+    algo = resolve_algorithm(args.run)
+    overrides = tuple((tuple(path), value) for path, value in parse_assignments(args.set, "--set"))
+    if algo in OFFLINE_ALGORITHMS and not any(path == ("input_",) for path, _ in overrides):
+        raise UserError(f"{algo} learns from recorded data, not from an env: give it --set input_=PATH "
+                        "or pick an online algorithm (PPO, DQN, SAC, APPO, IMPALA)")
+    env_config = env_config_from(args.env_config)
+    source, creator = env_sources.find(args.name_env, envs, ray_registry=True)
+    probe = env_sources.probe(source, creator, env_config)
+    legacy = args.framework == "tf2"
+
+    default_reward = probe.spec.reward_threshold if probe.spec else (
+        stop_reward_for(args.name_env, env_config) if stop_reward_for else None)
+    stop = stop_criteria(args, default_reward, legacy)
+    search = tuple((tuple(path), kind, tuple(values)) for path, kind, values in parse_search(args))
+    # The tutorial's --redis-password meant "join the running cluster" (rlhpc.cluster.prepare_auth).
+    address = args.address or ("auto" if args.redis_password else None)
+    max_failures = args.max_failures if args.max_failures is not None else \
+        DEFAULT_MAX_FAILURES["cluster" if address else "local"]
+
+    num_env_runners = args.num_cpus
+    if args.local_mode and num_env_runners:
+        warn(f"--local-mode samples in the driver on one core: ignoring --num-cpus {num_env_runners}")
+        num_env_runners = 0
+    num_learners, gpus_per_learner = learner_placement(args, legacy)
+
+    # The default name: the env's, or its class's for path/to/file.py:Class.
+    name = args.name or experiment.path_safe(source.attribute if source.kind == env_sources.CLASS else source.name)
+    storage_path = os.path.abspath(os.path.expanduser(args.storage_path))
+    experiment_path = experiment.experiment_dir(storage_path, name)
+    resume_dir = experiment.find_resume(args.resume, experiment_path) if args.resume else None
+    if resume_dir:
+        backend = INPROCESS if experiment.has_inprocess_state(resume_dir) else TUNE
+    else:
+        backend = INPROCESS if trains_in_process(address, search, args, max_failures) else TUNE
+    if backend == INPROCESS and address:
+        raise UserError(f"{resume_dir} was trained by a local run in its own process: resume it without an address")
+
+    import gymnasium
+
+    space = probe.observation_space
+    return RunSpec(
+        algo=algo, env=source, env_config=MappingProxyType(env_config), framework=args.framework,
+        address=address, local_mode=args.local_mode, num_env_runners=num_env_runners,
+        num_envs_per_runner=args.num_envs_per_runner, num_gpus=args.num_gpus, num_learners=num_learners,
+        num_gpus_per_learner=gpus_per_learner, runner_resource=args.runner_resource,
+        learner_resource=args.learner_resource,
+        flatten_observations=not legacy and space is not None and not isinstance(space, gymnasium.spaces.Box),
+        seed=args.seed, overrides=overrides, search=search, num_samples=args.num_samples, metric=args.metric,
+        mode=args.mode or METRICS.get(args.metric, (None, "max"))[1],
+        stop=MappingProxyType(stop), as_test=args.as_test, max_failures=max_failures,
+        checkpoint_freq=args.checkpoint_freq, name=name, storage_path=storage_path, experiment_dir=experiment_path,
+        resume_dir=resume_dir, backend=backend, print_config=args.print_config,
+        command_line=tuple(without_token(sys.orig_argv)), probe=probe,
+    )
+
+
+def stop_criteria(args, default_reward, legacy: bool) -> dict:
+    reward = args.stop_reward if args.stop_reward is not None else default_reward
+    stop = {}
+    if reward is not None:
+        stop[LEGACY_RETURN_METRIC if legacy else RETURN_METRIC] = reward
+    if args.stop_iters:
+        stop["training_iteration"] = args.stop_iters
+    if args.stop_timesteps:
+        stop["num_env_steps_sampled_lifetime"] = args.stop_timesteps
+    if args.stop_time:
+        stop["time_total_s"] = args.stop_time
+    if not stop:
+        warn(f"{args.name_env} has no reward threshold and no --stop-* flag was given: stopping after 100 iterations")
+        stop["training_iteration"] = 100
+    return stop
+
+
+def learner_placement(args, legacy: bool) -> tuple:
+    """GPUs -> (num_learners, GPUs per learner), as in RLlib's scaling guide.
+
+    <=1 GPU: the one (local) learner runs in the algorithm's process on that GPU (share);
+    G>1: G remote learners with one GPU each. A learner pinned to a node by a custom
+    resource must be a remote actor, since only remote learners get their own placement.
+    (The legacy stack has no learner actors: its driver takes all the GPUs.)
+    """
+    gpus = 0.0 if args.local_mode else args.num_gpus  # --local-mode trains on the CPU
+    if legacy:
+        return 0, gpus
+    learners, per_learner = (int(gpus), 1) if gpus > 1 else (0, gpus)
+    if args.learner_resource:
+        learners = max(1, learners)
+    return learners, per_learner
+
+
+def trains_in_process(address, search, args, max_failures) -> bool:
+    """Local, one trial, CPU, new API stack, no restarts: everything else goes through Tune. (GPU runs
+    too: there Ray hands the GPU to the actor it places; training in the driver was never tried on a
+    GPU. --max-failures: Tune restarts a crashed trial from its last checkpoint.)"""
+    return not address and not search and args.num_samples == 1 and args.framework != "tf2" \
+        and not args.num_gpus and not max_failures

@@ -1,0 +1,129 @@
+"""The Tune backend: searches, cluster runs and GPU runs, as Tune trials, with our progress line,
+checkpoints on signals, resume, and the outcome in rlhpc.report's shape.
+"""
+
+import csv
+import signal
+
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback
+
+from rlhpc import experiment
+from rlhpc.config import algorithm_class
+from rlhpc.report import STOP_SIGNALS, Outcome, ProgressLine, TrialOutcome, announce_stop, training_failed
+
+
+class TuneProgressLine(tune.Callback):
+    """ProgressLine for Tune's trials (trial id and counts when there are several)."""
+
+    def __init__(self):
+        self._progress = ProgressLine()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        line = self._progress.line(result, trial.trial_id)
+        if len(trials) > 1:
+            running = sum(t.status == "RUNNING" for t in trials)
+            finished = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            line = f"[{trial.trial_id}] {line}  ({running} running, {finished}/{len(trials)} done)"
+        print(line, flush=True)
+
+
+class ResumableCSVLogger(CSVLoggerCallback):
+    """progress.csv that stays aligned across --resume.
+
+    Tune appends to an existing progress.csv under its old header but with the columns of the
+    resumed process's first result, in whatever order they come: after a resume the return
+    column then holds another metric. Here the existing header decides the columns.
+    """
+
+    def log_trial_result(self, iteration, trial, result):
+        if trial not in self._trial_files:
+            self._setup_trial(trial)
+        if self._trial_csv[trial] is None and self._trial_continue[trial]:
+            header = experiment.progress_header(trial.local_path)
+            if header:
+                self._trial_csv[trial] = csv.DictWriter(self._trial_files[trial], header, extrasaction="ignore")
+        super().log_trial_result(iteration, trial, result)
+
+
+class StopOnSignal(tune.Callback):
+    """SIGUSR1/SIGTERM/SIGINT: checkpoint every running trial at its next result, then stop Tune.
+
+    Tune alone stops on SIGUSR1/SIGINT but keeps only the last periodic checkpoint, and dies on
+    SIGTERM. Slurm sends SIGUSR1 before the wall-time limit (`#SBATCH --signal=B:USR1@N`): the next
+    job resumes from here. On a plain scancel or pre-emption Slurm signals every process of the job
+    at once, Ray's included, so the save is attempted but not assured there (slurm/README.md).
+    """
+
+    received = None  # the signal name, shared with the summary
+
+    def __init__(self):
+        self._installed = False
+
+    def on_step_begin(self, iteration, trials, **info):
+        # Installed here, after Tune set its own SIGUSR1/SIGINT handlers, so ours win.
+        if self._installed:
+            return
+        self._installed = True
+        self._pending = set()
+        self._tune_handler = signal.getsignal(signal.SIGUSR1)
+        for name in STOP_SIGNALS:
+            signal.signal(getattr(signal, name), self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        if StopOnSignal.received:  # a second signal: stop now, as Tune would
+            return self._interrupt_tune()
+        StopOnSignal.received = signal.Signals(signum).name
+        announce_stop(StopOnSignal.received)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if StopOnSignal.received and trial.trial_id not in self._pending:
+            result["should_checkpoint"] = True  # Tune reads this after the callbacks ran
+            self._pending.add(trial.trial_id)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        if not StopOnSignal.received:
+            return
+        running = {t.trial_id for t in trials if t.status == "RUNNING"}
+        if running <= self._pending:
+            self._interrupt_tune()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.on_checkpoint(iteration, trials, trial, None)
+
+    def _interrupt_tune(self):
+        if callable(self._tune_handler):
+            self._tune_handler(signal.SIGUSR1, None)  # sets Tune's "interrupted" flag: state is saved
+
+
+def make_tuner(spec, param_space):
+    algo_cls = algorithm_class(spec.algo)
+    if spec.resume_dir:
+        # Stop criteria and callbacks come back from the saved experiment; the config is given
+        # again because it holds objects Tune cannot always re-create on its own.
+        return tune.Tuner.restore(spec.resume_dir, trainable=algo_cls, resume_unfinished=True, resume_errored=True,
+                                  param_space=param_space)
+    run_config = tune.RunConfig(
+        name=spec.name,
+        storage_path=spec.storage_path,
+        stop=dict(spec.stop),
+        verbose=0,  # ProgressLine prints instead
+        callbacks=[TuneProgressLine(), StopOnSignal(), ResumableCSVLogger()],
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=spec.checkpoint_freq, checkpoint_at_end=True),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+    )
+    return tune.Tuner(algo_cls, param_space=param_space, run_config=run_config,
+                      tune_config=tune.TuneConfig(num_samples=spec.num_samples))
+
+
+def train(spec, config) -> Outcome:
+    """Runs (or restores) the Tune experiment until every trial stopped; Tune restarts crashed trials."""
+    from rlhpc.search import search_space
+
+    param_space = search_space(config, spec.search) if spec.search else config
+    grid = make_tuner(spec, param_space).fit()
+    trials = [TrialOutcome(path=r.path, metrics=r.metrics or {}, checkpoint=r.checkpoint.path if r.checkpoint else None,
+                           config=r.config or {},
+                           error=training_failed(str(r.error), r.error, r.path) if r.error else None)
+              for r in grid]
+    return Outcome(grid.experiment_path, trials, StopOnSignal.received)

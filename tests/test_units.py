@@ -1,0 +1,179 @@
+"""Pure logic, tested in this process (milliseconds, not a Python+Ray start per case): flag parsing, value
+parsing, token stripping, failure lines, the results helpers, the run spec, and the trainer's one-line refusals
+before Ray starts. Each error class keeps one end-to-end case in the script tests (test_trainer.py, ...)."""
+
+import dataclasses
+import json
+import math
+
+import pytest
+from conftest import RETURN
+
+from rlhpc import cli, results
+from rlhpc.cluster import without_token
+from rlhpc.errors import UserError
+from rlhpc.report import failure_line
+from rlhpc.trainer import main
+
+
+@pytest.fixture
+def trainer(monkeypatch, tmp_path, capsys):
+    """main() as a script runs it, here: (exit code, stdout, stderr); a user with no Ray auth configured."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "ip_head"):
+        monkeypatch.delenv(key, raising=False)
+
+    def run(*argv, num_gpus=0.0):
+        try:
+            code = main([str(a) for a in argv], description="", num_gpus=num_gpus)
+        except SystemExit as e:
+            code = e.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--name-env", "CartPole-v9"], "unknown env 'CartPole-v9'"),
+    (["--name-env", "no_such_module:MyEnv-v0"], "cannot import 'no_such_module' for env 'no_such_module:MyEnv-v0'"),
+    (["--name-env", "/no/such/file.py:MyEnv"], "cannot import '/no/such/file.py' for env '/no/such/file.py:MyEnv'"),
+    (["--run", "NoSuchAlgo"], "unknown algorithm 'NoSuchAlgo'"),
+    (["--run", "A2C"], "A2C was removed from RLlib"),
+    (["--run", "A3C"], "A3C was removed from RLlib"),
+    (["--run", "BC"], "BC learns from recorded data"),
+    (["--num-cpus", "1.5"], "argument --num-cpus: expected a whole number >= 0, got '1.5'"),
+    (["--num-gpus", "1.5"], "more than one GPU must be a whole number"),
+    (["--num-gpus", "inf"], "argument --num-gpus: expected a GPU count >= 0, got 'inf'"),
+    (["--set", "lr"], "malformed --set 'lr': expected KEY=VALUE"),
+    (["--set", "=3"], "malformed --set '=3'"),
+    (["--set", "learning_rate=0.1"], "PPO has no config key 'learning_rate'"),
+    (["--set", "model_config.fcnet_hidden=[8]"], "PPO has no config key 'model_config.fcnet_hidden'"),
+    (["--set", "minibatch_size=100000"], "invalid PPO config: `minibatch_size` (100000)"),
+    (["--env-config", "length"], "malformed --env-config 'length'"),
+    (["--env-config", "no_such_key=1"], "bad --env-config for CartPole-v0"),
+    (["--grid", "lr=[]"], "--grid lr needs a non-empty list"),
+    (["--grid", "no_such_key=[1,2]"], "PPO has no config key 'no_such_key'"),
+    (["--grid", 'lr=[0.1,"fast"]'], "bad value for lr: expected a number, got 'fast'"),
+    (["--uniform", "lr=1e-3"], "malformed --uniform 'lr=1e-3': expected KEY=LOW,HIGH"),
+    (["--loguniform", "lr=0,1"], "bad --loguniform 'lr=0,1': need LOW < HIGH and LOW > 0"),
+    (["--resume"], "nothing to resume at"),
+])
+def test_bad_input_is_one_line_before_ray_starts(trainer, tmp_path, args, message):
+    code, _, err = trainer(*args, "--stop-iters", 1)
+    assert code == 2
+    assert message in one_error_line(err)
+    assert not list(tmp_path.glob("ray_results/*")), "a failed start left an experiment behind"
+
+
+def test_rllib_names_for_the_tutorial_flags(trainer):
+    code, out, err = trainer("--env", "CartPole-v1", "--algo", "dqn", "--num-env-runners", 0, "--print-config")
+    assert code == 0, err
+    spec = json.loads(out)["spec"]
+    assert (spec["algo"], spec["env"]["name"], spec["num_env_runners"]) == ("DQN", "CartPole-v1", 0)
+
+
+@pytest.mark.parametrize("gpus, learners, per_learner, gpu_total", [
+    ("0", 0, 0, 0),  # the learner on CPU, inside the algorithm process
+    ("0.5", 0, 0.5, 0.5),  # the local learner on half a GPU
+    ("1", 0, 1, 1),  # the local learner on one GPU
+])
+def test_print_config_maps_gpus_to_learners(trainer, gpus, learners, per_learner, gpu_total):
+    code, out, err = trainer("--num-cpus", 2, "--num-gpus", gpus, "--print-config", num_gpus=1.0)
+    assert code == 0, err
+    summary = json.loads(out)["summary"]
+    assert summary["num_learners"] == learners
+    assert summary["num_gpus_per_learner"] == per_learner
+    assert summary["resources"].get("GPU", 0) == gpu_total
+    assert summary["resources"]["CPU"] == 3  # 2 env runners + the algorithm process
+    assert summary["num_env_runners"] == 2 and summary["framework"] == "torch"
+
+
+def test_pendulum_gets_its_own_ppo_settings_and_set_wins(trainer):
+    code, out, err = trainer("--name-env", "Pendulum-v1", "--set", "lambda_=0.8", "--print-config")
+    assert code == 0, err
+    pendulum = json.loads(out)
+    assert pendulum["config"]["gamma"] == 0.9  # the env's default, over PPO's 0.99
+    assert pendulum["config"]["vf_clip_param"] == 10_000
+    assert pendulum["config"]["lambda"] == 0.8  # --set beats the env's 0.95
+    assert pendulum["summary"]["tuned_defaults"]["lambda_"] == 0.95  # what was applied before --set
+    code, out, err = trainer("--name-env", "CartPole-v1", "--print-config")
+    cartpole = json.loads(out)
+    assert cartpole["config"]["gamma"] == 0.99 and cartpole["config"]["vf_clip_param"] == 10_000
+    assert "gamma" not in cartpole["summary"]["tuned_defaults"]
+    assert cartpole["summary"]["tuned_defaults"]["lr"] == 0.001  # PPO's own defaults still apply
+
+
+def resolved(*argv, num_gpus=0.0):
+    from rlhpc.spec import resolve
+
+    return resolve(cli.build_parser("", num_gpus=num_gpus).parse_args([str(a) for a in argv]))
+
+
+def test_the_spec_decides_every_derived_setting_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("ip_head", raising=False)
+    local = resolved("--stop-iters", 3)
+    assert (local.name, local.address, local.max_failures, local.backend) == ("CartPole-v0", None, 0, "inprocess")
+    assert dict(local.stop) == {RETURN: 195.0, "training_iteration": 3}
+    assert local.experiment_dir == str(tmp_path / "ray_results" / "CartPole-v0")
+    # The tutorial's --redis-password means "join the running cluster": Tune, 3 restarts, no token recorded.
+    joined = resolved("--redis-password", "f" * 64, "--stop-iters", 1)
+    assert (joined.address, joined.max_failures, joined.backend) == ("auto", 3, "tune")
+    assert "f" * 64 not in json.dumps(joined.record())
+    search = resolved("--grid", "lr=[1e-3,1e-4]", "--metric", "steps_to_reward")
+    assert (search.backend, search.mode, search.search) == ("tune", "min", ((("lr",), "grid", (1e-3, 1e-4)),))
+    assert resolved("--max-failures", 1).backend == "tune"
+    assert resolved("--name-env", "Acrobot-v1", "--name", "x", "--local-mode", "--num-cpus", 3).num_env_runners == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        local.name = "other"
+
+
+def test_parse_value_reads_literals_and_keeps_text():
+    assert cli.parse_value("1e-3") == 0.001
+    assert cli.parse_value("[64,64]") == [64, 64]
+    assert cli.parse_value("true") is True and cli.parse_value("True") is True
+    assert cli.parse_value("(1, 2)") == (1, 2)
+    assert cli.parse_value("fast") == "fast"
+    assert cli.parse_assignments(["a.b=1", " c = x "], "--set") == [(["a", "b"], 1), (["c"], "x")]
+    with pytest.raises(UserError, match="malformed --set 'a.=1'"):
+        cli.parse_assignments(["a.=1"], "--set")
+
+
+@pytest.mark.parametrize("argv", [
+    ["t.py", "--redis-password", "SECRET", "--stop-iters", "1"],
+    ["t.py", "--redis-password=SECRET", "--stop-iters", "1"],
+    ["t.py", "--redis-pass", "SECRET", "--stop-iters", "1"],
+    ["t.py", "--red=SECRET", "--stop-iters", "1"],
+])
+def test_the_token_is_taken_out_of_argv_in_every_form_argparse_accepts(argv):
+    assert without_token(argv) == ["t.py", "--stop-iters", "1"]
+
+
+def test_failure_line_prefers_the_env_error_over_rllibs_bare_runtime_error():
+    text = ("Traceback (most recent call last):\n  File \"env.py\", line 3, in step\n"
+            "ValueError: simulator diverged at t=12\n\nThe above exception was the direct cause:\n"
+            "Traceback (most recent call last):\nRuntimeError\n")
+    assert failure_line(text, RuntimeError()) == "ValueError: simulator diverged at t=12"
+    assert failure_line("", KeyError("x")) == "KeyError"
+
+
+def test_results_helpers_read_returns_steps_and_stops():
+    result = {"training_iteration": 4, "num_env_steps_sampled_lifetime": 8000,
+              "env_runners": {"episode_return_mean_100": 190.5, "episode_return_mean": 300.0}}
+    assert results.episode_return(result) == 190.5  # the 100-episode mean, not one iteration's
+    assert results.episode_return({"env_runners": {"episode_return_mean_100": math.nan}}) is None
+    assert results.env_steps(result) == 8000
+    assert results.env_steps({"env_runners": {"num_env_steps_sampled_lifetime": 7}}) == 7  # legacy stack
+    stop = {RETURN: 195.0, "training_iteration": 5}
+    assert results.target_reward(stop) == 195.0 and not results.reached(result, stop)
+    assert not results.stop_reached(result, stop)
+    assert results.stop_reached({**result, "training_iteration": 5}, stop)
+    assert results.as_number(True) is None and results.as_number(3) == 3
+    assert results.flatten({"a": {"b": 1, "c": {}}, "d": 2}) == {"a/b": 1, "d": 2}
