@@ -1,6 +1,6 @@
 """Custom Gymnasium environments for the RLlib-on-HPC tutorial.
 
-Two examples live here, read them top to bottom like a tutorial page:
+Three examples live here, read them top to bottom like a tutorial page:
 
 1. ``BasicEnv`` -- the environment from the original "Reinforcement Learning
    with Ray/RLlib on Eagle" tutorial, ported from the old ``gym`` API to
@@ -10,14 +10,17 @@ Two examples live here, read them top to bottom like a tutorial page:
    read (and validated) from ``env_config``, seeding through
    ``self.np_random``, and the difference between *terminated* and
    *truncated*.
+3. ``SlowCartPole`` -- CartPole whose step costs wall-clock or CPU time, as a
+   simulator's does: the env for trying parallel sampling, and a pattern for
+   wrapping a real simulator.
 
-Both classes take a single ``env_config`` argument because that is how RLlib
+All classes take a single ``env_config`` argument because that is how RLlib
 builds environments on every worker: it calls ``creator(env_config)`` with an
 ``EnvContext`` (a ``dict`` subclass holding the user's settings).
 
-Each class also has ``optimal_return(env_config)``, the best achievable
-episode return, so tests and training scripts can check that an agent has
-really learned the task.
+The first two also have ``optimal_return(env_config)``, the best achievable
+episode return, and ``SlowCartPole`` has CartPole's ``reward_threshold``, so
+tests and training scripts can check that an agent has really learned the task.
 """
 
 from __future__ import annotations
@@ -258,3 +261,73 @@ class SlipperyCorridorEnv(gym.Env):
 def optimal_return(env_config: dict | None = None) -> float:
     """Module-level shortcut for ``SlipperyCorridorEnv.optimal_return``."""
     return SlipperyCorridorEnv.optimal_return(env_config)
+
+
+# ---------------------------------------------------------------------------
+# Part 3: SlowCartPole, an env whose step costs time, as a simulator's does
+# ---------------------------------------------------------------------------
+
+
+class SlowCartPole(gym.Env):
+    """CartPole's dynamics (so "solved" is known: 195 over 200 steps, as CartPole-v0) with a step that costs time.
+
+    Real simulators (buildings, grids, traffic) spend milliseconds per step, often waiting on an external
+    program; that is where parallel sampling pays. Two costs, set with env_config:
+
+    * ``step_ms``: wall-clock time that uses no CPU (a sleep, as a call to an external simulator waits);
+    * ``cpu_ms``: busy work on this core (a simulator computing in-process);
+    * ``max_steps``: the episode's time limit (default 200, CartPole-v0's).
+
+    To wrap your own simulator, keep this shape: build the connection in ``__init__`` from ``env_config``,
+    start an episode in ``reset``, advance it in ``step``, release it in ``close``.
+    """
+
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 50}
+    DEFAULTS: ClassVar[dict] = {"step_ms": 0.0, "cpu_ms": 0.0, "max_steps": 200}
+
+    def __init__(self, env_config: dict | None = None):
+        from gymnasium.envs.classic_control import CartPoleEnv
+
+        config = _check_keys("SlowCartPole", env_config, self.DEFAULTS)
+        for key in ("step_ms", "cpu_ms"):
+            if not _is_real(config[key]) or not 0 <= config[key] <= 60_000:
+                raise ValueError(f"SlowCartPole: {key} must be a number of milliseconds in [0, 60000], "
+                                 f"got {config[key]!r}")
+        if not _is_int(config["max_steps"]) or config["max_steps"] < 1:
+            raise ValueError(f"SlowCartPole: max_steps must be a whole number >= 1, got {config['max_steps']!r}")
+        self.step_s, self.cpu_s = config["step_ms"] / 1000, config["cpu_ms"] / 1000
+        self.max_steps = config["max_steps"]
+        self.render_mode = None
+        self._cartpole = CartPoleEnv(render_mode="rgb_array")
+        self.observation_space = self._cartpole.observation_space
+        self.action_space = self._cartpole.action_space
+        self._steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._steps = 0
+        return self._cartpole.reset(seed=seed, options=options)
+
+    def step(self, action):
+        import time
+
+        if self.step_s:
+            time.sleep(self.step_s)
+        if self.cpu_s:
+            deadline = time.perf_counter() + self.cpu_s
+            while time.perf_counter() < deadline:
+                pass
+        obs, reward, terminated, _, info = self._cartpole.step(action)
+        self._steps += 1
+        return obs, reward, terminated, self._steps >= self.max_steps, info
+
+    def render(self):
+        return self._cartpole.render()
+
+    def close(self):
+        self._cartpole.close()
+
+    @classmethod
+    def reward_threshold(cls, env_config: dict | None = None) -> float:
+        """CartPole's "solved": 97.5 % of the time limit (195 of CartPole-v0's 200)."""
+        return 0.975 * _check_keys("SlowCartPole", env_config, cls.DEFAULTS)["max_steps"]

@@ -7,6 +7,7 @@ simple_example/simple_trainer.py:
     python custom_gym_env/custom_env_trainer.py                         # BasicEnv, PPO
     python custom_gym_env/custom_env_trainer.py --name-env SlipperyCorridorEnv --env-config length=20
     python custom_gym_env/custom_env_trainer.py --name-env OldGymCorridorEnv  # adapted, with a warning
+    python custom_gym_env/custom_env_trainer.py --name-env SlowCartPole --env-config step_ms=10  # a slow simulator
 
 By default training stops just under the env's known optimal return.
 """
@@ -17,17 +18,22 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the shared rlhpc/ package
 
-from custom_env import BasicEnv, SlipperyCorridorEnv
+from custom_env import BasicEnv, SlipperyCorridorEnv, SlowCartPole
 from old_gym_api_env import OldGymCorridorEnv
 
 from rlhpc.trainer import main
 
 # The names to give --name-env; each is registered with ray.tune.registry.register_env.
-ENVS = {"BasicEnv": BasicEnv, "SlipperyCorridorEnv": SlipperyCorridorEnv, "OldGymCorridorEnv": OldGymCorridorEnv}
+ENVS = {"BasicEnv": BasicEnv, "SlipperyCorridorEnv": SlipperyCorridorEnv, "OldGymCorridorEnv": OldGymCorridorEnv,
+        "SlowCartPole": SlowCartPole}
 
 
 def stop_reward(name, env_config):
-    """A little under the optimum: a policy that still explores rarely scores it exactly."""
+    """The env's own threshold where it has one, else a little under the optimum: a policy that still explores
+    rarely scores the optimum exactly."""
+    threshold = getattr(ENVS[name], "reward_threshold", None)
+    if threshold is not None:
+        return threshold(env_config)
     optimum = getattr(ENVS[name], "optimal_return", None)
     return None if optimum is None else optimum(env_config) - 0.05
 

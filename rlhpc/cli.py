@@ -132,6 +132,10 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                       help="tf2 uses RLlib's legacy API stack and needs the [tf] extra")
     algo.add_argument("--num-envs-per-runner", type=positive_number,
                       help="vectorized envs in each env runner (default: per algorithm, see rlhpc/defaults.py)")
+    algo.add_argument("--vectorize", choices=["auto", "sync", "async"], default="auto",
+                      help="step each env runner's envs one after another (sync) or in parallel processes "
+                           "(async: pays when a step takes milliseconds, as a simulator's does); auto times a "
+                           "few steps of the env before Ray starts and picks (rlhpc/spec.py)")
     algo.add_argument("--seed", type=int, help="seed for envs and networks")
     algo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override an algorithm config key (repeatable; nested keys with dots; values are "

@@ -138,13 +138,14 @@ def build_config(spec):
     defaults = tuned_defaults(spec.algo, spec.env.name)
     apply_overrides(config, [([k], v) for k, v in defaults.items()], spec.algo)
 
-    runner_kwargs = {"num_env_runners": spec.num_env_runners}
-    if spec.num_envs_per_runner:
-        runner_kwargs["num_envs_per_env_runner"] = spec.num_envs_per_runner
+    runner_kwargs = {"num_env_runners": spec.num_env_runners, "num_envs_per_env_runner": spec.num_envs_per_runner,
+                     "gym_env_vectorize_mode": spec.vectorize}
     if spec.runner_resource:
         # A sliver of a custom resource pins runners to the nodes that advertise it (Slurm group 1).
         runner_kwargs["custom_resources_per_env_runner"] = {spec.runner_resource: 0.01}
     config.env_runners(**runner_kwargs)
+    if spec.train_batch_size:
+        config.training(train_batch_size_per_learner=spec.train_batch_size)
     # A node lost mid-run (pre-emption, OOM) must cost a few samples, not the whole job.
     config.fault_tolerance(restart_failed_env_runners=True)
 
@@ -201,6 +202,9 @@ def describe(config, spec, bundles: list) -> dict:
         "env_config": dict(config.env_config),
         "num_env_runners": config.num_env_runners,
         "num_envs_per_env_runner": config.num_envs_per_env_runner,
+        "vectorize": f"{config.gym_env_vectorize_mode} ({spec.vectorize_reason})",
+        "train_batch_size_per_learner": config.train_batch_size_per_learner,
+        "rollout_fragment_length": config.get_rollout_fragment_length(),
         "num_learners": 0 if legacy else config.num_learners,
         "num_gpus_per_learner": config.num_gpus if legacy else config.num_gpus_per_learner,
         "learner_placement": _learner_placement(config, legacy),

@@ -54,6 +54,45 @@ class Probe:
     observation_space: object
     action_space: object
     creator: object  # env_config -> env, for register_env (None: Gymnasium makes it)
+    step_seconds: float | None = None  # the mean wall time of one step, when timed
+    steps_timed: int = 0
+
+
+TIMING_STEPS, TIMING_BUDGET_S = 20, 0.3  # a few dozen steps at most, a fraction of a second
+
+
+def time_steps(env) -> tuple:
+    """-> (mean seconds per step, steps timed) over random actions; (None, 0) if the env cannot be stepped so."""
+    import time
+
+    try:
+        env.reset(seed=0)
+        took, steps = 0.0, 0
+        while steps < TIMING_STEPS and took < TIMING_BUDGET_S:
+            action = env.action_space.sample()
+            started = time.perf_counter()
+            out = env.step(action)
+            took += time.perf_counter() - started
+            steps += 1
+            if out[2] or (len(out) == 5 and out[3]):  # terminated or truncated (old gym: done)
+                env.reset()
+    except Exception:  # noqa: BLE001 -- an env that refuses random actions is still trainable: just not timed
+        return None, 0
+    return took / steps, steps
+
+
+def _look(env, timed: bool) -> dict:
+    from rlhpc.gym_compat import to_gymnasium_space
+
+    seen = {}
+    for kind in ("observation_space", "action_space"):
+        space = getattr(env, kind, None)
+        try:
+            seen[kind] = to_gymnasium_space(space)
+        except TypeError:  # not a space we know (None for RLlib's MultiAgentEnv): as it is
+            seen[kind] = space
+    seen["step_seconds"], seen["steps_timed"] = time_steps(env) if timed else (None, 0)
+    return seen
 
 
 def bad_env_config(name: str, error: Exception) -> UserError:
@@ -154,11 +193,12 @@ def gymnasium_id(source: EnvSource) -> str:
     return source.attribute if source.kind == GYMNASIUM and source.module else source.name
 
 
-def probe(source: EnvSource, creator, env_config: dict, *, warn=None) -> Probe:
-    """Builds the env once with env_config, reads its spaces and closes it; errors are one line."""
+def probe(source: EnvSource, creator, env_config: dict, *, warn=None, timed: bool = False) -> Probe:
+    """Builds the env once with env_config, reads its spaces (and, when `timed`, the time a step takes) and
+    closes it; errors are one line."""
     import gymnasium
 
-    spec, spaces = None, {}
+    spec, seen = None, {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -172,8 +212,9 @@ def probe(source: EnvSource, creator, env_config: dict, *, warn=None) -> Probe:
             else:
                 from rlhpc.gym_compat import check_and_adapt
 
-                creator = check_and_adapt(creator, env_config, warn=warn, spaces=spaces)
-                env = None  # built, read and closed by check_and_adapt
+                creator = check_and_adapt(creator, env_config, warn=warn,
+                                          on_built=lambda built: seen.update(_look(built, timed)))
+                env = None  # built, looked at and closed by check_and_adapt
     except UserError:
         raise
     except TypeError as e:  # an unknown keyword from --env-config
@@ -185,11 +226,12 @@ def probe(source: EnvSource, creator, env_config: dict, *, warn=None) -> Probe:
     except Exception as e:  # noqa: BLE001 -- the env's own bug or a missing extra (box2d, mujoco): one line
         raise cannot_create_env(source.name, e) from None
     if env is not None:
-        spaces = {kind: getattr(env, kind, None) for kind in ("observation_space", "action_space")}
-        if hasattr(env, "close"):
-            env.close()
-    return Probe(spec, spaces["observation_space"], spaces["action_space"],
-                 None if source.kind == GYMNASIUM else creator)
+        try:
+            seen = _look(env, timed)
+        finally:
+            if hasattr(env, "close"):
+                env.close()
+    return Probe(spec, creator=None if source.kind == GYMNASIUM else creator, **seen)
 
 
 def register_with_ray(source: EnvSource, probed: Probe) -> None:

@@ -313,7 +313,7 @@ def check_and_adapt(
     env_config: dict | None = None,
     *,
     warn: Callable[[str], None] | None = None,
-    spaces: dict | None = None,
+    on_built: Callable[[Any], None] | None = None,
 ) -> Callable:
     """Return an ``env_config -> gymnasium.Env`` creator for ``env_creator``.
 
@@ -333,8 +333,8 @@ def check_and_adapt(
       prints ``warning: <text>`` on stderr) is called exactly once with the
       text from ``old_api_warning``.
 
-    ``spaces``, when given, receives the env's observation and action spaces (as
-    Gymnasium spaces) from that one build.
+    ``on_built``, when given, is called with that one env before it is closed
+    (rlhpc.envs reads its spaces and times its steps there).
     """
     if not isinstance(env_creator, type) and hasattr(env_creator, "step"):
         raise TypeError(
@@ -356,13 +356,8 @@ def check_and_adapt(
     env = env_creator(env_config) if takes_config else env_creator()
     try:
         old_reset, old_step = detect_old_api(env)
-        if spaces is not None:  # read from this build: a slow simulator is not started twice
-            for kind in ("observation_space", "action_space"):
-                space = getattr(env, kind, None)
-                try:
-                    spaces[kind] = to_gymnasium_space(space)
-                except TypeError:  # not a space we know (None for RLlib's MultiAgentEnv): as it is
-                    spaces[kind] = space
+        if on_built is not None:  # a look at this build: a slow simulator is not started twice
+            on_built(env)
     finally:
         close = getattr(env, "close", None)
         if callable(close):

@@ -36,6 +36,11 @@ class Outcome:
 def start_lines(spec, where: str, placement: dict) -> None:
     print(f"{spec.algo} on {spec.env.name} with {where}: {placement['num_env_runners']} env runner(s) x "
           f"{placement['num_envs_per_env_runner']} envs, learner: {placement['learner_placement']}", flush=True)
+    envs = max(1, placement["num_env_runners"]) * placement["num_envs_per_env_runner"]
+    batch = (f"train batch {placement['train_batch_size_per_learner']:,} = {envs} envs x "
+             f"{placement['rollout_fragment_length']} steps" if spec.train_batch_size else
+             f"{placement['rollout_fragment_length']} steps per env and sample")
+    print(f"envs step {placement['vectorize']}; {batch}", flush=True)
     print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in spec.stop.items()), flush=True)
 
 

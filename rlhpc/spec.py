@@ -18,6 +18,7 @@ from rlhpc import envs as env_sources
 from rlhpc import experiment
 from rlhpc.cli import env_config_from, parse_assignments
 from rlhpc.cluster import without_token
+from rlhpc.defaults import tuned_defaults
 from rlhpc.errors import UserError, warn
 from rlhpc.results import LEGACY_RETURN_METRIC, RETURN_METRIC
 
@@ -25,6 +26,12 @@ from rlhpc.results import LEGACY_RETURN_METRIC, RETURN_METRIC
 OFFLINE_ALGORITHMS = {"BC", "CQL", "IQL", "MARWIL"}
 DEFAULT_MAX_FAILURES = {"cluster": 3, "local": 0}  # a cluster loses nodes; a local crash is the env's bug
 INPROCESS, TUNE = "inprocess", "tune"
+# --vectorize auto: sub-envs step in parallel processes when one step takes at least this long. Below it the
+# pipes to and from the processes cost more than the step (benchmarks/README.md, "sync or async").
+ASYNC_FROM_MS = 1.0
+# The train batch keeps at least this many steps from every sampling env, as SB3's n_envs x n_steps does:
+# more env runners make the batch bigger instead of each runner's fragment shorter.
+MIN_STEPS_PER_ENV = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +44,10 @@ class RunSpec:
     address: str | None  # None: a local Ray
     local_mode: bool
     num_env_runners: int
-    num_envs_per_runner: int | None  # None: the algorithm's tuned default (rlhpc/defaults.py)
+    num_envs_per_runner: int  # --num-envs-per-runner, else the algorithm's tuned default (rlhpc/defaults.py)
+    vectorize: str  # "sync" or "async": how each runner steps its envs
+    vectorize_reason: str  # why, for the first line
+    train_batch_size: int | None  # per learner: max(tuned default, sampling envs x MIN_STEPS_PER_ENV)
     num_gpus: float  # as asked; num_learners and num_gpus_per_learner say where they go
     num_learners: int
     num_gpus_per_learner: float
@@ -99,8 +109,12 @@ def resolve(args, *, envs=None, stop_reward_for=None) -> RunSpec:
                         "or pick an online algorithm (PPO, DQN, SAC, APPO, IMPALA)")
     env_config = env_config_from(args.env_config)
     source, creator = env_sources.find(args.name_env, envs, ray_registry=True)
-    probe = env_sources.probe(source, creator, env_config)
+    probe = env_sources.probe(source, creator, env_config, timed=args.vectorize == "auto")
     legacy = args.framework == "tf2"
+    tuned = tuned_defaults(algo, source.name)
+    set_keys = dict((path, value) for path, value in overrides if len(path) == 1)
+    num_envs = set_keys.get(("num_envs_per_env_runner",)) or args.num_envs_per_runner \
+        or tuned.get("num_envs_per_env_runner") or 1
 
     default_reward = probe.spec.reward_threshold if probe.spec else (
         stop_reward_for(args.name_env, env_config) if stop_reward_for else None)
@@ -116,6 +130,12 @@ def resolve(args, *, envs=None, stop_reward_for=None) -> RunSpec:
         warn(f"--local-mode samples in the driver on one core: ignoring --num-cpus {num_env_runners}")
         num_env_runners = 0
     num_learners, gpus_per_learner = learner_placement(args, legacy)
+    vectorize, vectorize_reason = vectorize_mode(args.vectorize, num_envs, probe, set_keys, legacy)
+    batch = tuned.get("train_batch_size_per_learner")
+    if batch and ("train_batch_size_per_learner",) not in set_keys:
+        batch = max(batch, max(1, num_env_runners) * num_envs * MIN_STEPS_PER_ENV)
+    else:
+        batch = None  # the algorithm's own, or the user's --set
 
     # The default name: the env's, or its class's for path/to/file.py:Class.
     name = args.name or experiment.path_safe(source.attribute if source.kind == env_sources.CLASS else source.name)
@@ -135,7 +155,8 @@ def resolve(args, *, envs=None, stop_reward_for=None) -> RunSpec:
     return RunSpec(
         algo=algo, env=source, env_config=MappingProxyType(env_config), framework=args.framework,
         address=address, local_mode=args.local_mode, num_env_runners=num_env_runners,
-        num_envs_per_runner=args.num_envs_per_runner, num_gpus=args.num_gpus, num_learners=num_learners,
+        num_envs_per_runner=num_envs, vectorize=vectorize, vectorize_reason=vectorize_reason,
+        train_batch_size=batch, num_gpus=args.num_gpus, num_learners=num_learners,
         num_gpus_per_learner=gpus_per_learner, runner_resource=args.runner_resource,
         learner_resource=args.learner_resource,
         flatten_observations=not legacy and space is not None and not isinstance(space, gymnasium.spaces.Box),
@@ -180,6 +201,24 @@ def learner_placement(args, legacy: bool) -> tuple:
     if args.learner_resource:
         learners = max(1, learners)
     return learners, per_learner
+
+
+def vectorize_mode(asked: str, num_envs: int, probe, set_keys: dict, legacy: bool) -> tuple:
+    """-> ("sync" or "async", why): --vectorize, or for auto the step time measured on the driver."""
+    if ("gym_env_vectorize_mode",) in set_keys:
+        return str(set_keys[("gym_env_vectorize_mode",)]).lower(), "--set gym_env_vectorize_mode"
+    if asked != "auto":
+        return asked, f"--vectorize {asked}"
+    if legacy:
+        return "sync", "the legacy API stack (tf2) steps its envs itself"
+    if num_envs < 2:
+        return "sync", "one env per runner"
+    if probe.step_seconds is None:
+        return "sync", "a step could not be timed"
+    step_ms = probe.step_seconds * 1000
+    if step_ms >= ASYNC_FROM_MS:
+        return "async", f"a step takes {step_ms:.1f} ms, >= {ASYNC_FROM_MS:g} ms"
+    return "sync", f"a step takes {step_ms:.3f} ms, < {ASYNC_FROM_MS:g} ms"
 
 
 def trains_in_process(address, search, args, max_failures) -> bool:

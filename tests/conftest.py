@@ -21,10 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from rlhpc.results import RETURN_METRIC
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 RAY = str(Path(PYTHON).with_name("ray"))
-RETURN = "env_runners/episode_return_mean_100"  # the 100-episode mean the trainer stops on
+RETURN = RETURN_METRIC  # the 100-episode mean the trainer stops on
 
 
 def clean_env(**extra) -> dict:
@@ -41,10 +43,10 @@ def run_script(script, *args, env=None, timeout=300, cwd=None):
                           capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, check=False)
 
 
-def run_module(module, *args, env=None, timeout=300):
-    """`python -m MODULE ARGS` from the repository root (rlhpc.evaluate, rlhpc.compare)."""
+def run_module(module, *args, env=None, timeout=300, cwd=None):
+    """`python -m MODULE ARGS`, from the repository root unless told (rlhpc.evaluate, rlhpc.compare)."""
     return subprocess.run([PYTHON, "-m", module, *map(str, args)], env=env or clean_env(), capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, check=False)
+                          text=True, timeout=timeout, cwd=cwd or REPO, check=False)
 
 
 def read_progress(experiment_dir) -> list:

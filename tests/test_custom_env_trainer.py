@@ -1,5 +1,6 @@
 """custom_gym_env/custom_env_trainer.py: the users' own envs, trained locally and on a real cluster."""
 
+import json
 import re
 
 import pytest
@@ -92,3 +93,20 @@ def test_custom_env_is_built_on_the_worker_node(ray_cluster, tmp_path):
     worker_runners = [a for a in ray_cluster.actors()
                       if a["class"] == "SingleAgentEnvRunner" and a["node"] != head_id]
     assert worker_runners, "no env runner ran on the worker node"
+
+
+def test_any_trainer_takes_a_file_and_class_and_evaluate_finds_it_from_the_record(tmp_path):
+    """No trainer script of one's own: --name-env path/to/file.py:Class. The run records the file's absolute
+    path (rlhpc_run_spec.json), so evaluate rebuilds the env from another directory without --name-env."""
+    out = run_script("simple_example/simple_trainer.py", "--name-env", "custom_gym_env/custom_env.py:BasicEnv",
+                     "--stop-iters", 2, "--storage-path", tmp_path, env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(read_progress(tmp_path / "BasicEnv")) == 2  # the default name: the class's
+    record = json.loads((tmp_path / "BasicEnv" / "rlhpc_run_spec.json").read_text())
+    assert record["env"] == {"name": "custom_gym_env/custom_env.py:BasicEnv", "kind": "class",
+                             "module": str(REPO / "custom_gym_env" / "custom_env.py"), "attribute": "BasicEnv"}
+    out = run_module("rlhpc.evaluate", tmp_path / "BasicEnv", "--episodes", 2, env=clean_env(HOME=tmp_path),
+                     cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "env: custom_gym_env/custom_env.py:BasicEnv, 2 greedy episode(s)" in out.stdout
+    assert sum(line.startswith("episode ") for line in out.stdout.splitlines()) == 2

@@ -7,7 +7,7 @@ import json
 import math
 
 import pytest
-from conftest import RETURN
+from conftest import REPO, RETURN
 
 from rlhpc import cli, results
 from rlhpc.cluster import without_token
@@ -177,3 +177,51 @@ def test_results_helpers_read_returns_steps_and_stops():
     assert results.stop_reached({**result, "training_iteration": 5}, stop)
     assert results.as_number(True) is None and results.as_number(3) == 3
     assert results.flatten({"a": {"b": 1, "c": {}}, "d": 2}) == {"a/b": 1, "d": 2}
+
+
+SLOW_CARTPOLE = "custom_gym_env/custom_env.py:SlowCartPole"
+
+
+def printed(trainer, *argv):
+    code, out, err = trainer(*argv, "--print-config")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_auto_vectorize_steps_a_slow_env_in_parallel_and_cartpole_in_turn(trainer, monkeypatch):
+    monkeypatch.chdir(REPO)
+    slow = printed(trainer, "--name-env", SLOW_CARTPOLE, "--env-config", "step_ms=5")
+    assert slow["spec"]["vectorize"] == "async" and slow["config"]["gym_env_vectorize_mode"] == "async"
+    assert slow["summary"]["vectorize"].startswith("async (a step takes 5.")
+    cartpole = printed(trainer, "--name-env", "CartPole-v1")
+    assert cartpole["spec"]["vectorize"] == "sync" and cartpole["config"]["gym_env_vectorize_mode"] == "sync"
+    # Said by the flag, or by --set (which always wins), the choice is not timed.
+    assert printed(trainer, "--vectorize", "async")["config"]["gym_env_vectorize_mode"] == "async"
+    forced = printed(trainer, "--name-env", SLOW_CARTPOLE, "--env-config", "step_ms=5", "--vectorize", "auto",
+                     "--set", "gym_env_vectorize_mode=sync")
+    assert forced["config"]["gym_env_vectorize_mode"] == "sync"
+    assert printed(trainer, "--num-envs-per-runner", 1, "--name-env", SLOW_CARTPOLE, "--env-config",
+                   "step_ms=5")["spec"]["vectorize"] == "sync"  # one env: nothing to step in parallel
+
+
+def test_the_train_batch_keeps_32_steps_from_every_sampling_env(trainer):
+    default = printed(trainer)["summary"]  # 0 runners x 8 envs: PPO's tuned 2,000 (250 steps per env)
+    assert (default["train_batch_size_per_learner"], default["rollout_fragment_length"]) == (2000, 250)
+    many = printed(trainer, "--num-cpus", 35)["summary"]  # 35 x 8 = 280 envs: 280 x 32, not 7 steps each
+    assert (many["train_batch_size_per_learner"], many["rollout_fragment_length"]) == (8960, 32)
+    assert printed(trainer, "--num-cpus", 35, "--set", "train_batch_size_per_learner=4000")["summary"][
+        "train_batch_size_per_learner"] == 4000  # --set wins
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--vectorize", "fast"], "argument --vectorize: invalid choice: 'fast'"),
+    (["--name-env", SLOW_CARTPOLE, "--env-config", "step_ms=-1"],
+     "bad --env-config for custom_gym_env/custom_env.py:SlowCartPole: SlowCartPole: step_ms must be a number"),
+    (["--name-env", SLOW_CARTPOLE, "--env-config", "max_steps=0.5"], "max_steps must be a whole number >= 1"),
+    (["--name-env", SLOW_CARTPOLE, "--env-config", "step=1"], "unknown env_config key 'step'"),
+])
+def test_bad_values_for_the_slow_env_and_vectorize_are_one_line(trainer, monkeypatch, args, message):
+    monkeypatch.chdir(REPO)
+    code, _, err = trainer(*args, "--stop-iters", 1)
+    assert code == 2
+    assert message in one_error_line(err)
