@@ -18,10 +18,12 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
-def timed_trainer_run(*args, reward=None, timeout=900) -> dict:
+def timed_trainer_run(*args, reward=None, timeout=900, storage=None) -> dict:
     """Runs the trainer from a cold process; times the first iteration and the first line whose
-    mean return reaches `reward`, both from process start (imports and Ray start-up included)."""
-    with tempfile.TemporaryDirectory() as storage:
+    mean return reaches `reward`, both from process start (imports and Ray start-up included).
+    The results go to a temporary dir, or to `storage` (kept) when given."""
+    with tempfile.TemporaryDirectory() as scratch:
+        storage = storage or scratch
         cmd = [sys.executable, "-u", str(TRAINER), "--storage-path", storage, *map(str, args)]
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

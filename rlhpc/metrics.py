@@ -1,4 +1,4 @@
-"""The mean return of the last 100 episodes: what "solved" means in Gymnasium and in SB3.
+"""The mean return of the last 100 episodes, and where an iteration's time went (sampling vs learning).
 
 RLlib 2.60's `env_runners/episode_return_mean` averages only the episodes that ended in the
 last iteration (its windowed stats are emptied at every reduce), so on CartPole one lucky
@@ -9,6 +9,12 @@ the column the stop reward, the progress line and the summary use.
 The window goes into every checkpoint (Tune's and the in-process trainer's alike) through the
 algorithm's MetricsLogger, whose state RLlib saves and restores: a resumed run goes on averaging
 the same episodes instead of judging "solved" on its first few.
+
+Where the time goes: RLlib's timers (`timers/env_runner_sampling_timer`, `timers/learner_update_timer`) are
+exponential moving averages (coefficient 0.01), so after a few iterations they say little about this one. The
+callback inverts the average to get this iteration's seconds, reported as `time_sampling_s` and
+`time_learning_s` beside `time_this_iter_s`: exact where an iteration is one training step (PPO), an
+estimate where it is several (DQN). The previous averages travel in checkpoints like the window.
 """
 
 import math
@@ -17,17 +23,44 @@ from collections import deque
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from rlhpc.results import RETURN_METRIC
+from rlhpc.results import RETURN_METRIC, as_number
 
 WINDOW = 100
 RETURNS_THIS_ITERATION = "rlhpc_episode_returns"  # raw per-episode list; removed from the result
 RETURN_LAST_100 = RETURN_METRIC.removeprefix("env_runners/")
 SAVED_WINDOW = "rlhpc_last_returns"  # the window as a list, in the algorithm's MetricsLogger
+# This iteration's seconds, from RLlib's averaged timers: result key -> timer under result["timers"].
+SPLIT_TIMERS = {"time_sampling_s": "env_runner_sampling_timer", "time_learning_s": "learner_update_timer"}
+RLLIB_EMA_COEFF = 0.01  # MetricsLogger.log_time's default (ray/rllib/utils/metrics/stats/ema.py)
+SAVED_TIMERS = "rlhpc_last_timers"  # the averages seen last iteration, in the algorithm's MetricsLogger
 
 
 def last_returns(algorithm) -> deque:
     """The window lives on the algorithm object: one per trial, in whichever process trains it."""
     return algorithm.__dict__.setdefault("_rlhpc_last_returns", deque(maxlen=WINDOW))
+
+
+def last_timers(algorithm) -> dict:
+    return algorithm.__dict__.setdefault("_rlhpc_last_timers", {})
+
+
+def this_iteration(average: float, previous, pushes: int) -> float:
+    """Undo RLlib's EMA: `pushes` equal values moved the average from `previous` to `average`; their sum."""
+    if previous is None or not pushes:
+        return average * max(pushes, 1)  # the first value is the average itself
+    kept = (1 - RLLIB_EMA_COEFF) ** pushes
+    return max(0.0, (average - kept * previous) / (1 - kept)) * pushes
+
+
+def split_time(algorithm, result: dict) -> None:
+    timers, seen = result.get("timers") or {}, last_timers(algorithm)
+    pushes = int(result.get("num_training_step_calls_per_iteration") or 1)
+    for key, timer in SPLIT_TIMERS.items():
+        average = as_number(timers.get(timer))
+        if average is None:
+            continue
+        result[key] = this_iteration(average, seen.get(timer), pushes)
+        seen[timer] = average
 
 
 class ReturnOverLast100Episodes(RLlibCallback):
@@ -42,7 +75,9 @@ class ReturnOverLast100Episodes(RLlibCallback):
 
     def on_train_result(self, *, algorithm, result, **kwargs):
         window = last_returns(algorithm)
-        result.pop(SAVED_WINDOW, None)  # the copy saved last iteration, reduced into this result
+        result.pop(SAVED_WINDOW, None)  # the copies saved last iteration, reduced into this result
+        result.pop(SAVED_TIMERS, None)
+        split_time(algorithm, result)
         runners = result.get("env_runners")
         if isinstance(runners, dict):
             returns = runners.pop(RETURNS_THIS_ITERATION, None)
@@ -55,8 +90,14 @@ class ReturnOverLast100Episodes(RLlibCallback):
         # An "item" stat holds the list as is until the next iteration's reduce; a checkpoint taken
         # after this iteration saves it with the rest of the MetricsLogger state.
         algorithm.metrics.log_value(SAVED_WINDOW, list(window), reduce="item")
+        seen = last_timers(algorithm)  # as a list of numbers (NaN: not seen), as the window is saved
+        algorithm.metrics.log_value(SAVED_TIMERS, [seen.get(t, math.nan) for t in SPLIT_TIMERS.values()],
+                                    reduce="item")
 
     def on_checkpoint_loaded(self, *, algorithm, **kwargs):
         window = last_returns(algorithm)
         window.clear()
         window.extend(algorithm.metrics.peek(SAVED_WINDOW, default=None) or [])
+        saved = algorithm.metrics.peek(SAVED_TIMERS, default=None) or []
+        saved = dict(zip(SPLIT_TIMERS.values(), saved, strict=False))  # a checkpoint from before: none saved
+        last_timers(algorithm).update({t: v for t, v in saved.items() if as_number(v) is not None})

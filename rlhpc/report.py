@@ -60,9 +60,13 @@ class ProgressLine:
             rate = steps / max(result.get("time_total_s", 1), 1e-9)
         self._last_steps[trial_id] = steps
         ret = episode_return(result)
-        return (f"iter {result.get('training_iteration', 0):4d}  steps {steps:>10,}  "
+        line = (f"iter {result.get('training_iteration', 0):4d}  steps {steps:>10,}  "
                 f"return {'       -' if ret is None else f'{ret:8.2f}'}  "
                 f"{rate:8,.0f} steps/s  {result.get('time_total_s', 0):7.1f} s")
+        sampling, learning = result.get("time_sampling_s"), result.get("time_learning_s")
+        if sampling is not None and learning is not None:  # rlhpc.metrics: where this iteration's time went
+            line += f"  (sampling {sampling:.1f} s, learning {learning:.1f} s)"
+        return line
 
 
 def announce_stop(signal_name: str) -> None:

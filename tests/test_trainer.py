@@ -33,6 +33,11 @@ def test_default_run_reaches_cartpole_v0_threshold(tmp_path, home_without_token)
     assert (tmp_path / "CartPole-v0" / "rlhpc_run.json").is_file()
     assert not list(tmp_path.glob("CartPole-v0/experiment_state-*.json"))
     assert_return_is_the_mean_of_the_last_100_episodes(rows)
+    # Where each iteration's time went (rlhpc.metrics): sampling and learning, together most of the iteration.
+    for row in rows:
+        spent = row["time_sampling_s"] + row["time_learning_s"]
+        assert 0.5 * row["time_this_iter_s"] <= spent <= 1.05 * row["time_this_iter_s"], row
+    assert "(sampling " in out.stdout and ", learning " in out.stdout
 
 
 def test_the_return_column_counts_every_episode_from_the_first_row(tmp_path):

@@ -225,3 +225,18 @@ def test_bad_values_for_the_slow_env_and_vectorize_are_one_line(trainer, monkeyp
     code, _, err = trainer(*args, "--stop-iters", 1)
     assert code == 2
     assert message in one_error_line(err)
+
+
+def test_this_iterations_time_is_recovered_from_rllibs_moving_average():
+    from rlhpc.metrics import RLLIB_EMA_COEFF, this_iteration
+
+    seconds, average, previous = [5.0, 1.0, 1.0, 3.0], None, None
+    for value in seconds:  # what RLlib's EmaStats reports after each iteration (the first value as it is)
+        average = value if average is None else (1 - RLLIB_EMA_COEFF) * average + RLLIB_EMA_COEFF * value
+        assert this_iteration(average, previous, 1) == pytest.approx(value, rel=1e-9)
+        previous = average
+    # Several training steps in an iteration (DQN): their sum, exact when they took equal time.
+    after_three = previous
+    for _ in range(3):
+        after_three = (1 - RLLIB_EMA_COEFF) * after_three + RLLIB_EMA_COEFF * 0.5
+    assert this_iteration(after_three, previous, 3) == pytest.approx(1.5, rel=1e-9)
