@@ -178,8 +178,8 @@ class RayCluster:
     def actors(self):
         """Every actor the GCS remembers (dead ones too): class name and the node it ran on."""
         return self.query("import ray._private.state as s\n"
-                          "print(json.dumps([{'class': a['ActorClassName'], 'node': a['Address']['NodeID'], "
-                          "'state': a['State']} for a in s.actors().values()]))")
+                          "print(json.dumps([{'id': i, 'class': a['ActorClassName'], 'node': a['Address']['NodeID'], "
+                          "'state': a['State']} for i, a in s.actors().items()]))")
 
     def wait_for_nodes(self, count, timeout=60):
         deadline = time.time() + timeout

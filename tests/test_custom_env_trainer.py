@@ -110,3 +110,31 @@ def test_any_trainer_takes_a_file_and_class_and_evaluate_finds_it_from_the_recor
     assert out.returncode == 0, out.stderr[-3000:]
     assert "env: custom_gym_env/custom_env.py:BasicEnv, 2 greedy episode(s)" in out.stdout
     assert sum(line.startswith("episode ") for line in out.stdout.splitlines()) == 2
+
+
+def test_a_slow_env_trains_to_its_threshold_with_its_envs_stepping_in_parallel(tmp_path):
+    """SlowCartPole with 1 ms steps: --vectorize auto times it before Ray starts and steps the 8 envs in their
+    own processes; PPO reaches CartPole's threshold for 50-step episodes (48.75)."""
+    out = run_script(TRAINER, "--name-env", "SlowCartPole", "--env-config", "step_ms=1", "--env-config",
+                     "max_steps=50", "--seed", 0, "--as-test", "--storage-path", tmp_path, env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert re.search(r"^envs step async \(a step takes 1\.\d ms, >= 1 ms\)", out.stdout, re.MULTILINE), out.stdout
+    assert "stop when: env_runners/episode_return_mean_100 >= 48.75" in out.stdout
+    assert read_progress(tmp_path / "SlowCartPole")[-1][RETURN] >= 48.75
+
+
+@pytest.mark.cluster
+def test_a_slow_env_steps_in_parallel_inside_remote_runners_on_both_nodes(ray_cluster, tmp_path):
+    """Async sub-envs are processes forked inside each env runner actor, here on both nodes of the cluster."""
+    earlier = {a["id"] for a in ray_cluster.actors()}
+    out = run_script(TRAINER, "--name-env", "SlowCartPole", "--env-config", "step_ms=2", "--env-config",
+                     "max_steps=50", "--address", ray_cluster.address, "--num-cpus", 2, "--num-envs-per-runner", 4,
+                     "--stop-iters", 2, "--storage-path", tmp_path, env=ray_cluster.env, cwd="/")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "envs step async (a step takes 2." in out.stdout
+    assert "train batch 2,000 = 8 envs x 250 steps" in out.stdout
+    rows = read_progress(tmp_path / "SlowCartPole")
+    assert [row["training_iteration"] for row in rows] == [1, 2] and rows[-1]["num_env_steps_sampled_lifetime"] >= 4000
+    runner_nodes = {a["node"] for a in ray_cluster.actors()
+                    if a["class"] == "SingleAgentEnvRunner" and a["id"] not in earlier}
+    assert runner_nodes == {n["id"] for n in ray_cluster.nodes() if n["alive"]}, runner_nodes
