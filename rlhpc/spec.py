@@ -20,7 +20,7 @@ from rlhpc.cli import env_config_from, parse_assignments
 from rlhpc.cluster import without_token
 from rlhpc.defaults import tuned_defaults
 from rlhpc.errors import UserError, warn
-from rlhpc.results import LEGACY_RETURN_METRIC, RETURN_METRIC
+from rlhpc.results import LEGACY_RETURN_METRIC, RETURN_METRIC, target_reward
 
 # These learn from recorded data (config key input_), not by acting in an env.
 OFFLINE_ALGORITHMS = {"BC", "CQL", "IQL", "MARWIL"}
@@ -81,7 +81,7 @@ class RunSpec:
 
     @property
     def target_reward(self):
-        return self.stop.get(RETURN_METRIC, self.stop.get(LEGACY_RETURN_METRIC))
+        return target_reward(self.stop)
 
     def record(self) -> dict:
         """The spec as JSON data (what --print-config shows and the run keeps)."""
@@ -109,12 +109,12 @@ def resolve(args, *, envs=None, stop_reward_for=None) -> RunSpec:
                         "or pick an online algorithm (PPO, DQN, SAC, APPO, IMPALA)")
     env_config = env_config_from(args.env_config)
     source, creator = env_sources.find(args.name_env, envs, ray_registry=True)
-    probe = env_sources.probe(source, creator, env_config, timed=args.vectorize == "auto")
     legacy = args.framework == "tf2"
     tuned = tuned_defaults(algo, source.name)
     set_keys = dict((path, value) for path, value in overrides if len(path) == 1)
     num_envs = set_keys.get(("num_envs_per_env_runner",)) or args.num_envs_per_runner \
         or tuned.get("num_envs_per_env_runner") or 1
+    probe = env_sources.probe(source, creator, env_config, timed=args.vectorize == "auto" and num_envs > 1)
 
     default_reward = probe.spec.reward_threshold if probe.spec else (
         stop_reward_for(args.name_env, env_config) if stop_reward_for else None)
