@@ -3,6 +3,7 @@
     python benchmarks/scaling.py                          # everything below, ~15 min on 2 cores
     python benchmarks/scaling.py --parts sampling         # only the throughput table
     python benchmarks/scaling.py --parts solve --envs 1 32 --step-ms 5
+    python benchmarks/scaling.py --parts crossover        # sync vs async, 8 envs, as the step grows: auto's rule
 
 The env is custom_gym_env's SlowCartPole: CartPole whose step sleeps `step_ms` (a simulator that waits on an
 external program) or busy-works `cpu_ms` (one that computes in-process).
@@ -27,7 +28,7 @@ import time
 
 from _common import REPO, timed_trainer_run, write_json
 
-SLOW_CARTPOLE = "custom_gym_env/custom_env.py:SlowCartPole"
+SLOW_CARTPOLE = f"{REPO / 'custom_gym_env' / 'custom_env.py'}:SlowCartPole"  # from any working directory
 
 # One sampling measurement, in a fresh process (a fresh Ray): the project's spec and config, RLlib's runners.
 SAMPLE_RLLIB = r'''
@@ -150,6 +151,20 @@ def sampling_table(sizes, step_ms: float, cpu_ms: float, seconds: float, max_run
     return rows
 
 
+def crossover(step_ms_values, envs: int, seconds: float) -> list:
+    """Sync vs async sub-envs in the driver as the step cost grows: where --vectorize auto should switch."""
+    rows = []
+    for step_ms in step_ms_values:
+        rates = {}
+        for mode in ("sync", "async"):
+            flags = ["--name-env", SLOW_CARTPOLE, "--env-config", f"step_ms={step_ms}", "--num-cpus", "0",
+                     "--num-envs-per-runner", str(envs), "--vectorize", mode]
+            rates[mode] = float(run_snippet(SAMPLE_RLLIB, REPO, json.dumps(flags), 0, seconds)[0])
+        rows.append({"step_ms": step_ms, "envs": envs, **{f"{m}_steps_per_s": r for m, r in rates.items()}})
+        print(f"  step_ms={step_ms:<5g} sync {rates['sync']:>7,.0f}  async {rates['async']:>7,.0f} steps/s", flush=True)
+    return rows
+
+
 def solve(sizes, step_ms: float, seed: int, timeout: float, figure_dir) -> dict:
     runs = {}
     storages = []
@@ -177,7 +192,8 @@ def solve(sizes, step_ms: float, seed: int, timeout: float, figure_dir) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", choices=["sampling", "solve"], default=["sampling", "solve"])
+    parser.add_argument("--parts", nargs="+", choices=["sampling", "solve", "crossover"],
+                        default=["sampling", "solve", "crossover"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16, 32], help="parallel envs (sampling)")
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 32], help="parallel envs (solve)")
     parser.add_argument("--step-ms", type=float, default=10.0, help="sampling: the sleeping step")
@@ -189,12 +205,19 @@ def main():
     parser.add_argument("--timeout", type=float, default=900, help="per solve run, seconds")
     args = parser.parse_args()
 
-    out = {"args": vars(args)}
+    # Parts run separately add to one file: what an earlier run measured stays unless measured again.
+    previous = REPO / "benchmarks" / "results" / "scaling.json"
+    out = json.loads(previous.read_text()) if previous.exists() else {}
+    out.pop("machine", None)
+    out.setdefault("args", {}).update({part: vars(args) for part in args.parts})
     if "sampling" in args.parts:
         print(f"sampling, step_ms={args.step_ms:g} (sleeping):", flush=True)
         out["sampling_sleep"] = sampling_table(args.sizes, args.step_ms, 0.0, args.seconds, args.max_runners)
         print(f"sampling, cpu_ms={args.cpu_ms:g} (CPU-bound):", flush=True)
         out["sampling_cpu"] = sampling_table(args.sizes, 0.0, args.cpu_ms, args.seconds, args.max_runners)
+    if "crossover" in args.parts:
+        print("sync vs async sub-envs, 8 envs in the driver:", flush=True)
+        out["crossover"] = crossover([0.0, 0.1, 0.3, 1.0, 3.0], 8, args.seconds)
     if "solve" in args.parts:
         print(f"time to a 100-episode mean of 195, step_ms={args.solve_step_ms:g}:", flush=True)
         out["solve"] = solve(args.envs, args.solve_step_ms, args.seed, args.timeout, REPO / "benchmarks" / "results")

@@ -38,6 +38,11 @@ class EnvSource:
     module: str | None = None  # an importable module name or an absolute path to a .py file
     attribute: str | None = None  # the class in it (CLASS), or the Gymnasium id it registers (GYMNASIUM)
 
+    @property
+    def label(self) -> str:
+        """A short name for dirs: the class for path/to/file.py:Class, else the name as given."""
+        return self.attribute if self.kind == CLASS and self.attribute else self.name
+
     def record(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -104,7 +104,7 @@ def train(spec, config) -> Outcome:
         with open(state_path) as f:
             state = json.load(f)
     else:
-        trial = f"{spec.algo}_{experiment.path_safe(spec.env.name)}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
+        trial = f"{spec.algo}_{experiment.path_safe(spec.env.label)}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
         state = {"trial": trial, "stop": dict(spec.stop), "checkpoints": []}
     stop = state["stop"]
     trial_dir = os.path.join(experiment_dir, state["trial"])

@@ -137,8 +137,7 @@ def resolve(args, *, envs=None, stop_reward_for=None) -> RunSpec:
     else:
         batch = None  # the algorithm's own, or the user's --set
 
-    # The default name: the env's, or its class's for path/to/file.py:Class.
-    name = args.name or experiment.path_safe(source.attribute if source.kind == env_sources.CLASS else source.name)
+    name = args.name or experiment.path_safe(source.label)
     storage_path = os.path.abspath(os.path.expanduser(args.storage_path))
     experiment_path = experiment.experiment_dir(storage_path, name)
     resume_dir = experiment.find_resume(args.resume, experiment_path) if args.resume else None
