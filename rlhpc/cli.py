@@ -169,6 +169,10 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                               "end and when SIGUSR1/SIGTERM/SIGINT stops the run (under Slurm: send USR1; a "
                               "plain scancel stops Ray at the same time)")
     results.add_argument("--resume", nargs="?", const=True, default=False, metavar="EXPERIMENT_DIR",
-                         help="continue the experiment at EXPERIMENT_DIR (default: <storage-path>/<name>) "
-                              "from its last checkpoint")
+                         help="continue the experiment at EXPERIMENT_DIR (default: the run named --name) from "
+                              "its last checkpoint, with the flags it was started with; flags given here may "
+                              "change where it runs (--num-cpus, --num-gpus, ...), not what it trains")
+    results.add_argument("--allow-changes", action="store_true",
+                         help="let --resume change what the run trains (--set, --env-config, --stop-*, ...); "
+                              "the run records what changed and from which iteration")
     return parser

@@ -32,6 +32,13 @@ def resolve_algorithm(name: str) -> str:
     return canonical
 
 
+# Where a run's work goes, not what it learns: what an elastic --resume takes from the new command line
+# (rlhpc.resume, rlhpc.tune_run.ElasticResume).
+PLACEMENT_KEYS = ("num_env_runners", "num_envs_per_env_runner", "num_cpus_per_env_runner", "num_gpus_per_env_runner",
+                  "custom_resources_per_env_runner", "gym_env_vectorize_mode", "num_learners", "num_cpus_per_learner",
+                  "num_gpus_per_learner", "custom_resources_per_learner", "num_gpus", "num_cpus_for_main_process")
+
+
 def algorithm_class(name: str):
     """'PPO' -> the PPO Algorithm class (Tune's trainable)."""
     from ray.rllib.algorithms.registry import _get_algorithm_class

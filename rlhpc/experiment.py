@@ -1,7 +1,8 @@
 """The experiment folder: where a run writes, what it records, and what --resume finds there.
 
-    <storage-path>/<name>/                 the experiment dir (one per --name)
-        rlhpc_run_spec.json                the resolved run (rlhpc.spec) that started it: env source, flags
+    <storage-path>/<name>/                 the experiment dir: one per run (<name>_2, _3, ... when taken)
+        rlhpc_run_spec.json                the resolved run (rlhpc.spec) that started it: env source, flags;
+                                           then one entry per --resume (when, which job, what changed)
         rlhpc_run.json                     a local in-process run's state (its trial dir, stop, checkpoints)
         experiment_state-*.json, ...       Tune's state, for runs that went through Tune
         <trial>/progress.csv, params.json, result.json, events.out.tfevents.*, checkpoint_NNNNNN/
@@ -10,9 +11,11 @@ Both backends (rlhpc.inprocess, rlhpc.tune_run) and evaluate take these names an
 """
 
 import csv
+import glob
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 from rlhpc.errors import UserError
@@ -28,6 +31,45 @@ def path_safe(name: str) -> str:
 
 def experiment_dir(storage_path: str, name: str) -> str:
     return os.path.join(os.path.abspath(os.path.expanduser(storage_path)), name)
+
+
+def claim(storage_path: str, name: str) -> tuple:
+    """A new run's own experiment dir -> (name, path): <name>, else <name>_2, <name>_3, ... for the first one
+    no other run holds. Claimed by creating its run record exclusively, so runs that start at the same moment
+    with one --name (a job array) each get their own dir, trials and resumable state."""
+    for k in range(1, 10_000):
+        candidate = name if k == 1 else f"{name}_{k}"
+        path = experiment_dir(storage_path, candidate)
+        if is_run(path):
+            continue
+        try:
+            os.makedirs(path, exist_ok=True)
+            os.close(os.open(os.path.join(path, RUN_SPEC_FILE), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue  # another run got there first
+        except OSError as e:
+            raise UserError(f"cannot start a run in {path}: {e.strerror or e}") from None
+        return candidate, path
+    raise UserError(f"no free experiment name like {name!r} in {storage_path}")
+
+
+def is_run(path: str) -> bool:
+    """Whether a run (ours, or Tune's from before runs had records) has used this experiment dir."""
+    return os.path.isfile(os.path.join(path, RUN_SPEC_FILE)) or has_inprocess_state(path) \
+        or bool(glob.glob(os.path.join(glob.escape(path), "experiment_state-*.json")))
+
+
+def runs_named(storage_path: str, name: str) -> list:
+    """The experiment dirs of the runs started with --name NAME: NAME, NAME_2, ... (claim's names)."""
+    root = os.path.abspath(os.path.expanduser(storage_path))
+    pattern = re.compile(re.escape(name) + r"(_\d+)?")
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    found = [os.path.join(root, n) for n in names if pattern.fullmatch(n) and is_run(os.path.join(root, n))
+             and read_record(os.path.join(root, n)).get("name_asked", name) == name]  # not one *named* exp_2
+    return sorted(found, key=lambda p: (len(p), p))
 
 
 def check_writable(path: str) -> None:
@@ -73,18 +115,59 @@ def write_json(path: str, data: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def record_run(spec_record: dict, experiment_path: str) -> None:
-    """The resolved run, beside its trials (a resume keeps the record of how the run started)."""
+def slurm_job() -> str | None:
+    """The Slurm job this process runs in, as `scontrol` names it (an array task: ARRAYJOB_TASK); a requeued
+    job keeps it."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
+def record_run(spec_record: dict, experiment_path: str, name_asked: str) -> None:
+    """The resolved run, beside its trials; written once, when the run starts (a resume adds to it)."""
     os.makedirs(experiment_path, exist_ok=True)
-    write_json(os.path.join(experiment_path, RUN_SPEC_FILE), spec_record)
+    write_json(os.path.join(experiment_path, RUN_SPEC_FILE),
+               {**spec_record, "name_asked": name_asked, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "slurm_job": slurm_job(), "resumes": []})
+
+
+def record_resume(experiment_path: str, entry: dict) -> None:
+    """One more entry in the run record's "resumes": when, in which job, from which iteration, what changed."""
+    record = read_record(experiment_path)
+    if not record:
+        return  # a run from before runs had records
+    record.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%d %H:%M:%S"), "slurm_job": slurm_job(),
+                                             **entry})
+    write_json(os.path.join(experiment_path, RUN_SPEC_FILE), record)
+
+
+def last_iteration(experiment_path: str) -> int:
+    """The highest training_iteration in the run's progress.csv files (0: none yet)."""
+    last = 0
+    for progress in glob.glob(os.path.join(glob.escape(experiment_path), "*", "progress.csv")):
+        try:
+            with open(progress, newline="") as f:
+                for row in csv.DictReader(f):
+                    try:
+                        last = max(last, int(float(row.get("training_iteration") or 0)))
+                    except (TypeError, ValueError):
+                        pass
+        except (OSError, csv.Error):  # cut short by a kill: what could be read counts
+            pass
+    return last
 
 
 def read_run_record(trial_dir) -> dict:
     """The run record of the experiment a trial dir belongs to ({} for runs without one)."""
-    path = Path(trial_dir).parent / RUN_SPEC_FILE
+    return read_record(Path(trial_dir).parent)
+
+
+def read_record(experiment_path) -> dict:
+    """An experiment dir's run record ({} for runs without one, or whose record is still being written)."""
+    path = Path(experiment_path) / RUN_SPEC_FILE
     try:
         with open(path) as f:
-            record = json.load(f)
+            text = f.read()
+        record = json.loads(text) if text else {}  # empty: just claimed, not written yet
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:

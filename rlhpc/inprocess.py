@@ -19,7 +19,7 @@ from datetime import datetime
 
 from rlhpc import experiment
 from rlhpc.config import algorithm_class
-from rlhpc.report import STOP_SIGNALS, Outcome, ProgressLine, TrialOutcome, announce_stop, training_failed
+from rlhpc.report import STOP_SIGNALS, EarlyStop, Outcome, ProgressLine, TrialOutcome, announce_stop, training_failed
 from rlhpc.results import as_number, stop_reached
 
 
@@ -40,8 +40,10 @@ class TrialFiles:
 
         self.dir = trial_dir
         os.makedirs(trial_dir, exist_ok=True)
-        with open(os.path.join(trial_dir, "params.json"), "w") as f:
-            json.dump(config_dict, f, indent=2, sort_keys=True, cls=SafeFallbackEncoder)
+        params = os.path.join(trial_dir, "params.json")
+        if not os.path.exists(params):  # a resumed trial keeps the config it started with
+            with open(params, "w") as f:
+                json.dump(config_dict, f, indent=2, sort_keys=True, cls=SafeFallbackEncoder)
         self._encoder = SafeFallbackEncoder
         progress = os.path.join(trial_dir, "progress.csv")
         header = experiment.progress_header(trial_dir)  # a resumed run keeps the columns it started with
@@ -85,7 +87,7 @@ class SignalFlag:
     """The first SIGUSR1/SIGTERM/SIGINT asks for a checkpoint after this iteration; a second stops now."""
 
     def __init__(self):
-        self.received = None
+        self.received = EarlyStop.received
         for name in STOP_SIGNALS:
             signal.signal(getattr(signal, name), self._on_signal)
 
@@ -100,9 +102,11 @@ def train(spec, config) -> Outcome:
     """Builds (or restores) the algorithm here and trains until a stop criterion or a signal."""
     experiment_dir = spec.resume_dir or spec.experiment_dir
     state_path = os.path.join(experiment_dir, experiment.STATE_FILE)
-    if spec.resume_dir:  # as with Tune, a resumed run keeps the stop criteria it started with
+    if spec.resume_dir:  # as with Tune, a resumed run keeps the stop criteria it started with ...
         with open(state_path) as f:
             state = json.load(f)
+        if any(flag.startswith("--stop") for flag, *_ in spec.changes):  # ... unless --allow-changes changed them
+            state["stop"] = dict(spec.stop)
     else:
         trial = f"{spec.algo}_{experiment.path_safe(spec.env.label)}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
         state = {"trial": trial, "stop": dict(spec.stop), "checkpoints": []}

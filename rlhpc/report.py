@@ -8,10 +8,11 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import sys
 import time
 
-from rlhpc.results import env_steps, episode_return, reached, target_reward
+from rlhpc.results import env_steps, episode_return, reached, stop_reached, target_reward
 
 STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")  # Slurm's --signal, scancel/preemption, Ctrl+C
 
@@ -44,6 +45,13 @@ def start_lines(spec, where: str, placement: dict) -> None:
     print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in spec.stop.items()), flush=True)
 
 
+def resume_line(spec, iteration: int) -> None:
+    """Which run a --resume continues, from where, and what it changed (rlhpc.resume)."""
+    changed = "; ".join(f"{flag} {before} -> {after}" for flag, before, after, _ in spec.changes)
+    print(f"resuming {spec.resume_dir} after iteration {iteration}" + (f", changed: {changed}" if changed else ""),
+          flush=True)
+
+
 class ProgressLine:
     """One line per iteration instead of Tune's tables: steps, return, speed, time."""
 
@@ -67,6 +75,26 @@ class ProgressLine:
         if sampling is not None and learning is not None:  # rlhpc.metrics: where this iteration's time went
             line += f"  (sampling {sampling:.1f} s, learning {learning:.1f} s)"
         return line
+
+
+class EarlyStop:
+    """A USR1/TERM that comes before a backend installs its own handlers (while Ray starts, ~10 s): kept,
+    so the backend stops after its first iteration, with a checkpoint, instead of the process dying as
+    those signals' defaults would. (Ctrl+C keeps its default: it interrupts the start.)"""
+
+    received = None
+
+    @classmethod
+    def catch(cls) -> None:
+        for name in ("SIGUSR1", "SIGTERM"):
+            signal.signal(getattr(signal, name), cls._on_signal)
+
+    @classmethod
+    def _on_signal(cls, signum, frame):
+        if cls.received:
+            raise KeyboardInterrupt  # a second one: stop now
+        cls.received = signal.Signals(signum).name
+        announce_stop(cls.received)
 
 
 def announce_stop(signal_name: str) -> None:
@@ -122,6 +150,17 @@ def print_best(trials: list, spec) -> None:
     else:
         print(f"best: {json.dumps(searched_values(best.config, spec.search))}  {what} = {value:g}  "
               f"({os.path.basename(best.path)})", flush=True)
+
+
+def ending(outcome: Outcome, spec) -> str:
+    """How the run ended, for the job that runs it (the sbatch templates requeue "stopped" ones): "failed",
+    "done" (every trial met a stop criterion), "stopped" (before that, by a signal: resumable)."""
+    stop = outcome.stop or dict(spec.stop)
+    if any(trial.error for trial in outcome.trials):
+        return "failed"
+    if outcome.trials and all(stop_reached(trial.metrics or {}, stop) for trial in outcome.trials):
+        return "done"
+    return "stopped"  # by a signal (ours, or Tune's own before ours was installed): resumable
 
 
 def finish(outcome: Outcome, spec, started: float) -> int:

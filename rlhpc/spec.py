@@ -70,9 +70,11 @@ class RunSpec:
     storage_path: str
     experiment_dir: str
     resume_dir: str | None  # the experiment to continue, None for a new run
+    changes: tuple  # what --resume changed: (flag, from, to, trains) each (rlhpc.resume)
     backend: str  # INPROCESS or TUNE
     print_config: bool
     command_line: tuple  # as started, without any token
+    flags: tuple  # the trainer's own flags, without any token: what --resume parses again (rlhpc.resume)
     probe: env_sources.Probe = dataclasses.field(repr=False, compare=False)  # the env's spaces and creator
 
     @property
@@ -89,15 +91,17 @@ class RunSpec:
         data.update(env=self.env.record(), env_config=dict(self.env_config), stop=dict(self.stop),
                     overrides=[[".".join(path), value] for path, value in self.overrides],
                     search=[[".".join(path), kind, list(values)] for path, kind, values in self.search],
-                    command_line=list(self.command_line))
+                    command_line=list(self.command_line), flags=list(self.flags),
+                    changes=[dict(zip(("flag", "from", "to", "trains"), c, strict=True)) for c in self.changes])
         return data
 
 
-def resolve(args, *, envs=None, stop_reward_for=None) -> RunSpec:
+def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=()) -> RunSpec:
     """The parsed flags -> the RunSpec; bad input is a UserError. Call after rlhpc.cluster.prepare_auth.
 
     envs: {name: env class} a trainer script offers; stop_reward_for(env_name, env_config) -> float | None
-    gives a default stop reward for envs without a Gymnasium spec.
+    gives a default stop reward for envs without a Gymnasium spec. flags: the command line args was parsed
+    from (recorded for --resume); changes: what --resume changed (rlhpc.resume.settings).
     """
     from rlhpc.config import resolve_algorithm
     from rlhpc.search import METRICS, parse_search
@@ -147,6 +151,12 @@ def resolve(args, *, envs=None, stop_reward_for=None) -> RunSpec:
         backend = INPROCESS if trains_in_process(address, search, args, max_failures) else TUNE
     if backend == INPROCESS and address:
         raise UserError(f"{resume_dir} was trained by a local run in its own process: resume it without an address")
+    trains_changes = [flag for flag, _, _, trains in changes if trains]
+    if backend == TUNE and trains_changes:  # Tune restores its trials' configs and stop criteria as saved
+        raise UserError(f"{resume_dir} trains through Tune, which resumes a run only as it was started: drop "
+                        f"{', '.join(trains_changes)}, or start a new run")
+    if resume_dir and batch is not None:  # more or fewer env runners now: the run keeps its batch size
+        batch = experiment.read_record(resume_dir).get("train_batch_size") or batch
 
     import gymnasium
 
@@ -163,8 +173,8 @@ def resolve(args, *, envs=None, stop_reward_for=None) -> RunSpec:
         mode=args.mode or METRICS.get(args.metric, (None, "max"))[1],
         stop=MappingProxyType(stop), as_test=args.as_test, max_failures=max_failures,
         checkpoint_freq=args.checkpoint_freq, name=name, storage_path=storage_path, experiment_dir=experiment_path,
-        resume_dir=resume_dir, backend=backend, print_config=args.print_config,
-        command_line=tuple(without_token(sys.orig_argv)), probe=probe,
+        resume_dir=resume_dir, changes=tuple(changes), backend=backend, print_config=args.print_config,
+        command_line=tuple(without_token(sys.orig_argv)), flags=tuple(without_token(flags)), probe=probe,
     )
 
 

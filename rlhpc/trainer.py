@@ -1,8 +1,10 @@
 """What every trainer script does, in the tutorial's order: flags, spec, env, config, Ray, backend, report."""
 
+import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 
@@ -18,9 +20,13 @@ def main(argv=None, *, description: str, num_gpus: float = 0.0, name_env: str = 
     shipped to every node. stop_reward_for(env_name, env_config) -> float | None gives a default stop
     reward for envs without a Gymnasium spec.
     """
-    args = build_parser(description, num_gpus=num_gpus, name_env=name_env).parse_args(argv)
+    def make_parser():
+        return build_parser(description, num_gpus=num_gpus, name_env=name_env)
+
+    flags = list(sys.argv[1:] if argv is None else argv)
+    args = make_parser().parse_args(flags)
     try:
-        return train(args, envs=envs, stop_reward_for=stop_reward_for)
+        return train(args, envs=envs, stop_reward_for=stop_reward_for, flags=flags, make_parser=make_parser)
     except UserError as e:
         fail(str(e))
     except KeyboardInterrupt:
@@ -50,11 +56,15 @@ def quiet_known_noise() -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
-def train(args, *, envs=None, stop_reward_for=None) -> int:
+def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None) -> int:
+    """flags: the command line args came from; make_parser: its parser, for --resume to read the run's own."""
     started = time.time()
     from rlhpc.cluster import prepare_auth
 
     prepare_auth(args)  # first: Ray reads RAY_AUTH_* once, when it is imported
+    from rlhpc.report import EarlyStop
+
+    EarlyStop.catch()  # a wall-time signal while Ray starts still ends in a checkpoint
     if args.framework == "tf2":
         from rlhpc.tf_support import prepare_tensorflow
 
@@ -66,7 +76,14 @@ def train(args, *, envs=None, stop_reward_for=None) -> int:
     from rlhpc import experiment, report
     from rlhpc.spec import INPROCESS, resolve
 
-    spec = resolve(args, envs=envs, stop_reward_for=stop_reward_for)
+    changes = []
+    if args.resume and make_parser:  # the run's own flags, with what this command line changes
+        from rlhpc import resume
+
+        source, _ = env_sources.find(args.name_env, envs, ray_registry=True)
+        args, changes = resume.settings(args, flags, make_parser, experiment.path_safe(source.label))
+    spec = resolve(args, envs=envs, stop_reward_for=stop_reward_for, flags=flags,
+                   changes=[(c["flag"], c["from"], c["to"], c["trains"]) for c in changes])
     env_sources.register_with_ray(spec.env, spec.probe)
     config = configs.build_config(spec)
     bundles = configs.resource_request(configs.algorithm_class(spec.algo), config)
@@ -85,10 +102,36 @@ def train(args, *, envs=None, stop_reward_for=None) -> int:
     else:
         from rlhpc import tune_run as backend
     where = connect(spec)
+    EarlyStop.catch()  # again: ray.init makes SIGTERM exit at once
     check_resources(bundles, spec)
     check_cuda(spec)
+    if spec.resume_dir:  # the record keeps how the run started; each resume adds an entry
+        resumed_at = experiment.last_iteration(spec.resume_dir)
+        experiment.record_resume(spec.resume_dir, {"from_iteration": resumed_at, "flags": list(spec.flags),
+                                                   "changes": spec.record()["changes"]})
+        report.resume_line(spec, resumed_at)
+    else:  # its own experiment dir, whatever else starts beside it with this --name
+        name, path = experiment.claim(spec.storage_path, spec.name)
+        if name != spec.name:
+            print(f"results in {path}: {spec.name} holds another run", flush=True)
+        asked, spec = spec.name, dataclasses.replace(spec, name=name, experiment_dir=path)
+        experiment.record_run(spec.record(), spec.experiment_dir, name_asked=asked)
     report.start_lines(spec, where, description["summary"])
-    if not spec.resume_dir:  # a resumed run keeps the record of how it started
-        experiment.record_run(spec.record(), spec.experiment_dir)
+    write_status(spec, "running")
     outcome = backend.train(spec, config)
-    return report.finish(outcome, spec, started)
+    exit_code = report.finish(outcome, spec, started)
+    write_status(spec, report.ending(outcome, spec))
+    return exit_code
+
+
+def write_status(spec, ending: str) -> None:
+    """For the job running the trainer (RLHPC_STATUS_FILE, set by slurm/ray_cluster.sh): which run, how it
+    ended ("running" until it does), how far it got. The templates requeue a job whose run was "stopped"."""
+    path = os.environ.get("RLHPC_STATUS_FILE")
+    if not path:
+        return
+    from rlhpc import experiment
+
+    run_dir = spec.resume_dir or spec.experiment_dir
+    experiment.write_json(path, {"experiment": run_dir, "ending": ending,
+                                 "iteration": experiment.last_iteration(run_dir)})

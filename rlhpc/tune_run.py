@@ -3,14 +3,16 @@ checkpoints on signals, resume, and the outcome in rlhpc.report's shape.
 """
 
 import csv
+import os
 import signal
 
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from rlhpc import experiment
-from rlhpc.config import algorithm_class
-from rlhpc.report import STOP_SIGNALS, Outcome, ProgressLine, TrialOutcome, announce_stop, training_failed
+from rlhpc.config import PLACEMENT_KEYS, algorithm_class
+from rlhpc.errors import UserError
+from rlhpc.report import STOP_SIGNALS, EarlyStop, Outcome, ProgressLine, TrialOutcome, announce_stop, training_failed
 
 
 class TuneProgressLine(tune.Callback):
@@ -46,6 +48,44 @@ class ResumableCSVLogger(CSVLoggerCallback):
         super().log_trial_result(iteration, trial, result)
 
 
+class FirstParamsJsonLogger(JsonLoggerCallback):
+    """result.json as Tune writes it, but params.json stays the config the trial started with: Tune
+    rewrites it on every restore, and the run's record of how it started would be lost."""
+
+    def update_config(self, trial, config):
+        self._trial_configs[trial] = config
+        # Tune writes a trial's files in a staging dir and copies them to the storage path: a restored
+        # trial's staging dir starts empty, so fetch the first params.json back (as Tune does for progress.csv).
+        for name in ("params.json", "params.pkl"):
+            self._restore_from_remote(name, trial)
+        if not os.path.exists(os.path.join(trial.local_path, "params.json")):
+            super().update_config(trial, config)
+
+
+class ElasticResume(tune.Callback):
+    """On --resume, restored trials get this run's placement (env runners, learners, GPUs, custom
+    resources) instead of the one saved with them: a requeued job may have another allocation, and
+    Tune would otherwise wait for the old one (Ray #36761). What a trial trains stays as saved.
+
+    Part of every Tune run's callbacks, since Tune restores a run with the callbacks it started with;
+    `placement` is set by train() for the restore."""
+
+    placement = None  # {config key: value} of this run's config, only when resuming
+
+    def __init__(self):
+        self._done = False
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self._done or not ElasticResume.placement:
+            return
+        self._done = True
+        for trial in trials:
+            if trial.status in (trial.PENDING, trial.PAUSED, trial.ERROR):
+                config = {**trial.config, **ElasticResume.placement}
+                trial.set_config(config)
+                trial.update_resources(algorithm_class(trial.trainable_name).default_resource_request(config))
+
+
 class StopOnSignal(tune.Callback):
     """SIGUSR1/SIGTERM/SIGINT: checkpoint every running trial at its next result, then stop Tune.
 
@@ -66,6 +106,7 @@ class StopOnSignal(tune.Callback):
             return
         self._installed = True
         self._pending = set()
+        StopOnSignal.received = StopOnSignal.received or EarlyStop.received
         self._tune_handler = signal.getsignal(signal.SIGUSR1)
         for name in STOP_SIGNALS:
             signal.signal(getattr(signal, name), self._on_signal)
@@ -101,14 +142,20 @@ def make_tuner(spec, param_space):
     if spec.resume_dir:
         # Stop criteria and callbacks come back from the saved experiment; the config is given
         # again because it holds objects Tune cannot always re-create on its own.
-        return tune.Tuner.restore(spec.resume_dir, trainable=algo_cls, resume_unfinished=True, resume_errored=True,
-                                  param_space=param_space)
+        try:
+            return tune.Tuner.restore(spec.resume_dir, trainable=algo_cls, resume_unfinished=True,
+                                      resume_errored=True, param_space=param_space)
+        except ValueError as e:  # e.g. a custom resource for env runners that the run did not have
+            first = str(e).strip().splitlines()[0]
+            raise UserError(f"cannot resume {spec.resume_dir} with this config: {first} (Tune needs the keys "
+                            "the run started with: resume with the flags it was started with)") from None
     run_config = tune.RunConfig(
         name=spec.name,
         storage_path=spec.storage_path,
         stop=dict(spec.stop),
         verbose=0,  # ProgressLine prints instead
-        callbacks=[TuneProgressLine(), StopOnSignal(), ResumableCSVLogger()],
+        callbacks=[TuneProgressLine(), StopOnSignal(), ResumableCSVLogger(), FirstParamsJsonLogger(),
+                   ElasticResume()],
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=spec.checkpoint_freq, checkpoint_at_end=True),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
     )
@@ -121,6 +168,9 @@ def train(spec, config) -> Outcome:
     from rlhpc.search import search_space
 
     param_space = search_space(config, spec.search) if spec.search else config
+    if spec.resume_dir:
+        placement = config.to_dict()
+        ElasticResume.placement = {key: placement[key] for key in PLACEMENT_KEYS if key in placement}
     grid = make_tuner(spec, param_space).fit()
     trials = [TrialOutcome(path=r.path, metrics=r.metrics or {}, checkpoint=r.checkpoint.path if r.checkpoint else None,
                            config=r.config or {},

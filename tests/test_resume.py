@@ -1,5 +1,6 @@
 """Stopping a run with a signal, then --resume: nothing lost beyond one checkpoint interval."""
 
+import json
 import signal
 import subprocess
 
@@ -40,10 +41,22 @@ def test_signal_saves_a_checkpoint_and_resume_continues(sig, tmp_path):
     assert stopped_at >= 3 and before[-1][RETURN] < 195, "the run finished before the signal"
     assert list(tmp_path.glob("run/*/checkpoint_000000")), "no checkpoint saved on the signal"
 
-    out = run_script(TRAINER, "--storage-path", tmp_path, "--name", "run", "--resume", "--as-test", env=env)
+    # --resume takes the run's own flags (--checkpoint-freq 0 among them); after SIGTERM it also gets another
+    # allocation, an env runner where the run sampled in the driver (elastic: allowed, recorded).
+    elastic = ["--num-cpus", "1"] if sig == signal.SIGTERM else []
+    out = run_script(TRAINER, "--storage-path", tmp_path, "--name", "run", "--resume", *elastic, "--as-test", env=env)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert f"resuming {tmp_path / 'run'} after iteration {stopped_at}" in out.stdout
     after = read_progress(tmp_path / "run")[len(before):]
     assert int(after[0]["training_iteration"]) == stopped_at + 1
+    assert {r["fault_tolerance/num_healthy_workers"] for r in before} == {0}
+    assert {r["fault_tolerance/num_healthy_workers"] for r in after} == {1 if elastic else 0}
+    [params] = tmp_path.glob("run/*/params.json")
+    assert json.loads(params.read_text())["num_env_runners"] == 0, "params.json no longer says how the run started"
+    record = json.loads((tmp_path / "run" / "rlhpc_run_spec.json").read_text())
+    assert record["flags"] == args[2:] and len(record["resumes"]) == 1
+    assert record["resumes"][0]["changes"] == ([{"flag": "--num-cpus", "from": 0, "to": 1, "trains": False}]
+                                               if elastic else [])
     assert after[0]["num_env_steps_sampled_lifetime"] > before[-1]["num_env_steps_sampled_lifetime"]
     assert after[-1][RETURN] >= 195
     # The 100-episode window is saved with the checkpoint: the resumed run goes on averaging the same episodes.
