@@ -1,4 +1,5 @@
-"""The mean return of the last 100 episodes, and where an iteration's time went (sampling vs learning).
+"""The mean return of the last 100 episodes, where an iteration's time went (sampling vs learning), and an
+end to training when no env runner is left.
 
 RLlib 2.60's `env_runners/episode_return_mean` averages only the episodes that ended in the
 last iteration (its windowed stats are emptied at every reduce), so on CartPole one lucky
@@ -63,6 +64,16 @@ def split_time(algorithm, result: dict) -> None:
         seen[timer] = average
 
 
+def no_runner_left(algorithm, result: dict) -> None:
+    """Ends training when every env runner failed in this iteration. RLlib restarts failed env runners (we
+    ask it to: a lost node must cost a few samples, not the job), and it does so for an env that raises too:
+    such a run would "train" on no samples for ever, and a job chain requeue it to its cap."""
+    healthy = (result.get("fault_tolerance") or {}).get("num_healthy_workers")
+    if algorithm.config.num_env_runners and healthy == 0:
+        raise RuntimeError(f"every env runner failed in iteration {result.get('training_iteration')}: the env "
+                           "raised (its traceback is in the env runners' lines of the log) or their nodes were lost")
+
+
 class ReturnOverLast100Episodes(RLlibCallback):
     def on_episode_end(self, *, episode, env_runner=None, metrics_logger=None, prev_episode_chunks=(), **kwargs):
         if env_runner is not None and env_runner.config.in_evaluation:
@@ -74,6 +85,7 @@ class ReturnOverLast100Episodes(RLlibCallback):
             metrics_logger.log_value(RETURNS_THIS_ITERATION, float(ret), reduce="item_series")
 
     def on_train_result(self, *, algorithm, result, **kwargs):
+        no_runner_left(algorithm, result)
         window = last_returns(algorithm)
         result.pop(SAVED_WINDOW, None)  # the copies saved last iteration, reduced into this result
         result.pop(SAVED_TIMERS, None)

@@ -8,13 +8,18 @@
 #
 #   sbatch slurm/gpu_trainer.sh
 #   sbatch slurm/gpu_trainer.sh --name-env LunarLander-v3 --stop-iters 500
-#   sbatch slurm/gpu_trainer.sh --name myrun --resume              # continue after the wall time hit
+#   sbatch slurm/gpu_trainer.sh --name myrun --resume              # continue a run by hand
+#
+# At the wall time the job checkpoints and requeues itself (all groups) until the run meets its stop
+# criterion (RLHPC_MAX_JOBS jobs at most, default 10; RLHPC_REQUEUE=0 turns it off): see slurm/README.md.
 #
 # Options given to sbatch on the command line apply to every group (e.g. --nodes=1 makes each group 1 node).
 
 #SBATCH --job-name=rlhpc-gpu
 #SBATCH --time=01:00:00
-#SBATCH --signal=B:USR1@120          # 2 minutes before the limit: checkpoint and stop (resume with --resume)
+#SBATCH --signal=B:USR1@120          # 2 minutes before the limit: checkpoint, stop, requeue (ray_cluster.sh)
+#SBATCH --requeue                    # ... and the next job of the chain resumes the run
+#SBATCH --open-mode=append           # one log for the whole chain
 ##SBATCH --account=<your_account>    # uncomment where the cluster wants an account
 ##SBATCH --partition=<partition>     # may differ per group (e.g. a GPU partition for group 2)
 # group 0: Ray head and driver

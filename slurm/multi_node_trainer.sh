@@ -5,7 +5,10 @@
 #   sbatch slurm/multi_node_trainer.sh                              # PPO on CartPole-v0
 #   sbatch slurm/multi_node_trainer.sh --name-env Acrobot-v1 --stop-iters 200
 #   TRAINER=custom_gym_env/custom_env_trainer.py sbatch slurm/multi_node_trainer.sh
-#   sbatch slurm/multi_node_trainer.sh --name myrun --resume       # continue after the wall time hit
+#   sbatch slurm/multi_node_trainer.sh --name myrun --resume       # continue a run by hand
+#
+# At the wall time the job checkpoints and requeues itself until the run meets its stop criterion
+# (RLHPC_MAX_JOBS jobs at most, default 10; RLHPC_REQUEUE=0 turns it off): see slurm/README.md.
 #
 # Everything Ray-specific (ports, token, temp dirs, waiting, teardown) is in slurm/ray_cluster.sh.
 
@@ -14,7 +17,9 @@
 #SBATCH --ntasks-per-node=1          # one `ray start` per node; Ray schedules the work inside
 #SBATCH --cpus-per-task=36           # all cores of a node go to that node's Ray
 #SBATCH --time=01:00:00
-#SBATCH --signal=B:USR1@120          # 2 minutes before the limit: checkpoint and stop (resume with --resume)
+#SBATCH --signal=B:USR1@120          # 2 minutes before the limit: checkpoint, stop, requeue (ray_cluster.sh)
+#SBATCH --requeue                    # ... and the next job of the chain resumes the run
+#SBATCH --open-mode=append           # one log for the whole chain
 ##SBATCH --account=<your_account>    # uncomment where the cluster wants an account
 ##SBATCH --partition=<partition>
 ##SBATCH --mem=0                     # all of each node's memory

@@ -8,6 +8,7 @@
 #   ray_cluster_start_worker NODE CPUS [RESOURCES_JSON [HET_GROUP]]   # once per other node
 #   ray_cluster_wait NODES          # poll until NODES Ray nodes are alive; print a report
 #   ray_cluster_run_trainer python TRAINER.py ARGS...   # returns the trainer's exit status
+#                                   # (and requeues the job when the wall time stopped an unfinished run)
 #
 # What it takes care of, and why:
 #  - Ports come from the job id, so two jobs whose heads share a node do not collide. Everything stays below
@@ -21,6 +22,11 @@
 #  - Wall time: the templates ask Slurm for USR1 to the batch shell (#SBATCH --signal=B:USR1@120). The trainer
 #    runs in the background so this shell can take the signal, pass it on (the trainer then checkpoints and
 #    exits), and wait for it. TERM is passed on the same way.
+#  - Past the wall time: when that USR1 stopped a run that has not met its stop criterion, the job requeues
+#    itself (`scontrol requeue`, last thing on exit; the templates say #SBATCH --requeue and --open-mode=append)
+#    and the next job of the chain resumes the run (SLURM_RESTART_COUNT says which job of the chain this is;
+#    the trainer's status file, which run). A run that is done, failed, or was stopped by a plain scancel (TERM)
+#    or by a user's USR1 long before the limit is not requeued; nor is job RLHPC_MAX_JOBS of a chain.
 #  - On exit the Ray srun steps are ended by killing those srun processes (never `ray stop`, which ends every
 #    Ray on the node, other jobs' included), and the token file is removed.
 #
@@ -32,6 +38,11 @@
 #   RLHPC_OBJECT_STORE_MEMORY  bytes of object store per node (default: Ray's, 30% of the node's RAM)
 #   RLHPC_POST_HOOK      a command run after the trainer while the cluster is still up (evaluation, checks)
 #   RLHPC_KEEP_RAY_TMP=1 keep the nodes' Ray temp dirs (Ray's own logs) after the job
+#   RLHPC_REQUEUE=0      do not requeue at the wall time (default 1: requeue until the run is done)
+#   RLHPC_MAX_JOBS       most jobs in one chain of requeues       (default 10)
+#   RLHPC_WALLTIME_LEFT  a USR1 with at most this many seconds left is the wall-time warning (default 300;
+#                        a USR1 sent earlier, by `scancel --signal=USR1 --batch`, stops without requeueing).
+#                        Keep it >= N + 60 for `--signal=B:USR1@N`: Slurm may signal up to 60 s early.
 
 : "${SLURM_JOB_ID:?ray_cluster.sh runs inside a Slurm job (sbatch/salloc)}"
 
@@ -41,9 +52,18 @@ _ray_port_given=${RLHPC_RAY_PORT:+1}
 RLHPC_RAY_PORT=${RLHPC_RAY_PORT:-$((6379 + SLURM_JOB_ID % 1000))}
 RLHPC_RAY_TIMEOUT=${RLHPC_RAY_TIMEOUT:-300}
 
+RLHPC_REQUEUE=${RLHPC_REQUEUE:-1}
+RLHPC_MAX_JOBS=${RLHPC_MAX_JOBS:-10}
+RLHPC_WALLTIME_LEFT=${RLHPC_WALLTIME_LEFT:-300}
+
 _ray_srun_pids=()      # the background `srun ... ray start --block` steps, ended on exit
 _ray_nodes=()          # "node:het_group" of every Ray node, for cleaning up their temp dirs
 _ray_trainer_pid=""
+_ray_chain_job=$((${SLURM_RESTART_COUNT:-0} + 1))  # which job of a chain of requeues this is
+_ray_got_usr1=""       # set when USR1 came
+_ray_usr1_left=""      # seconds the job had left then ("" if squeue did not say)
+_ray_trainer_done=""   # set once the trainer has exited
+_ray_requeue=""        # set when this job is to requeue itself on exit
 
 _ray_log() { printf 'ray_cluster.sh: %s\n' "$*" >&2; }
 
@@ -52,6 +72,9 @@ mkdir -p "$RLHPC_JOB_DIR" && chmod 700 "$RLHPC_JOB_DIR" \
   || { _ray_log "cannot create $RLHPC_JOB_DIR"; exit 1; }
 export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH=$RLHPC_JOB_DIR/auth_token
+# The trainer says there which run it trains and how it ended (rlhpc/trainer.py); the job dir outlives a
+# requeue (same job id), so the next job of the chain finds it.
+export RLHPC_STATUS_FILE=$RLHPC_JOB_DIR/trainer_status.json
 unset RAY_AUTH_TOKEN   # it would take precedence over the per-job file
 rm -f "$RAY_AUTH_TOKEN_PATH"
 # umask 077 in a subshell: the file is created mode 600; the token goes from python straight into the file.
@@ -100,14 +123,38 @@ _ray_cleanup() {
     done
     wait
   fi
+  if [ -n "$_ray_requeue" ]; then  # last: Slurm ends this job's processes as it requeues it
+    scontrol requeue "$SLURM_JOB_ID" || _ray_log "scontrol requeue $SLURM_JOB_ID failed: resubmit with --resume"
+  fi
   exit "$rc"
 }
 trap _ray_cleanup EXIT
+
+# Seconds the job has left ("" if Slurm does not say): squeue's %L is [D-][HH:]MM:SS.
+_ray_time_left() {
+  local left days=0 seconds=0 part
+  left=$(timeout 10 squeue -h -j "$SLURM_JOB_ID" -o %L 2>/dev/null | head -n 1 | tr -d '[:space:]')
+  [[ $left =~ ^([0-9]+-)?[0-9]+(:[0-9]+)*$ ]] || return 0
+  if [[ $left == *-* ]]; then days=${left%%-*}; left=${left#*-}; fi
+  IFS=: read -r -a parts <<<"$left"
+  for part in "${parts[@]}"; do seconds=$((seconds * 60 + 10#$part)); done
+  echo $((days * 86400 + seconds))
+}
+
+# A field of the trainer's status file ("" if there is none).
+_ray_status() {
+  [ -s "$RLHPC_STATUS_FILE" ] || return 0
+  python -c 'import json, sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], ""))' "$RLHPC_STATUS_FILE" "$1" \
+    2>/dev/null
+}
 
 _ray_forward() {  # SIGNAL: pass it to the trainer; before there is one, just stop
   if [ -n "$_ray_trainer_pid" ]; then
     _ray_log "got SIG$1: passing it to the trainer (pid $_ray_trainer_pid) and waiting for it to save and exit"
     kill -s "$1" "$_ray_trainer_pid" 2>/dev/null
+    if [ "$1" = USR1 ]; then _ray_got_usr1=1; _ray_usr1_left=$(_ray_time_left); fi  # after: squeue may be slow
+  elif [ -n "$_ray_trainer_done" ]; then
+    _ray_log "got SIG$1 after the trainer exited: finishing up"
   else
     _ray_log "got SIG$1 before the trainer started: stopping"
     exit 1
@@ -225,8 +272,27 @@ EOF
 }
 
 # python TRAINER.py ARGS...: run it in the background so this shell can pass signals on; return its status.
+# In a requeued job (the next of a chain) the trainer resumes the run the previous job stopped.
 ray_cluster_run_trainer() {
-  local rc arg shown=() hide=0
+  local rc arg shown=() hide=0 run kept=() skip_value=""
+  if ((_ray_chain_job > 1)) && run=$(_ray_status experiment) && [ -n "$run" ]; then
+    _ray_log "job $_ray_chain_job of at most $RLHPC_MAX_JOBS in this chain: resuming $run" \
+      "after iteration $(_ray_status iteration) (the previous job stopped it: $(_ray_status ending))"
+    rm -f "$RLHPC_STATUS_FILE"  # read: from here on only this job's trainer says how the run ended
+    for arg in "$@"; do  # whatever --resume the job was submitted with, the run the chain trains
+      if [ -n "$skip_value" ]; then skip_value=""; [[ $arg == -* ]] || continue; fi
+      case $arg in
+        --resume=*) continue ;;
+        --resume) skip_value=1; continue ;;
+      esac
+      kept+=("$arg")
+    done
+    set -- "${kept[@]}" --resume "$run"
+  elif [ "$RLHPC_REQUEUE" = 1 ]; then
+    _ray_log "job $_ray_chain_job of at most $RLHPC_MAX_JOBS in this chain (the job requeues itself at the" \
+      "wall time until the run is done; RLHPC_REQUEUE=0 turns that off)"
+    rm -f "$RLHPC_STATUS_FILE"
+  fi
   for arg in "$@"; do   # the log never shows a token given as --redis-password (or an abbreviation)
     if ((hide)); then shown+=("<token>"); hide=0
     elif [[ $arg == --red*=* ]]; then shown+=("${arg%%=*}=<token>")
@@ -240,10 +306,39 @@ ray_cluster_run_trainer() {
   while kill -0 "$_ray_trainer_pid" 2>/dev/null; do wait "$_ray_trainer_pid"; done
   wait "$_ray_trainer_pid"; rc=$?
   _ray_trainer_pid=""
+  _ray_trainer_done=1
   _ray_log "trainer exited with status $rc"
-  if [ -n "${RLHPC_POST_HOOK:-}" ]; then
+  _ray_decide_requeue
+  if [ -n "$_ray_requeue" ] && [ -n "${RLHPC_POST_HOOK:-}" ]; then
+    _ray_log "not running RLHPC_POST_HOOK: the run goes on in the next job"
+  elif [ -n "${RLHPC_POST_HOOK:-}" ]; then
     _ray_log "running RLHPC_POST_HOOK"
     bash -c "$RLHPC_POST_HOOK" || { _ray_log "RLHPC_POST_HOOK failed"; ((rc)) || rc=1; }
   fi
   return "$rc"
+}
+
+# After the trainer: requeue this job if the wall-time warning stopped a run that is not done.
+_ray_decide_requeue() {
+  local ending
+  ending=$(_ray_status ending)
+  [ -n "$_ray_got_usr1" ] || return 0   # no USR1: the run ended by itself, or by a plain scancel (TERM)
+  if [ -z "$_ray_usr1_left" ]; then
+    _ray_log "squeue did not say how much time the job had left at USR1: taking it for the wall time"
+  fi
+  if [ -n "$_ray_usr1_left" ] && ((_ray_usr1_left > RLHPC_WALLTIME_LEFT)); then
+    _ray_log "USR1 came with ${_ray_usr1_left}s left, more than RLHPC_WALLTIME_LEFT=${RLHPC_WALLTIME_LEFT}s:" \
+      "a request to stop, not the wall time; not requeueing"
+  elif [ "$RLHPC_REQUEUE" != 1 ]; then
+    _ray_log "RLHPC_REQUEUE=$RLHPC_REQUEUE: not requeueing; resubmit with --resume to go on"
+  elif [ "$ending" != stopped ]; then
+    _ray_log "not requeueing: the run ended ${ending:-without saying how} (see above)"
+  elif ((_ray_chain_job >= RLHPC_MAX_JOBS)); then
+    _ray_log "not requeueing: this was job $_ray_chain_job of at most RLHPC_MAX_JOBS=$RLHPC_MAX_JOBS;" \
+      "resubmit with --resume $(_ray_status experiment) to go on"
+  else
+    _ray_log "requeueing: the wall time stopped the run after iteration $(_ray_status iteration);" \
+      "job $((_ray_chain_job + 1)) of at most $RLHPC_MAX_JOBS resumes it"
+    _ray_requeue=1
+  fi
 }

@@ -28,6 +28,7 @@ class SlurmJob:
     state: str        # COMPLETED, FAILED, CANCELLED, TIMEOUT, ...
     output: str       # the slurm-<id>.out text
     seconds: float    # from submission until the job left the queue
+    restarts: int = 0  # times it was requeued
 
 
 class SlurmCluster:
@@ -90,8 +91,9 @@ class SlurmCluster:
         record = next(r for r in info.split("\n\n") if re.search(rf"\bJobId={job_id}\b", r))
         code, sig = map(int, re.search(r"\bExitCode=(\d+):(\d+)", record).groups())
         state = re.search(r"\bJobState=(\S+)", record).group(1)
+        restarts = int(re.search(r"\bRestarts=(\d+)", record).group(1))
         output = Path(output_path).read_text() if Path(output_path).exists() else ""
-        return SlurmJob(job_id, code, sig, state, output, seconds)
+        return SlurmJob(job_id, code, sig, state, output, seconds, restarts)
 
     def sbatch(self, script, *args, options=(), env=None, output_dir, timeout=600, on_poll=None) -> SlurmJob:
         """Submit and wait: the job's exit code and log."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, RETURN, assert_return_is_the_mean_of_the_last_100_episodes, read_progress
+from test_resume import CRASHING_ENV
 
 pytestmark = pytest.mark.slurm
 
@@ -183,41 +184,119 @@ def test_training_survives_losing_a_worker_node(slurm_cluster, tmp_path):
     assert_cleaned_up(slurm_cluster, job, tmp_path)
 
 
-def test_usr1_checkpoints_and_resubmitting_with_resume_finishes(slurm_cluster, tmp_path):
-    experiment = tmp_path / "results" / "walltime"
-    args = ["--storage-path", tmp_path / "results", "--name", "walltime"]
-    # --checkpoint-freq 0: the only checkpoint is the one the signal causes.
-    job_id, out = slurm_cluster.submit(MULTI, *args, "--checkpoint-freq", "0", options=["--cpus-per-task=1"],
-                                       env=job_env(tmp_path), output_dir=tmp_path)
-    sent = {}
+ITERATIONS_PER_JOB = 15
 
-    def usr1_after_three_iterations():
-        if not sent and iterations_so_far(out) >= 3:
-            # What `#SBATCH --signal=B:USR1@120` does before the wall time: USR1 to the batch shell only.
+
+def test_a_job_past_its_wall_time_requeues_itself_until_the_run_is_done(slurm_cluster, tmp_path):
+    """CartPole-v1 to 450 (~40 iterations) across jobs of 15 iterations each, with no user action between.
+
+    Each job of the chain gets the wall-time USR1 the way `#SBATCH --signal=B:USR1@N` sends it (to the batch
+    shell, with under RLHPC_WALLTIME_LEFT seconds left), here after its 15th iteration: Slurm's own timing
+    varies by its 30 s check (USR1@60 in a 2-minute job came 30-60 s in, measured), which would make the
+    number of jobs a matter of luck. Slurm's own signal is set for after ours (USR1@30 of 3 minutes)."""
+    experiment = tmp_path / "results" / "chain"
+    job_id, out = slurm_cluster.submit(
+        MULTI, "--name-env", "CartPole-v1", "--seed", 0, "--stop-reward", 450, "--storage-path",
+        tmp_path / "results", "--name", "chain", options=["--cpus-per-task=1", "--time=3", "--signal=B:USR1@30"],
+        env=job_env(tmp_path), output_dir=tmp_path)
+    sent, resumed = [], []  # when each USR1 went, and when each next job's first iteration showed
+
+    def wall_time_after_some_iterations():
+        text = out.read_text() if out.exists() else ""
+        jobs = text.split("ray_cluster.sh: job ")[1:]
+        if not jobs:
+            return
+        iterations = len(re.findall(r"^iter +\d+ ", jobs[-1], re.MULTILINE))
+        if len(jobs) > len(resumed) + 1 and iterations:
+            resumed.append(time.monotonic())
+        if len(sent) < len(jobs) and iterations >= ITERATIONS_PER_JOB:
             slurm_cluster.run("scancel", "--signal=USR1", "--batch", job_id)
-            sent["at"] = time.monotonic()
+            sent.append(time.monotonic())
 
-    job = slurm_cluster.wait(job_id, out, timeout=400, on_poll=usr1_after_three_iterations)
-    assert sent, "training ended before the signal"
-    print(f"job {job.job_id}: {job.seconds:.1f} s, ended {time.monotonic() - sent['at']:.1f} s after USR1")
-    assert job.exit_code == 0 and job.state == "COMPLETED", job.output[-4000:]
-    assert "got SIGUSR1: passing it to the trainer" in job.output
-    assert "stopped by SIGUSR1; state and checkpoint saved" in job.output
-    before = read_progress(experiment)
-    stopped_at = int(before[-1]["training_iteration"])
-    assert before[-1][RETURN] < 195, "the run reached the stop reward before the signal"
-    assert list(experiment.glob("*/checkpoint_000000")), "no checkpoint saved on USR1"
+    job = slurm_cluster.wait(job_id, out, timeout=900, on_poll=wall_time_after_some_iterations)
+    lost = [b - a for a, b in zip(sent, resumed, strict=False)]
+    print(f"job {job.job_id}: {job.restarts + 1} jobs in {job.seconds:.0f} s; from USR1 to the next job's first "
+          f"iteration: {', '.join(f'{s:.0f} s' for s in lost)}")
+    assert job.state == "COMPLETED" and job.exit_code == 0, job.output[-4000:]
+    assert 2 <= job.restarts < 10, f"{job.restarts} requeues"  # RLHPC_MAX_JOBS defaults to 10
+    # One log for the chain, saying which job each part is and where it resumed.
+    assert "job 1 of at most 10 in this chain" in job.output
+    resumed_after = [int(re.search(rf"job {k} of at most 10 in this chain: resuming {experiment} after iteration "
+                                   r"(\d+)", job.output).group(1)) for k in range(2, job.restarts + 2)]
+    assert resumed_after == sorted(resumed_after) and resumed_after[0] >= ITERATIONS_PER_JOB, resumed_after
+    assert job.output.count("ray_cluster.sh: requeueing: the wall time stopped the run") == job.restarts
+    assert job.output.count("summary: reached=yes") == 1 and job.output.rstrip().endswith("status 0")
+    # One trial, one continuous table: iterations 1..K once each, env steps always growing.
+    rows = read_progress(experiment)
+    assert len(list(experiment.glob("*/progress.csv"))) == 1
+    assert [int(r["training_iteration"]) for r in rows] == list(range(1, len(rows) + 1))
+    steps = [r["num_env_steps_sampled_lifetime"] for r in rows]
+    assert all(b > a for a, b in zip(steps, steps[1:], strict=False)), steps
+    assert rows[-1][RETURN] >= 450
+    assert_return_is_the_mean_of_the_last_100_episodes(rows, several_runners=True)
     assert_cleaned_up(slurm_cluster, job, tmp_path)
 
-    again = slurm_cluster.sbatch(MULTI, *args, "--resume", "--as-test", options=["--cpus-per-task=1"],
-                                 env=job_env(tmp_path), output_dir=tmp_path, timeout=400)
-    print(f"resumed job {again.job_id}: {again.seconds:.1f} s")
-    assert again.exit_code == 0, again.output[-4000:]
-    after = read_progress(experiment)[len(before):]
-    assert int(after[0]["training_iteration"]) == stopped_at + 1
-    assert after[-1][RETURN] >= 195
-    # Tune restored the trial from RLlib's checkpoint, and the 100-episode window with it.
-    assert_return_is_the_mean_of_the_last_100_episodes(before + after, several_runners=True)
+
+def test_a_job_array_with_one_name_gives_each_task_its_own_run(slurm_cluster, tmp_path):
+    """4 tasks started together with one --name: 4 experiment dirs (the name, then _2, _3, _4), each with
+    one clean progress.csv and its own resumable state; --resume by that name lists them."""
+    job = slurm_cluster.sbatch(MULTI, "--stop-iters", 2, "--storage-path", tmp_path / "results", "--name", "array",
+                               options=["--array=0-3", "--nodes=1", "--cpus-per-task=1"],
+                               env=job_env(tmp_path), output_dir=tmp_path, timeout=400)
+    runs = sorted((tmp_path / "results").iterdir())
+    assert [r.name for r in runs] == ["array", "array_2", "array_3", "array_4"], runs
+    for run in runs:
+        [progress] = run.glob("*/progress.csv")
+        lines = progress.read_text().splitlines()
+        assert len(lines) == 3 and lines.count(lines[0]) == 1, progress  # one header, 2 rows
+        record = json.loads((run / "rlhpc_run_spec.json").read_text())
+        assert re.fullmatch(rf"{job.job_id}_[0-3]", record["slurm_job"]), record["slurm_job"]
+        assert list(run.glob("experiment_state-*.json")) and list(run.glob("*/checkpoint_000000"))
+    assert len({json.loads((r / "rlhpc_run_spec.json").read_text())["slurm_job"] for r in runs}) == 4
+    out = subprocess.run([sys.executable, REPO / "simple_example" / "simple_trainer.py", "--storage-path",
+                          tmp_path / "results", "--name", "array", "--resume"], capture_output=True, text=True,
+                         env={**os.environ, "HOME": str(tmp_path)}, timeout=120, check=False)
+    assert out.returncode == 2
+    [error] = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert re.fullmatch(r"error: --resume: 4 runs are named array: .*array \(started .*, Slurm job \d+_\d, "
+                        r"iteration 2\).*array_4 .*\. Pick one with --resume DIR", error), out.stderr
+
+
+def test_scancel_ends_a_chain_and_a_failing_env_is_not_requeued(slurm_cluster, tmp_path):
+    # A plain scancel (TERM to everything): cancelled, not requeued, even with --requeue in the template.
+    job_id, out = slurm_cluster.submit(MULTI, "--storage-path", tmp_path / "results", "--name", "cancel",
+                                       options=["--cpus-per-task=1", "--time=5"], env=job_env(tmp_path),
+                                       output_dir=tmp_path)
+
+    def cancel_once_training():
+        if iterations_so_far(out) >= 1:
+            slurm_cluster.run("scancel", job_id)
+
+    cancelled = slurm_cluster.wait(job_id, out, timeout=300, on_poll=cancel_once_training)
+    assert cancelled.state == "CANCELLED" and cancelled.restarts == 0, cancelled
+    assert "requeueing" not in cancelled.output
+    # An env that raises in the first iteration, after the wall-time USR1 came (while Ray was starting: the
+    # trainer keeps it for the end of that iteration): failed, not requeued.
+    (tmp_path / "crashing_env.py").write_text(CRASHING_ENV)
+    job_id, out = slurm_cluster.submit(
+        MULTI, "--name-env", "crashing_env:rlhpc_tests/CrashingCartPole-v0", "--max-failures", 0,
+        "--set", "delay_between_env_runner_restarts_s=1", "--storage-path",
+        tmp_path / "results", "--name", "crash", options=["--cpus-per-task=1", "--time=3", "--signal=B:USR1@30"],
+        env=job_env(tmp_path, PYTHONPATH=tmp_path, CRASH_AFTER_STEPS=500), output_dir=tmp_path)
+    sent = []
+
+    def wall_time_while_ray_starts():
+        if not sent and out.exists() and " with Ray cluster at " in out.read_text():
+            slurm_cluster.run("scancel", "--signal=USR1", "--batch", job_id)
+            sent.append(True)
+
+    failed = slurm_cluster.wait(job_id, out, timeout=300, on_poll=wall_time_while_ray_starts)
+    assert failed.state == "FAILED" and failed.exit_code == 1 and failed.restarts == 0, failed.output[-3000:]
+    assert "got SIGUSR1: passing it to the trainer" in failed.output
+    # RLlib restarts failed env runners; with every one of them failed, the run ends (rlhpc/metrics.py).
+    assert "error: training failed: RuntimeError: every env runner failed in iteration 1" in failed.output
+    assert "not requeueing: the run ended failed" in failed.output
+    assert_cleaned_up(slurm_cluster, failed, tmp_path)
 
 
 def test_a_cluster_that_does_not_come_up_fails_clearly_and_leaves_nothing(slurm_cluster, tmp_path):

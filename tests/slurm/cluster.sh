@@ -85,8 +85,11 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MailProg=/bin/true
 SchedulerType=sched/backfill
-# Heterogeneous jobs are started only by the backfill scheduler: look every second, not every 30.
-SchedulerParameters=bf_interval=1
+# Heterogeneous jobs are started only by the backfill scheduler: look every second, not every 30; and the
+# main scheduler every 2 s, not 60, so a requeued job starts as soon as it may.
+SchedulerParameters=bf_interval=1,sched_interval=2
+# A requeued job may start again cred_expire + 1 s after the requeue (default 120 s; real clusters keep that).
+AuthInfo=cred_expire=10
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
