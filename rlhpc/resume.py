@@ -26,8 +26,8 @@ RUN_SETTINGS = {
 }
 KEY_VALUE = {"set": "--set", "env_config": "--env-config"}  # merged key by key
 # Always this command's: the cluster of this job (the sbatch templates export its address) and its token,
-# and what only says how to resume.
-THIS_COMMAND = {"address", "redis_password", "resume", "allow_changes", "print_config"}
+# and what only says how to resume or how this command reports.
+THIS_COMMAND = {"address", "redis_password", "resume", "allow_changes", "print_config", "as_test"}
 
 
 def find_run(args, default_name: str) -> str:
