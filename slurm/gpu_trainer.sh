@@ -44,6 +44,9 @@ RLHPC_ROOT=${RLHPC_ROOT:-$SLURM_SUBMIT_DIR}
 # shellcheck source=slurm/ray_cluster.sh
 source "$RLHPC_ROOT/slurm/ray_cluster.sh" || exit 1
 
+# --- preflight: what would break Ray on these nodes, found in a second, each with its fix --------------
+ray_cluster_doctor "$@"
+
 # --- Ray: one node per Slurm node, started in its own group with `srun --het-group=N` -------------------
 # In the batch shell Slurm describes each group in *_HET_GROUP_N variables. GPUs are not passed to Ray:
 # it counts the ones Slurm made visible (CUDA_VISIBLE_DEVICES in the group-2 step).

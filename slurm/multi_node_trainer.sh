@@ -37,6 +37,9 @@ RLHPC_ROOT=${RLHPC_ROOT:-$SLURM_SUBMIT_DIR}
 # shellcheck source=slurm/ray_cluster.sh
 source "$RLHPC_ROOT/slurm/ray_cluster.sh" || exit 1
 
+# --- preflight: what would break Ray on these nodes, found in a second, each with its fix --------------
+ray_cluster_doctor "$@"
+
 # --- Ray: head on the first node (where this script runs), a worker on every other node -----------------
 cpus=${SLURM_CPUS_PER_TASK:-$SLURM_CPUS_ON_NODE}
 mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")

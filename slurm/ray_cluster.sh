@@ -4,6 +4,7 @@
 # the traps; the functions start and stop the rest:
 #
 #   source "$RLHPC_ROOT/slurm/ray_cluster.sh"
+#   ray_cluster_doctor "$@"         # the preflight on every node (python -m rlhpc.doctor)
 #   ray_cluster_start_head   NODE CPUS [RESOURCES_JSON [HET_GROUP]]   # the batch host; exports ip_head=IP:PORT
 #   ray_cluster_start_worker NODE CPUS [RESOURCES_JSON [HET_GROUP]]   # once per other node
 #   ray_cluster_wait NODES          # poll until NODES Ray nodes are alive; print a report
@@ -38,6 +39,7 @@
 #   RLHPC_OBJECT_STORE_MEMORY  bytes of object store per node (default: Ray's, 30% of the node's RAM)
 #   RLHPC_POST_HOOK      a command run after the trainer while the cluster is still up (evaluation, checks)
 #   RLHPC_KEEP_RAY_TMP=1 keep the nodes' Ray temp dirs (Ray's own logs) after the job
+#   RLHPC_DOCTOR=0       skip the preflight (python -m rlhpc.doctor) before Ray starts
 #   RLHPC_REQUEUE=0      do not requeue at the wall time (default 1: requeue until the run is done)
 #   RLHPC_MAX_JOBS       most jobs in one chain of requeues       (default 10)
 #   RLHPC_WALLTIME_LEFT  a USR1 with at most this many seconds left is the wall-time warning (default 300;
@@ -193,6 +195,22 @@ _ray_srun_node() {  # NODE CPUS RESOURCES GROUP LOG -- ray start args...
     --num-cpus="$cpus" --resources="${resources:-"{}"}" "${extra[@]}" "$@" >"$log" 2>&1 &
   _ray_srun_pids+=($!)
   _ray_nodes+=("$node:$group")
+}
+
+# [TRAINER ARGS...]: the preflight, `python -m rlhpc.doctor`, on every node of the allocation (a second or so);
+# stops the job with its lines when something would break Ray. RLHPC_DOCTOR=0 skips it.
+ray_cluster_doctor() {
+  local arg flags=() next=""
+  if [ "${RLHPC_DOCTOR:-1}" != 1 ]; then _ray_log "RLHPC_DOCTOR=$RLHPC_DOCTOR: no preflight"; return 0; fi
+  for arg in "$@"; do  # the trainer's --storage-path (where the run writes) and --num-gpus
+    if [ -n "$next" ]; then flags+=("$next" "$arg"); next=""; continue; fi
+    case $arg in
+      --storage-path | --num-gpus) next=$arg ;;
+      --storage-path=* | --num-gpus=*) flags+=("$arg") ;;
+    esac
+  done
+  PYTHONPATH=$RLHPC_ROOT${PYTHONPATH:+:$PYTHONPATH} python -m rlhpc.doctor "${flags[@]}" \
+    || { _ray_log "the preflight found what would break Ray (lines above); RLHPC_DOCTOR=0 skips it"; exit 1; }
 }
 
 # NODE CPUS [RESOURCES_JSON [HET_GROUP]]: the head, with the GCS; waits until its port answers.

@@ -97,6 +97,7 @@ def test_multi_node_trainer_trains_on_three_nodes(multi_node_run, slurm_cluster)
     job, tmp, _ = multi_node_run
     assert job.exit_code == 0 and job.state == "COMPLETED", job.output[-4000:]
     assert "Ray cluster: 3 nodes, 3 CPUs, 0 GPUs" in job.output
+    assert re.findall(r"^node (n\d): ok \(", job.output, re.MULTILINE) == ["n1", "n2", "n3"]  # the preflight
     assert len(set(re.findall(r"^  node (n\d) (10\.250\.0\.\d+):", job.output, re.MULTILINE))) == 3
     # 1 CPU per task x 3 nodes, less 1 for the driver: the template computed --num-cpus 2.
     assert " --num-cpus 2 " in run_line(job)
@@ -332,6 +333,70 @@ def test_a_port_taken_by_another_job_is_skipped(slurm_cluster, tmp_path):
     assert f"port {port} (or +1000, +2000) on n1 is in use, by another job's Ray? Trying the next one" in job.output
     assert re.search(rf"^ray_cluster.sh: head: n1 10\.250\.0\.11:{port + 1} ", job.output, re.MULTILINE), job.output
     assert len(read_progress(tmp_path / "results" / "CartPole-v0")) == 1
+
+
+def doctor(slurm_cluster, tmp_path, **env):
+    """python -m rlhpc.doctor in the batch shell of a 3-node allocation (1 CPU each) -> the job."""
+    return slurm_cluster.sbatch("--wrap", f"{sys.executable} -m rlhpc.doctor",  # (sbatch --wrap COMMAND)
+                                options=["--nodes=3", "--cpus-per-task=1"], output_dir=tmp_path, timeout=120,
+                                env={"PYTHONPATH": str(REPO), **{k: str(v) for k, v in env.items()}})
+
+
+def test_the_preflight_passes_a_healthy_allocation_and_names_each_fault_on_its_node(slurm_cluster, tmp_path):
+    healthy = doctor(slurm_cluster, tmp_path)
+    assert healthy.exit_code == 0, healthy.output
+    assert re.findall(r"^node (n\d): ok \(Python ", healthy.output, re.MULTILINE) == ["n1", "n2", "n3"]
+    seconds = float(re.search(r"^doctor: 3 node\(s\), 0 failure\(s\), 0 warning\(s\) \(([\d.]+) s\)$",
+                              healthy.output, re.MULTILINE).group(1))
+    print(f"preflight on 3 nodes: {seconds} s ({healthy.seconds:.1f} s for the whole job)")
+
+    # A token file others can read, and a temp-dir root whose socket paths would pass 107 bytes: every node.
+    token = tmp_path / "token"
+    token.write_text("0" * 64)
+    token.chmod(0o644)
+    long_root = "/tmp/" + "x" * 70
+    bad = doctor(slurm_cluster, tmp_path, RAY_AUTH_TOKEN_PATH=token, RLHPC_RAY_TMP=long_root)
+    assert bad.exit_code == 1
+    for node in ("n1", "n2", "n3"):
+        assert f"node {node}: FAIL the token file {token} has mode 644: other users can read it" in bad.output
+        assert re.search(rf"^node {node}: FAIL Ray's socket paths under RLHPC_RAY_TMP={long_root} would be \d+ bytes, "
+                         "over the 107-byte limit", bad.output, re.MULTILINE)
+
+    # A small /dev/shm on n3 only: a tmpfs in the mount namespace n3's slurmd (and so its jobs) lives in.
+    slurmd = (slurm_cluster.base / "slurmd-n3.pid").read_text().strip()
+    mount = ["nsenter", "--mount", f"--target={slurmd}"]
+    subprocess.run([*mount, "mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", "/dev/shm"], check=True)
+    try:
+        small = doctor(slurm_cluster, tmp_path)
+    finally:
+        subprocess.run([*mount, "umount", "/dev/shm"], check=True)
+    assert small.exit_code == 1
+    assert re.search(r"^node n3: FAIL /dev/shm is 64 MiB, Ray's object store wants [\d.]+ GiB: set "
+                     r"RLHPC_OBJECT_STORE_MEMORY=\d+", small.output, re.MULTILINE), small.output
+    assert "node n1: ok" in small.output and "node n2: ok" in small.output
+
+    # The head's port already taken (another job's Ray), with RLHPC_RAY_PORT fixed: the head node names it.
+    holder = subprocess.Popen(["nsenter", "--net=/run/netns/n1", sys.executable, "-c",
+                               "import socket, time; s = socket.create_server(('10.250.0.11', 7001)); time.sleep(60)"])
+    try:
+        time.sleep(1)
+        taken = doctor(slurm_cluster, tmp_path, RLHPC_RAY_PORT=7001)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert taken.exit_code == 1
+    assert "node n1: FAIL port 7001 on 10.250.0.11 already answers (another job's Ray?): set RLHPC_RAY_PORT" \
+        in taken.output
+
+
+def test_a_template_stops_before_ray_when_the_preflight_fails(slurm_cluster, tmp_path):
+    job = slurm_cluster.sbatch(MULTI, options=["--cpus-per-task=1"], output_dir=tmp_path, timeout=120,
+                               env=job_env(tmp_path, RLHPC_RAY_TMP="/tmp/" + "y" * 70))
+    assert job.exit_code == 1
+    assert "node n1: FAIL Ray's socket paths under RLHPC_RAY_TMP=" in job.output
+    assert "the preflight found what would break Ray (lines above); RLHPC_DOCTOR=0 skips it" in job.output
+    assert "head:" not in job.output and "running:" not in job.output
+    assert_cleaned_up(slurm_cluster, job, tmp_path)
 
 
 def test_templates_ask_for_usr1_before_the_time_limit():
