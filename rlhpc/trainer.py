@@ -80,8 +80,11 @@ def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None) 
     if args.resume and make_parser:  # the run's own flags, with what this command line changes
         from rlhpc import resume
 
-        source, _ = env_sources.find(args.name_env, envs, ray_registry=True)
-        args, changes = resume.settings(args, flags, make_parser, experiment.path_safe(source.label))
+        # The default name (the env's) is only needed to find a run by name; resolve() finds the env anyway.
+        by_name = not isinstance(args.resume, str) and not args.name
+        default_name = experiment.path_safe(env_sources.find(args.name_env, envs, ray_registry=True)[0].label) \
+            if by_name else args.name
+        args, changes = resume.settings(args, flags, make_parser, default_name)
     spec = resolve(args, envs=envs, stop_reward_for=stop_reward_for, flags=flags,
                    changes=[(c["flag"], c["from"], c["to"], c["trains"]) for c in changes])
     env_sources.register_with_ray(spec.env, spec.probe)
