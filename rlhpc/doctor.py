@@ -6,9 +6,15 @@ and one per problem, each with its fix:
 
     node n3: FAIL Ray's temp dir root /scratch/x is on nfs4: sockets do not work there; set RLHPC_RAY_TMP=/tmp
 
-Exit 0 when nothing blocks training (WARN lines, slow but working, do not), 1 when something does. Outside an
-allocation it checks this machine. The checks read the same settings as slurm/ray_cluster.sh (RLHPC_RAY_TMP,
-RLHPC_RAY_PORT, RLHPC_OBJECT_STORE_MEMORY, RAY_AUTH_TOKEN_PATH) and --storage-path.
+A second round of steps checks the network the way Ray will use it: the head listens on its Ray port, at the
+address it will advertise, and every other node connects to it. Exit 0 when nothing blocks training (WARN
+lines, slow but working, do not), 1 when something does. Outside an allocation it checks this machine. The
+checks read the same settings as slurm/ray_cluster.sh (RLHPC_RAY_TMP, RLHPC_RAY_PORT,
+RLHPC_OBJECT_STORE_MEMORY, RAY_AUTH_TOKEN_PATH) and --storage-path.
+
+With `--address HOST:PORT` it checks a running Ray cluster instead (token from RAY_AUTH_TOKEN_PATH or
+RAY_AUTH_TOKEN): one task on every node reports what Ray sees there (CPUs, GPUs, object store) against what
+the node has (the CPUs it may run on, Slurm's CPUs and GPUs, what torch finds) and its versions.
 """
 
 import argparse
@@ -27,6 +33,7 @@ PACKAGES = ("ray", "torch", "gymnasium", "numpy", "rlhpc")  # the same on every 
 SOCKET_PATH_LIMIT = 107  # bytes in a unix socket path (sun_path), the limit Ray's raylet and plasma sockets hit
 NETWORK_FILE_SYSTEMS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "ceph", "glusterfs",
                         "fuse.sshfs", "fuse.glusterfs", "panfs", "wekafs"}
+REACH_SECONDS = 5  # a worker node retries the head's port this long (the head's listener may start later)
 FEW_OPEN_FILES = 4096  # Ray keeps a socket and files per worker: below this, big nodes run out
 LITTLE_DISK = 1 << 30  # bytes free under --storage-path
 
@@ -166,7 +173,7 @@ def check_node(head: bool, storage_path: str, num_gpus: float | None = None) -> 
         problems.append(problem("FAIL", "no IPv4 address other than loopback (hostname --ip-address, hostname -I): "
                                         "other nodes could not reach this one; fix the node's name resolution"))
     elif head:
-        port = ray_port()
+        port = facts["port"] = ray_port()
         try:
             socket.create_connection((address, port), timeout=2).close()
             taken = True
@@ -197,6 +204,10 @@ def check_node(head: bool, storage_path: str, num_gpus: float | None = None) -> 
         problems.append(problem("WARN", "RAY_AUTH_TOKEN is set in the job's environment (readable in "
                                         "/proc/<pid>/environ of every process of the job): use "
                                         "RAY_AUTH_TOKEN_PATH=<mode-600 file>"))
+    for pid, program in processes_showing(token_texts(path)):
+        problems.append(problem("FAIL", f"the token is on the command line of process {pid} ({program}): every "
+                                        "user of this node sees it with ps; pass it in a mode-600 file "
+                                        "(RAY_AUTH_TOKEN_PATH), never as an argument"))
 
     # Room for results and checkpoints; enough open files.
     storage = os.path.abspath(os.path.expanduser(storage_path))
@@ -209,6 +220,75 @@ def check_node(head: bool, storage_path: str, num_gpus: float | None = None) -> 
         problems.append(problem("WARN", f"open files limit is {soft}: Ray may run out on a big node; "
                                         "`ulimit -n 65536` in the job script"))
     return {"node": host, "versions": versions(), "facts": facts, "problems": problems}
+
+
+def token_texts(path: str | None) -> list:
+    """The job's token(s), from its file and the environment, to look for where they must not be."""
+    texts = [os.environ.get("RAY_AUTH_TOKEN", "").strip()]
+    if path:
+        try:
+            with open(path) as f:
+                texts.append(f.read().strip())
+        except OSError:
+            pass
+    return [t for t in texts if len(t) >= 16]  # a short text would match by chance
+
+
+def processes_showing(texts: list) -> list:
+    """[(pid, program)] of this user's processes whose argv holds one of texts."""
+    if not texts:
+        return []
+    found, me = [], os.getuid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != me:
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read()
+        except OSError:
+            continue
+        if any(t.encode() in argv for t in texts):
+            found.append((int(entry.name), os.path.basename(argv.split(b"\0")[0].decode(errors="replace"))))
+    return found
+
+
+def listen(address: str, port: int, expect: int) -> dict:
+    """The head's side of the reach check: listen where Ray's head will, until `expect` nodes connected."""
+    try:
+        server = socket.create_server((address, port))
+    except OSError as e:
+        return {"error": f"cannot listen on {address}:{port}: {e.strerror}"}
+    server.settimeout(0.2)
+    came, deadline = set(), time.monotonic() + REACH_SECONDS + 5
+    with server:
+        while len(came) < expect and time.monotonic() < deadline:
+            try:
+                conn, peer = server.accept()
+            except TimeoutError:
+                continue
+            with conn:  # the node closes first: no TIME_WAIT left on the port Ray's head binds next
+                conn.settimeout(1)
+                try:
+                    conn.recv(1)
+                except OSError:
+                    pass
+            came.add(peer[0])
+    return {"came": sorted(came)}
+
+
+def reach(address: str, port: int) -> dict:
+    """A worker node's side: connect to the head's port (retried: the head's listener may not be up yet)."""
+    deadline, why = time.monotonic() + REACH_SECONDS, "no try"
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((address, port), timeout=1).close()
+            return {"reached": True}
+        except OSError as e:
+            why = e.strerror or str(e) or type(e).__name__
+            time.sleep(0.1)
+    return {"reached": False, "error": why}
 
 
 def mib(n: int) -> str:
@@ -244,32 +324,60 @@ def allocation_nodes() -> list:
     return nodes
 
 
-def run_on_nodes(nodes: list, storage_path: str, num_gpus) -> list:
-    """One srun step per node, side by side, each printing its report."""
-    steps = []
-    for k, (node, group) in enumerate(nodes):
+def srun_doctor(steps: list) -> list:
+    """[(node, het group, doctor args)] -> [(node, its JSON report or None, why not)]: one srun step per node,
+    side by side."""
+    running = []
+    for node, group, args in steps:
         cmd = ["srun", "--overlap", "--nodes=1", "--ntasks=1", "-w", node]
         if group is not None:
             cmd.append(f"--het-group={group}")
-        cmd += [sys.executable, "-m", "rlhpc.doctor", "--node", "--storage-path", storage_path]
-        if num_gpus is not None:
-            cmd += ["--num-gpus", str(num_gpus)]
-        if k == 0:
-            cmd.append("--head")
-        steps.append((node, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-    reports = []
-    for node, step in steps:
+        cmd += [sys.executable, "-m", "rlhpc.doctor", *args]
+        running.append((node, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    results = []
+    for node, step in running:
         try:
             out, err = step.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             step.kill()
             out, err = step.communicate()
         try:
-            reports.append(json.loads(out.strip().splitlines()[-1]))
+            results.append((node, json.loads(out.strip().splitlines()[-1]), None))
         except (ValueError, IndexError):
-            last = (err.strip().splitlines() or ["no output"])[-1]
-            reports.append({"node": node, "versions": {}, "facts": {}, "problems": [problem(
-                "FAIL", f"could not run `{sys.executable} -m rlhpc.doctor` there: {last}")]})
+            results.append((node, None, (err.strip().splitlines() or ["no output"])[-1]))
+    return results
+
+
+def run_on_nodes(nodes: list, storage_path: str, num_gpus) -> list:
+    """Every node's checks, then whether every node reaches the head's port at the head's address."""
+    common = ["--node", "--storage-path", storage_path] + (["--num-gpus", str(num_gpus)] if num_gpus is not None
+                                                            else [])
+    reports = []
+    steps = [(node, group, common + ["--head"] * (k == 0)) for k, (node, group) in enumerate(nodes)]
+    for node, report, why in srun_doctor(steps):
+        reports.append(report or {"node": node, "versions": {}, "facts": {}, "problems": [problem(
+            "FAIL", f"could not run `{sys.executable} -m rlhpc.doctor` there: {why}")]})
+    head = reports[0]
+    address, port = head["facts"].get("address"), head["facts"].get("port")
+    taken = any(f"port {port} " in text for _, text in head["problems"])
+    if len(nodes) < 2 or not address or not port or taken:
+        return reports
+    target = f"{address}:{port}"
+    steps = [(nodes[0][0], nodes[0][1], ["--listen", target, "--expect", str(len(nodes) - 1)])]
+    steps += [(n, g, ["--reach", target]) for n, g in nodes[1:]]
+    results = srun_doctor(steps)
+    _, listened, why = results[0]
+    if listened is None or "error" in listened:
+        head["problems"].append(problem("FAIL", f"the head's address {target} does not work here: "
+                                                f"{(listened or {}).get('error', why)}: fix the node's name "
+                                                "resolution (hostname --ip-address)"))
+        return reports
+    for report, (_, reached, why) in zip(reports[1:], results[1:], strict=True):
+        if not (reached or {}).get("reached"):
+            report["problems"].append(problem("FAIL", f"cannot reach the head {head['node']} at {target} "
+                                                      f"({(reached or {}).get('error', why)}): this node's Ray could "
+                                                      "not join; the nodes' firewall must let the job's ports through "
+                                                      "(Ray's head port and 10002-19999)"))
     return reports
 
 
@@ -278,9 +386,10 @@ def report_lines(reports: list) -> tuple:
     lines, failures = [], 0
     for report in reports:
         facts, v = report.get("facts", {}), report.get("versions", {})
+        where = facts.get("seen") or (f"{facts.get('cpus')} CPUs, {facts.get('gpus')} GPUs; address "
+                                      f"{facts.get('address')}; temp {facts.get('temp')}")
         summary = (f"Python {v.get('python')}, ray {v.get('ray')}, torch {v.get('torch')}, gymnasium "
-                   f"{v.get('gymnasium')}; {facts.get('cpus')} CPUs, {facts.get('gpus')} GPUs; "
-                   f"address {facts.get('address')}; temp {facts.get('temp')}") if v else "no report"
+                   f"{v.get('gymnasium')}; {where}") if v else facts.get("seen", "no report")
         worst = "FAIL" if any(p[0] == "FAIL" for p in report["problems"]) else \
             "WARN" if report["problems"] else "ok"
         lines.append(f"node {report['node']}: {worst} ({summary})")
@@ -290,22 +399,91 @@ def report_lines(reports: list) -> tuple:
     return lines, failures
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rlhpc.doctor", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--storage-path", default="~/ray_results", help="where the run will write its results")
-    parser.add_argument("--num-gpus", type=float, help="GPUs the trainer will ask for (0: a GPU torch cannot use "
-                                                       "is a warning, not a failure)")
-    parser.add_argument("--node", action="store_true", help=argparse.SUPPRESS)  # one node's checks, as JSON
-    parser.add_argument("--head", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.node:
-        print(json.dumps(check_node(args.head, args.storage_path, args.num_gpus)), flush=True)
-        return 0
+def ray_node_facts() -> dict:
+    """Run as a Ray task on one node: what the node has, to set beside what Ray counts there."""
+    found = {"host": socket.gethostname().split(".")[0], "versions": versions(),
+             "cpus": len(os.sched_getaffinity(0)), "slurm_cpus": os.environ.get("SLURM_CPUS_ON_NODE"),
+             "slurm_gpus": os.environ.get("SLURM_GPUS_ON_NODE"), "cuda": None}
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        del os.environ["CUDA_VISIBLE_DEVICES"]  # Ray hides the GPUs from a task that asks for none
+    try:
+        import torch
+
+        found["cuda"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception as e:  # noqa: BLE001 -- any import or driver failure is the finding
+        found["cuda_error"] = f"{type(e).__name__}: {e}"
+    return found
+
+
+def check_ray_cluster(address: str) -> int:
+    """What a running Ray cluster sees on each node, against what each node has. -> the exit status."""
+    import logging
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     started = time.monotonic()
-    nodes = allocation_nodes()
-    reports = run_on_nodes(nodes, args.storage_path, args.num_gpus) if nodes else \
-        [check_node(True, args.storage_path, args.num_gpus)]
+    try:
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    except Exception as e:  # noqa: BLE001 -- connection, auth and address errors all end here
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0].rstrip(".")
+        print(f"error: cannot connect to the Ray cluster at {address}: {text} (the token comes from "
+              "RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)", file=sys.stderr)
+        return 2
+    nodes = sorted(ray.nodes(), key=lambda n: "node:__internal_head__" not in n.get("Resources", {}))
+    probe = ray.remote(num_cpus=0)(ray_node_facts)
+    pending = {n["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+               .remote() for n in nodes if n["Alive"]}
+    ready, _ = ray.wait(list(pending.values()), num_returns=len(pending), timeout=30)
+    reports = []
+    for n in nodes:
+        resources = n.get("Resources", {})
+        ray_cpus, ray_gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+        seen = (f"Ray: {ray_cpus} CPUs, {ray_gpus} GPUs, object store "
+                f"{mib(int(resources.get('object_store_memory', 0)))}")
+        report = {"node": n["NodeManagerAddress"], "versions": {}, "facts": {"seen": seen}, "problems": []}
+        reports.append(report)
+        if not n["Alive"]:
+            report["problems"].append(problem("WARN", "Ray lists this node as dead (its raylet ended): training "
+                                                      "goes on without it"))
+            continue
+        if pending[n["NodeID"]] not in ready:
+            report["problems"].append(problem("FAIL", "a task sent there did not run within 30 s: its workers cannot "
+                                                      "start (see raylet.out in the node's Ray session dir)"))
+            continue
+        try:
+            found = ray.get(pending[n["NodeID"]])
+        except Exception as e:  # noqa: BLE001 -- e.g. the project does not import in that node's environment
+            text = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            report["problems"].append(problem("FAIL", f"the check could not run there: {text}: use one Python "
+                                                      "environment on every node"))
+            continue
+        report["node"] = f"{found['host']} ({n['NodeManagerAddress']})"
+        report["versions"] = found["versions"]
+        add = report["problems"].append
+        if ray_cpus > found["cpus"]:
+            add(problem("WARN", f"Ray counts {ray_cpus} CPUs here but this node may run on {found['cpus']} (its CPU "
+                                "affinity: Slurm's allocation): env runners would share cores; start Ray with "
+                                f"--num-cpus={found['cpus']} (ray_cluster.sh does)"))
+        slurm_cpus = int(found["slurm_cpus"]) if (found["slurm_cpus"] or "").isdigit() else 0
+        if ray_cpus < slurm_cpus:
+            add(problem("WARN", f"Ray uses {ray_cpus} of the {slurm_cpus} CPUs Slurm gave this node: start Ray "
+                                f"with --num-cpus={slurm_cpus}"))
+        slurm_gpus = int(found["slurm_gpus"]) if (found["slurm_gpus"] or "").isdigit() else 0
+        if slurm_gpus and not ray_gpus:
+            add(problem("WARN", f"Slurm gave this node {slurm_gpus} GPU(s) but Ray counts none: start Ray with "
+                                f"--num-gpus={slurm_gpus}"))
+        if ray_gpus and not found["cuda"]:
+            add(problem("FAIL", f"Ray counts {ray_gpus} GPU(s) here but torch finds none "
+                                f"({found.get('cuda_error', 'torch.cuda.device_count() is 0')}): a learner placed "
+                                "here fails; install torch with CUDA in this node's environment"))
+    ray.shutdown()
     compare(reports)
+    return print_report(reports, started)
+
+
+def print_report(reports: list, started: float) -> int:
+    """Prints the lines and the count line. -> the exit status (1 when something blocks training)."""
     lines, failures = report_lines(reports)
     warnings = sum(len(r["problems"]) for r in reports) - failures
     for line in lines:
@@ -313,6 +491,37 @@ def main(argv=None) -> int:
     print(f"doctor: {len(reports)} node(s), {failures} failure(s), {warnings} warning(s) "
           f"({time.monotonic() - started:.1f} s)", flush=True)
     return 1 if failures else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlhpc.doctor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--storage-path", default="~/ray_results", help="where the run will write its results")
+    parser.add_argument("--num-gpus", type=float, help="GPUs the trainer will ask for (0: a GPU torch cannot use "
+                                                       "is a warning, not a failure)")
+    parser.add_argument("--address", help="check this running Ray cluster (HOST:PORT) instead of the allocation")
+    # Run by the allocation's srun steps, each printing JSON: one node's checks; the head's port check.
+    parser.add_argument("--node", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--head", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--listen", help=argparse.SUPPRESS)
+    parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--reach", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.node:
+        print(json.dumps(check_node(args.head, args.storage_path, args.num_gpus)), flush=True)
+        return 0
+    if args.listen or args.reach:
+        address, _, port = (args.listen or args.reach).rpartition(":")
+        found = listen(address, int(port), args.expect) if args.listen else reach(address, int(port))
+        print(json.dumps(found), flush=True)
+        return 0
+    if args.address:
+        return check_ray_cluster(args.address)
+    started = time.monotonic()
+    nodes = allocation_nodes()
+    reports = run_on_nodes(nodes, args.storage_path, args.num_gpus) if nodes else \
+        [check_node(True, args.storage_path, args.num_gpus)]
+    compare(reports)
+    return print_report(reports, started)
 
 
 if __name__ == "__main__":

@@ -197,9 +197,10 @@ class RayCluster:
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3  # `ray start --block` takes ~30 s to exit after TERM; its node is gone
         for proc in self.procs:
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
         for proc in self.procs:

@@ -1,7 +1,9 @@
 """custom_gym_env/custom_env_trainer.py: the users' own envs, trained locally and on a real cluster."""
 
 import json
+import os
 import re
+import signal
 
 import pytest
 from conftest import REPO, RETURN, clean_env, error_lines, read_progress, run_module, run_script
@@ -138,3 +140,31 @@ def test_a_slow_env_steps_in_parallel_inside_remote_runners_on_both_nodes(ray_cl
     runner_nodes = {a["node"] for a in ray_cluster.actors()
                     if a["class"] == "SingleAgentEnvRunner" and a["id"] not in earlier}
     assert runner_nodes == {n["id"] for n in ray_cluster.nodes() if n["alive"]}, runner_nodes
+
+
+@pytest.mark.cluster
+def test_the_preflight_reads_a_running_cluster_node_by_node(ray_cluster, tmp_path):
+    """`python -m rlhpc.doctor --address`: one task per node reports what Ray counts there against what the node
+    has. A third node started with --num-cpus=4 on this 2-core machine (Ray #28586: Ray ignoring the Slurm
+    allocation) is named; the others pass."""
+    ray_cluster._start_node(2, 4, None)
+    extra = ray_cluster.procs.pop()
+    try:
+        ray_cluster.wait_for_nodes(3)
+        out = run_module("rlhpc.doctor", "--address", ray_cluster.address, env=ray_cluster.env, cwd="/")
+    finally:
+        os.killpg(extra.pid, signal.SIGKILL)  # the node's processes: its own session
+        extra.wait()
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]  # a warning, not a failure
+    assert len(re.findall(r"^node .+: ok \(Python [\d.]+, ray 2\.\d+\.\d+, .*Ray: [12] CPUs, 0 GPUs, object store ",
+                          out.stdout, re.MULTILINE)) == 2, out.stdout
+    assert re.search(r"^node \S+ \(127\.0\.0\.3\): WARN Ray counts 4 CPUs here but this node may run on 2 .*start Ray "
+                     r"with --num-cpus=2", out.stdout, re.MULTILINE), out.stdout
+    assert "doctor: 3 node(s), 0 failure(s), 1 warning(s)" in out.stdout
+    # Without the token: one line.
+    no_token = run_module("rlhpc.doctor", "--address", ray_cluster.address,
+                          env=clean_env(HOME=tmp_path, RAY_AUTH_MODE="token"), cwd="/")
+    assert no_token.returncode == 2
+    assert error_lines(no_token.stderr) == [f"error: cannot connect to the Ray cluster at {ray_cluster.address}: Token "
+                                            "authentication is enabled but no authentication token was found (the "
+                                            "token comes from RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN)"]

@@ -3,6 +3,7 @@
 Nodes claim 2 CPUs each on a 2-core machine, so jobs ask for 1 CPU per node: 3 Ray nodes, 2 env runners.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -342,6 +343,18 @@ def doctor(slurm_cluster, tmp_path, **env):
                                 env={"PYTHONPATH": str(REPO), **{k: str(v) for k, v in env.items()}})
 
 
+@contextlib.contextmanager
+def mounted_on(node, cluster, *mount_args):
+    """A mount in the mount namespace the node's slurmd (and so its jobs) lives in, undone after."""
+    slurmd = (cluster.base / f"slurmd-{node}.pid").read_text().strip()
+    enter = ["nsenter", "--mount", f"--target={slurmd}"]
+    subprocess.run([*enter, "mount", *map(str, mount_args)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*enter, "umount", str(mount_args[-1])], check=True)
+
+
 def test_the_preflight_passes_a_healthy_allocation_and_names_each_fault_on_its_node(slurm_cluster, tmp_path):
     healthy = doctor(slurm_cluster, tmp_path)
     assert healthy.exit_code == 0, healthy.output
@@ -350,26 +363,55 @@ def test_the_preflight_passes_a_healthy_allocation_and_names_each_fault_on_its_n
                               healthy.output, re.MULTILINE).group(1))
     print(f"preflight on 3 nodes: {seconds} s ({healthy.seconds:.1f} s for the whole job)")
 
-    # A token file others can read, and a temp-dir root whose socket paths would pass 107 bytes: every node.
+    # A token file others can read and shown in a process's argv, and a temp-dir root whose socket paths would
+    # pass 107 bytes: every node (the nodes share this machine's processes).
     token = tmp_path / "token"
-    token.write_text("0" * 64)
+    token.write_text("0123456789abcdef" * 4)
     token.chmod(0o644)
     long_root = "/tmp/" + "x" * 70
-    bad = doctor(slurm_cluster, tmp_path, RAY_AUTH_TOKEN_PATH=token, RLHPC_RAY_TMP=long_root)
+    leak = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", token.read_text()])
+    try:
+        bad = doctor(slurm_cluster, tmp_path, RAY_AUTH_TOKEN_PATH=token, RLHPC_RAY_TMP=long_root)
+    finally:
+        leak.kill()
+        leak.wait()
     assert bad.exit_code == 1
     for node in ("n1", "n2", "n3"):
         assert f"node {node}: FAIL the token file {token} has mode 644: other users can read it" in bad.output
+        assert f"node {node}: FAIL the token is on the command line of process {leak.pid} (python" in bad.output
         assert re.search(rf"^node {node}: FAIL Ray's socket paths under RLHPC_RAY_TMP={long_root} would be \d+ bytes, "
                          "over the 107-byte limit", bad.output, re.MULTILINE)
 
-    # A small /dev/shm on n3 only: a tmpfs in the mount namespace n3's slurmd (and so its jobs) lives in.
-    slurmd = (slurm_cluster.base / "slurmd-n3.pid").read_text().strip()
-    mount = ["nsenter", "--mount", f"--target={slurmd}"]
-    subprocess.run([*mount, "mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", "/dev/shm"], check=True)
+    # n3's Python from another environment (a node-local venv that drifted): a second venv, with another
+    # gymnasium and no Ray, mounted over this one in n3's mount namespace.
+    other = tmp_path / "other-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", other], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    other / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages",
+                    "gymnasium==1.0.0"], check=True)
+    with mounted_on("n3", slurm_cluster, "--bind", other, sys.prefix):
+        drifted = doctor(slurm_cluster, tmp_path)
+    assert drifted.exit_code == 1
+    assert "node n3: FAIL gymnasium 1.0.0 here, " in drifted.output
+    assert re.search(r"^node n3: FAIL ray missing here, 2\.\d+\.\d+ on n1 \(the head\): use one Python environment",
+                     drifted.output, re.MULTILINE), drifted.output
+    assert "node n1: ok" in drifted.output and "node n2: ok" in drifted.output
+
+    # n2's firewall drops the head's port (a policy rule in n2's network namespace): n2 names the head.
+    rule = ["priority", "100", "ipproto", "tcp", "dport", "7002", "prohibit"]
+    subprocess.run(["nsenter", "--net=/run/netns/n2", "ip", "rule", "add", *rule], check=True)
     try:
-        small = doctor(slurm_cluster, tmp_path)
+        walled = doctor(slurm_cluster, tmp_path, RLHPC_RAY_PORT=7002)
     finally:
-        subprocess.run([*mount, "umount", "/dev/shm"], check=True)
+        subprocess.run(["nsenter", "--net=/run/netns/n2", "ip", "rule", "del", *rule], check=True)
+    assert walled.exit_code == 1
+    assert re.search(r"^node n2: FAIL cannot reach the head n1 at 10\.250\.0\.11:7002 \(.+\): this node's Ray could "
+                     "not join", walled.output, re.MULTILINE), walled.output
+    assert "node n3: ok" in walled.output and "node n1: ok" in walled.output
+
+    # A small /dev/shm on n3 only: a tmpfs in the mount namespace n3's slurmd (and so its jobs) lives in.
+    with mounted_on("n3", slurm_cluster, "-t", "tmpfs", "-o", "size=64m", "tmpfs", "/dev/shm"):
+        small = doctor(slurm_cluster, tmp_path)
     assert small.exit_code == 1
     assert re.search(r"^node n3: FAIL /dev/shm is 64 MiB, Ray's object store wants [\d.]+ GiB: set "
                      r"RLHPC_OBJECT_STORE_MEMORY=\d+", small.output, re.MULTILINE), small.output
