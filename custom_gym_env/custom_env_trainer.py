@@ -1,6 +1,7 @@
 """Train RLlib on your own Gymnasium env: the tutorial's custom_env_trainer.py on today's Ray.
 
-The envs live in custom_env.py (and old_gym_api_env.py, written to the pre-Gymnasium API);
+The envs live in custom_env.py (and old_gym_api_env.py, written to the pre-Gymnasium API, and
+multi_agent_env.py, an RLlib MultiAgentEnv);
 this script registers them under their class names and trains one with the same flags as
 simple_example/simple_trainer.py:
 
@@ -8,6 +9,7 @@ simple_example/simple_trainer.py:
     python custom_gym_env/custom_env_trainer.py --name-env SlipperyCorridorEnv --env-config length=20
     python custom_gym_env/custom_env_trainer.py --name-env OldGymCorridorEnv  # adapted, with a warning
     python custom_gym_env/custom_env_trainer.py --name-env SlowCartPole --env-config step_ms=10  # a slow simulator
+    python custom_gym_env/custom_env_trainer.py --name-env RendezvousEnv  # two agents, one shared policy
 
 By default training stops just under the env's known optimal return.
 """
@@ -19,22 +21,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the shared rlhpc/ package
 
 from custom_env import BasicEnv, SlipperyCorridorEnv, SlowCartPole
+from multi_agent_env import RendezvousEnv
 from old_gym_api_env import OldGymCorridorEnv
 
 from rlhpc.trainer import main
 
 # The names to give --name-env; each is registered with ray.tune.registry.register_env.
 ENVS = {"BasicEnv": BasicEnv, "SlipperyCorridorEnv": SlipperyCorridorEnv, "OldGymCorridorEnv": OldGymCorridorEnv,
-        "SlowCartPole": SlowCartPole}
+        "SlowCartPole": SlowCartPole, "RendezvousEnv": RendezvousEnv}
 
 
 def stop_reward(name, env_config):
     """The env's own threshold where it has one, else a little under the optimum: a policy that still explores
     rarely scores the optimum exactly."""
-    threshold = getattr(ENVS[name], "reward_threshold", None)
+    env = ENVS.get(name)  # None for an env named by file or module (--name-env path/to/file.py:Class)
+    threshold = getattr(env, "reward_threshold", None)
     if threshold is not None:
         return threshold(env_config)
-    optimum = getattr(ENVS[name], "optimal_return", None)
+    optimum = getattr(env, "optimal_return", None)
     return None if optimum is None else optimum(env_config) - 0.05
 
 

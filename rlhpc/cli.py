@@ -136,6 +136,9 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                       help="step each env runner's envs one after another (sync) or in parallel processes "
                            "(async: pays when a step takes milliseconds, as a simulator's does); auto times a "
                            "few steps of the env before Ray starts and picks (rlhpc/spec.py)")
+    algo.add_argument("--policies", metavar="shared|per-agent|MODULE:FUNCTION",
+                      help="multi-agent envs: one policy for all agents (shared, the default), one per agent "
+                           "(per-agent), or FUNCTION(agent_id, episode) -> policy id (rlhpc/multi_agent.py)")
     algo.add_argument("--seed", type=int, help="seed for envs and networks")
     algo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override an algorithm config key (repeatable; nested keys with dots; values are "

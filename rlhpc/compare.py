@@ -5,6 +5,8 @@
 
 A RUN is an experiment dir (every trial in it), a trial dir, or a glob of either. Each trial is
 one line, labelled with its experiment name plus the config keys that differ between the runs.
+For a multi-agent env the return is the episode's total over agents; `--per-policy` adds a dashed
+line for each policy's share (its agents' returns).
 """
 
 import argparse
@@ -28,10 +30,12 @@ COLUMNS = {
     "time": ("time_total_s",),
     "return": (RETURN_METRIC, LEGACY_RETURN_METRIC, "episode_reward_mean", "env_runners/episode_return_mean"),
 }
+POLICY_COLUMN = "env_runners/policy_return_mean_100/"  # + policy id: its share (rlhpc.metrics)
 X_LABELS = {"iteration": "training iteration", "steps": "env steps sampled", "time": "training time (s)"}
 # Config keys people vary on purpose, shown first in labels; any other differing key follows.
-KEY_ORDER = ("env", "num_env_runners", "num_envs_per_env_runner", "num_learners", "num_gpus_per_learner", "lr",
-             "train_batch_size_per_learner", "minibatch_size", "num_epochs", "seed", "env_config", "model_config")
+KEY_ORDER = ("env", "policies", "num_env_runners", "num_envs_per_env_runner", "num_learners",
+             "num_gpus_per_learner", "lr", "train_batch_size_per_learner", "minibatch_size", "num_epochs", "seed",
+             "env_config", "model_config")
 MAX_LABEL_KEYS = 4
 FIGSIZE, DPI = (8, 5), 100  # 800 x 500 pixels
 
@@ -87,7 +91,14 @@ def read_progress(trial_dir):
         if column is None:
             raise UserError(f"{csv_path} has no {name} column ({' or '.join(candidates)}): not an RLlib run?")
         data[name] = frame[column]
+    for column in frame.columns:
+        if column.startswith(POLICY_COLUMN):
+            data["policy:" + column.removeprefix(POLICY_COLUMN)] = frame[column]
     return pandas.DataFrame(data)
+
+
+def policies(data) -> list:
+    return [column.removeprefix("policy:") for column in data.columns if column.startswith("policy:")]
 
 
 def final_return(data) -> float:
@@ -125,9 +136,13 @@ def load_runs(paths) -> list:
 
 
 def _comparable(params: dict) -> dict:
-    """Top-level config values as short text, keyed without the private prefix."""
-    return {key.lstrip("_"): value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=repr)
-            for key, value in params.items()}
+    """Top-level config values as short text, keyed without the private prefix. A multi-agent run's policies
+    by their ids (their mapping follows from them: rlhpc.multi_agent)."""
+    short = {key.lstrip("_"): value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=repr)
+             for key, value in params.items() if key != "policy_mapping_fn"}
+    if isinstance(params.get("policies"), dict):
+        short["policies"] = ",".join(sorted(params["policies"]))
+    return short
 
 
 def _label(runs) -> None:
@@ -148,7 +163,7 @@ def _label(runs) -> None:
             run.label = f"{run.path.parent.name}/{run.path.name}"
 
 
-def plot(runs, x: str, out, title=None) -> None:
+def plot(runs, x: str, out, title=None, per_policy=False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on compute nodes
@@ -156,7 +171,10 @@ def plot(runs, x: str, out, title=None) -> None:
 
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     for run in runs:
-        ax.plot(run.data[x], run.data["return"], label=run.label, linewidth=1.5)
+        [line] = ax.plot(run.data[x], run.data["return"], label=run.label, linewidth=1.5)
+        for policy in policies(run.data) if per_policy else ():
+            ax.plot(run.data[x], run.data["policy:" + policy], label=f"{run.label}: {policy}", linewidth=1,
+                    linestyle="--", color=line.get_color(), alpha=0.7)
     ax.set_xlabel(X_LABELS[x])
     ax.set_ylabel("mean episode return")
     ax.set_title(title if title is not None else f"mean episode return vs {X_LABELS[x]}")
@@ -175,9 +193,11 @@ def summary_line(run) -> str:
     data = run.data
     steps, seconds = data["steps"].iloc[-1], data["time"].iloc[-1]
     ret = final_return(data)
+    shares = [f"{policy} {data['policy:' + policy].dropna().iloc[-1]:.2f}" for policy in policies(data)
+              if len(data["policy:" + policy].dropna())]
     return (f"{run.label}: {int(data['iteration'].iloc[-1])} iterations, {int(steps):,} steps, {seconds:.1f} s, "
             f"{steps / seconds if seconds else 0:,.0f} steps/s, final return "
-            + ("-" if math.isinf(ret) else f"{ret:.2f}"))
+            + ("-" if math.isinf(ret) else f"{ret:.2f}") + (f" ({', '.join(shares)})" if shares else ""))
 
 
 def main(argv=None) -> int:
@@ -187,10 +207,14 @@ def main(argv=None) -> int:
     parser.add_argument("--x", choices=list(X_LABELS), default="iteration", help="x axis (default: iteration)")
     parser.add_argument("--out", default="compare.png", help="image to write (default: compare.png)")
     parser.add_argument("--title", help="figure title")
+    parser.add_argument("--per-policy", action="store_true",
+                        help="multi-agent runs: also each policy's share of the return (dashed)")
     args = parser.parse_args(argv)
     try:
         runs = load_runs(args.runs)
-        plot(runs, args.x, args.out, args.title)
+        if args.per_policy and not any(policies(run.data) for run in runs):
+            raise UserError("--per-policy: none of these runs is multi-agent (no policy_return_mean_100 columns)")
+        plot(runs, args.x, args.out, args.title, args.per_policy)
     except UserError as e:
         fail(str(e))
     for run in runs:

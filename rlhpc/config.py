@@ -53,6 +53,13 @@ def flatten_observations(env=None, spaces=None, device=None):
     return FlattenObservations()
 
 
+def flatten_agents_observations(env=None, spaces=None, device=None):
+    """The same for every agent of a multi-agent env."""
+    from ray.rllib.connectors.env_to_module import FlattenObservations
+
+    return FlattenObservations(multi_agent=True)
+
+
 def _known_keys(config):
     """Settable keys: public attributes plus the properties backed by a private one."""
     names = set(vars(config))
@@ -131,7 +138,13 @@ def build_config(spec):
     config = algorithm_class(spec.algo).get_default_config()
     config.environment(spec.env.name, env_config=dict(spec.env_config))
     if spec.flatten_observations:
-        config.env_runners(env_to_module_connector=flatten_observations)
+        config.env_runners(env_to_module_connector=flatten_agents_observations if spec.agent_policy
+                           else flatten_observations)
+    if spec.agent_policy:  # a multi-agent env: its policies, and which agent plays with which
+        from rlhpc.multi_agent import AgentToPolicy
+
+        config.multi_agent(policies=set(spec.policies),
+                           policy_mapping_fn=AgentToPolicy(tuple(sorted(spec.agent_policy.items()))))
     if spec.legacy_stack:
         # RLlib's TensorFlow support exists only on the legacy API stack, whose episode_reward_mean
         # is already a 100-episode mean.
@@ -210,6 +223,8 @@ def describe(config, spec, bundles: list) -> dict:
         "num_env_runners": config.num_env_runners,
         "num_envs_per_env_runner": config.num_envs_per_env_runner,
         "vectorize": f"{config.gym_env_vectorize_mode} ({spec.vectorize_reason})",
+        "policies": {"agent_policy": dict(spec.agent_policy), "why": spec.policies_reason} if spec.agent_policy
+        else None,
         "train_batch_size_per_learner": config.train_batch_size_per_learner,
         "rollout_fragment_length": config.get_rollout_fragment_length(),
         "num_learners": 0 if legacy else config.num_learners,

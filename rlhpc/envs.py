@@ -61,6 +61,11 @@ class Probe:
     creator: object  # env_config -> env, for register_env (None: Gymnasium makes it)
     step_seconds: float | None = None  # the mean wall time of one step, when timed
     steps_timed: int = 0
+    agent_spaces: dict | None = None  # a multi-agent env's {agent: (observation space, action space)}
+
+    @property
+    def multi_agent(self) -> bool:
+        return self.agent_spaces is not None
 
 
 TIMING_STEPS, TIMING_BUDGET_S = 20, 0.3  # a few dozen steps at most, a fraction of a second
@@ -70,26 +75,57 @@ def time_steps(env) -> tuple:
     """-> (mean seconds per step, steps timed) over random actions; (None, 0) if the env cannot be stepped so."""
     import time
 
+    from rlhpc.gym_compat import is_multi_agent
+
+    def sample(obs):  # a multi-agent env takes an action for each agent that has an observation
+        if is_multi_agent(env):
+            return {agent: env.get_action_space(agent).sample() for agent in obs}
+        return env.action_space.sample()
+
+    def ended(flag):
+        return flag.get("__all__", False) if isinstance(flag, dict) else flag
+
     try:
-        env.reset(seed=0)
+        obs = env.reset(seed=0)
+        obs = obs[0] if isinstance(obs, tuple) else obs
         took, steps = 0.0, 0
         while steps < TIMING_STEPS and took < TIMING_BUDGET_S:
-            action = env.action_space.sample()
+            action = sample(obs)
             started = time.perf_counter()
             out = env.step(action)
             took += time.perf_counter() - started
             steps += 1
-            if out[2] or (len(out) == 5 and out[3]):  # terminated or truncated (old gym: done)
-                env.reset()
+            obs = out[0]
+            if ended(out[2]) or (len(out) == 5 and ended(out[3])):  # terminated or truncated (old gym: done)
+                obs = env.reset()
+                obs = obs[0] if isinstance(obs, tuple) else obs
     except Exception:  # noqa: BLE001 -- an env that refuses random actions is still trainable: just not timed
         return None, 0
     return took / steps, steps
 
 
+def agent_spaces(env) -> dict:
+    """{agent: (observation space, action space)} over the env's possible agents."""
+    agents = list(getattr(env, "possible_agents", None) or getattr(env, "agents", None) or [])
+    if not agents:
+        raise UserError(f"{type(env).__name__} is a MultiAgentEnv without possible_agents: set "
+                        "self.possible_agents (and self.agents) in its __init__")
+    spaces = {}
+    for agent in agents:
+        try:
+            spaces[agent] = (env.get_observation_space(agent), env.get_action_space(agent))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"{type(env).__name__} gives no spaces for agent {agent!r} ({type(e).__name__}: {e}): "
+                            "set self.observation_spaces and self.action_spaces, dicts by agent") from None
+    return spaces
+
+
 def _look(env, timed: bool) -> dict:
-    from rlhpc.gym_compat import to_gymnasium_space
+    from rlhpc.gym_compat import is_multi_agent, to_gymnasium_space
 
     seen = {}
+    if is_multi_agent(env):  # spaces by agent; the env-wide ones are None or a Dict of them
+        seen["agent_spaces"] = agent_spaces(env)
     for kind in ("observation_space", "action_space"):
         space = getattr(env, kind, None)
         try:

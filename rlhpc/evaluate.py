@@ -22,6 +22,7 @@ from rlhpc import envs
 from rlhpc.cli import OneLineParser, env_config_from, positive_number
 from rlhpc.errors import UserError, fail
 from rlhpc.experiment import read_run_record
+from rlhpc.gym_compat import is_multi_agent
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # Gymnasium's renderers import pygame
 
@@ -76,7 +77,8 @@ def latest_checkpoint(trial_dir: Path):
     return max(found, key=lambda p: (checkpoint_index(p), p.stat().st_mtime)) if found else None
 
 
-def module_dir(checkpoint: Path) -> Path:
+def module_dirs(checkpoint: Path) -> dict:
+    """{policy id: its RLModule's dir} in a checkpoint: one for a single agent, one per policy for several."""
     if (checkpoint / "policies").is_dir():
         raise UserError(f"{checkpoint} is a legacy API stack checkpoint (--framework tf2): "
                         "evaluate reads new API stack (torch) checkpoints only")
@@ -84,16 +86,12 @@ def module_dir(checkpoint: Path) -> Path:
     found = sorted(p for p in modules.iterdir() if p.is_dir()) if modules.is_dir() else []
     if not found:
         raise UserError(f"corrupt checkpoint {checkpoint}: no policy under {'/'.join(MODULE_PATH)}/")
-    if len(found) > 1:
-        raise UserError(f"{checkpoint} holds {len(found)} policies ({', '.join(p.name for p in found)}): "
-                        "multi-agent checkpoints are not supported")
-    return found[0]
+    return {p.name: p for p in found}
 
 
-def load_module(checkpoint: Path):
+def load_module(checkpoint: Path, path: Path):
     """The trained RLModule, in inference mode; any failure to read it is a corrupt checkpoint."""
     logging.getLogger("ray._common.deprecation").setLevel(logging.ERROR)  # RLlib warns about its own call
-    path = module_dir(checkpoint)
     try:
         from ray.rllib.core.rl_module import RLModule
 
@@ -111,6 +109,25 @@ def load_module(checkpoint: Path):
     if module.is_stateful():
         raise UserError("recurrent policies (use_lstm / stateful RLModules) are not supported by evaluate yet")
     return module
+
+
+def agent_policies(checkpoint: Path, agents: list, policies: list) -> dict:
+    """A multi-agent env's agent -> policy id: as the run recorded it (rlhpc.multi_agent), else the obvious one."""
+    recorded = read_run_record(checkpoint.parent).get("agent_policy") or {}
+    if recorded:
+        mapping = {agent: recorded.get(agent) for agent in agents}
+    elif set(agents) <= set(policies):
+        mapping = {agent: agent for agent in agents}
+    elif len(policies) == 1:
+        mapping = dict.fromkeys(agents, policies[0])
+    else:
+        raise UserError(f"{checkpoint} holds policies {', '.join(policies)} and its run recorded no agent -> "
+                        "policy mapping: cannot tell which policy plays which agent")
+    missing = sorted({str(p) for p in mapping.values() if p not in policies})
+    if missing:
+        raise UserError(f"{checkpoint} has no policy {', '.join(missing)} (it holds {', '.join(policies)}): "
+                        "is it the env the run was trained on?")
+    return mapping
 
 
 def trial_params(checkpoint: Path) -> dict:
@@ -153,14 +170,15 @@ class GreedyPolicy:
     from [-1, 1] to the env's bounds (normalize_actions, RLlib's default) or clipped (clip_actions).
     """
 
-    def __init__(self, module, env, params: dict, name: str):
+    def __init__(self, module, spaces: tuple, params: dict, name: str):
+        """spaces: (observation space, action space) of the env, or of one agent of a multi-agent env."""
         import gymnasium
         from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
 
         self.module = module
-        self.observation_space = env.observation_space
+        self.observation_space, action_space = spaces
         self.flatten = not isinstance(self.observation_space, gymnasium.spaces.Box)
-        self.action_struct = get_base_struct_from_space(env.action_space)
+        self.action_struct = get_base_struct_from_space(action_space)
         self.normalize = params.get("normalize_actions", True)
         self.clip = params.get("clip_actions", False)
         self.dist_cls = module.get_inference_action_dist_cls()
@@ -169,7 +187,7 @@ class GreedyPolicy:
         if expected is not None and tuple(expected) != got:
             raise UserError(f"the policy takes observations of shape {tuple(expected)} but {name} gives {got}: "
                             "is it the env (and env_config) the policy was trained on?")
-        trained, here = getattr(module, "action_space", None), env.action_space
+        trained, here = getattr(module, "action_space", None), action_space
         if trained is not None and (type(trained) is not type(here) or trained.shape != here.shape
                                     or getattr(trained, "n", None) != getattr(here, "n", None)):
             raise UserError(f"the policy acts in {trained} but {name} takes {here}: "
@@ -254,6 +272,31 @@ def play(env, policy, episodes: int, seed=None, max_steps=None, recorder=None) -
     return returns
 
 
+def play_agents(env, policies: dict, episodes: int, seed=None, max_steps=None, recorder=None) -> list:
+    """A multi-agent env: each agent acts with its own policy. -> [(total return, {agent: return})]."""
+    played = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed if episode == 0 else None)
+        record = recorder is not None and episode == 0
+        if record:
+            recorder.add(env.render())
+        by_agent, length, done = dict.fromkeys(policies, 0.0), 0, False
+        while not done:
+            obs, rewards, terminated, truncated, _ = env.step({agent: policies[agent](o) for agent, o in obs.items()})
+            for agent, reward in rewards.items():
+                by_agent[agent] = by_agent.get(agent, 0.0) + float(reward)
+            length += 1
+            done = terminated.get("__all__", False) or truncated.get("__all__", False) or \
+                (max_steps is not None and length >= max_steps)
+            if record:
+                recorder.add(env.render())
+        total = sum(by_agent.values())
+        print(f"episode {episode + 1:4d}  return {total:10.2f}  length {length:6d}  (" +
+              ", ".join(f"{agent} {value:.2f}" for agent, value in by_agent.items()) + ")", flush=True)
+        played.append((total, by_agent))
+    return played
+
+
 def check_outputs(args) -> None:
     """Flag problems that would otherwise surface only after loading the policy."""
     if args.video:
@@ -284,7 +327,7 @@ def evaluate(args) -> int:
     source, creator, env_config = env_to_play(checkpoint, params, args.name_env)
     name = source.name
     env_config.update(env_config_from(args.env_config))
-    module = load_module(checkpoint)
+    dirs = module_dirs(checkpoint)
     render_mode = "human" if args.render else "rgb_array" if args.video else None
     # pygame (Gymnasium's renderer) opens sound and a display on init and complains on stderr without
     # them; frames for a video need neither.
@@ -294,7 +337,19 @@ def evaluate(args) -> int:
     env = envs.make(source, creator, env_config, render_mode)
     recorder = None
     try:
-        policy = GreedyPolicy(module, env, params, name)
+        if is_multi_agent(env):  # each agent with the policy it trained
+            spaces_of = envs.agent_spaces(env)
+            mapping = agent_policies(checkpoint, list(spaces_of), list(dirs))
+            modules = {policy: load_module(checkpoint, dirs[policy]) for policy in set(mapping.values())}
+            policy = {agent: GreedyPolicy(modules[mapping[agent]], spaces, params, f"{name} ({agent})")
+                      for agent, spaces in spaces_of.items()}
+        elif len(dirs) > 1:
+            raise UserError(f"{checkpoint} holds {len(dirs)} policies ({', '.join(dirs)}) but {name} has one "
+                            "agent: is it the env the run was trained on?")
+        else:
+            [path] = dirs.values()
+            policy = GreedyPolicy(load_module(checkpoint, path), (env.observation_space, env.action_space), params,
+                                  name)
         if args.video:
             fps = (getattr(env, "metadata", None) or {}).get("render_fps") or 30
             recorder = VideoRecorder(Path(os.path.expanduser(args.video)), int(fps))
@@ -302,7 +357,11 @@ def evaluate(args) -> int:
         print(f"env: {name}" + (f" {json.dumps(env_config)}" if env_config else "")
               + f", {args.episodes} greedy episode(s)", flush=True)
         try:
-            returns = play(env, policy, args.episodes, args.seed, args.max_steps, recorder)
+            if isinstance(policy, dict):
+                played = play_agents(env, policy, args.episodes, args.seed, args.max_steps, recorder)
+                returns = [total for total, _ in played]
+            else:
+                played, returns = None, play(env, policy, args.episodes, args.seed, args.max_steps, recorder)
         except Exception as e:  # pygame missing for rendering, and the like
             import gymnasium
 
@@ -319,6 +378,11 @@ def evaluate(args) -> int:
         recorder.close()
     print(f"mean return {sum(returns) / len(returns):.2f}  min {min(returns):.2f}  max {max(returns):.2f} "
           f"over {len(returns)} episodes")
+    if played:
+        agents = list(played[0][1])
+        print("mean return by agent: " + ", ".join(
+            f"{agent} {sum(by_agent.get(agent, 0.0) for _, by_agent in played) / len(played):.2f} "
+            f"({mapping[agent]})" for agent in agents))
     if recorder is not None:
         print(f"video: {args.video} (episode 1, {recorder.frames} frames at {recorder.fps} fps)")
     return 0

@@ -308,6 +308,12 @@ class AdaptedEnvCreator:
         )
 
 
+def is_multi_agent(env) -> bool:
+    """An RLlib MultiAgentEnv (found by its class, so this module needs no Ray)."""
+    return any(cls.__name__ == "MultiAgentEnv" and cls.__module__.startswith("ray.rllib")
+               for cls in type(getattr(env, "unwrapped", env)).__mro__)
+
+
 def check_and_adapt(
     env_creator: Callable,
     env_config: dict | None = None,
@@ -355,7 +361,8 @@ def check_and_adapt(
                          "ignored: give it a `config` parameter, or drop these keys")
     env = env_creator(env_config) if takes_config else env_creator()
     try:
-        old_reset, old_step = detect_old_api(env)
+        # RLlib's MultiAgentEnv is Gymnasium's API by agent (dicts); there is no old-gym form of it to adapt.
+        old_reset, old_step = (False, False) if is_multi_agent(env) else detect_old_api(env)
         if on_built is not None:  # a look at this build: a slow simulator is not started twice
             on_built(env)
     finally:

@@ -11,6 +11,9 @@ The window goes into every checkpoint (Tune's and the in-process trainer's alike
 algorithm's MetricsLogger, whose state RLlib saves and restores: a resumed run goes on averaging
 the same episodes instead of judging "solved" on its first few.
 
+Multi-agent envs: the episode return is the sum over agents (RLlib's), the one the stop reward reads; each
+policy's share (its agents' returns) gets a window of the same episodes, `env_runners/policy_return_mean_100/<id>`.
+
 Where the time goes: RLlib's timers (`timers/env_runner_sampling_timer`, `timers/learner_update_timer`) are
 exponential moving averages (coefficient 0.01), so after a few iterations they say little about this one. The
 callback inverts the average to get this iteration's seconds, reported as `time_sampling_s` and
@@ -24,12 +27,16 @@ from collections import deque
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
+from rlhpc.multi_agent import policy_returns
 from rlhpc.results import RETURN_METRIC, as_number
 
 WINDOW = 100
 RETURNS_THIS_ITERATION = "rlhpc_episode_returns"  # raw per-episode list; removed from the result
 RETURN_LAST_100 = RETURN_METRIC.removeprefix("env_runners/")
 SAVED_WINDOW = "rlhpc_last_returns"  # the window as a list, in the algorithm's MetricsLogger
+POLICY_RETURNS_THIS_ITERATION = "rlhpc_policy_returns"  # multi-agent: {policy: per-episode list}; removed
+POLICY_RETURN_LAST_100 = "policy_return_mean_100"  # {policy: mean of its share of the last 100 episodes}
+SAVED_POLICY_WINDOWS = "rlhpc_last_policy_returns"
 # This iteration's seconds, from RLlib's averaged timers: result key -> timer under result["timers"].
 SPLIT_TIMERS = {"time_sampling_s": "env_runner_sampling_timer", "time_learning_s": "learner_update_timer"}
 RLLIB_EMA_COEFF = 0.01  # MetricsLogger.log_time's default (ray/rllib/utils/metrics/stats/ema.py)
@@ -39,6 +46,17 @@ SAVED_TIMERS = "rlhpc_last_timers"  # the averages seen last iteration, in the a
 def last_returns(algorithm) -> deque:
     """The window lives on the algorithm object: one per trial, in whichever process trains it."""
     return algorithm.__dict__.setdefault("_rlhpc_last_returns", deque(maxlen=WINDOW))
+
+
+def policy_windows(algorithm) -> dict:
+    return algorithm.__dict__.setdefault("_rlhpc_policy_returns", {})
+
+
+def as_list(values) -> list:
+    """RLlib unwraps a list of one, and reduces an empty one to NaN."""
+    if isinstance(values, numbers.Number):
+        return [] if math.isnan(values) else [values]
+    return list(values or [])
 
 
 def last_timers(algorithm) -> dict:
@@ -83,6 +101,8 @@ class ReturnOverLast100Episodes(RLlibCallback):
         ret = episode.get_return() + sum(chunk.get_return() for chunk in prev_episode_chunks or ())
         if metrics_logger is not None:
             metrics_logger.log_value(RETURNS_THIS_ITERATION, float(ret), reduce="item_series")
+            for policy, share in policy_returns(episode, prev_episode_chunks or ()).items():
+                metrics_logger.log_value((POLICY_RETURNS_THIS_ITERATION, policy), share, reduce="item_series")
 
     def on_train_result(self, *, algorithm, result, **kwargs):
         no_runner_left(algorithm, result)
@@ -91,17 +111,23 @@ class ReturnOverLast100Episodes(RLlibCallback):
         result.pop(SAVED_TIMERS, None)
         split_time(algorithm, result)
         runners = result.get("env_runners")
+        by_policy = policy_windows(algorithm)
         if isinstance(runners, dict):
-            returns = runners.pop(RETURNS_THIS_ITERATION, None)
-            if isinstance(returns, numbers.Number):  # RLlib unwraps a list of one; NaN: no episode ended
-                returns = [] if math.isnan(returns) else [returns]
-            window.extend(returns or [])
+            window.extend(as_list(runners.pop(RETURNS_THIS_ITERATION, None)))
             # NaN until the first episode ends, as RLlib does: the column is there from the first row
             # (progress.csv's header is fixed by it, and Tune warns about a missing stop metric).
             runners[RETURN_LAST_100] = sum(window) / len(window) if window else math.nan
+            for policy, returns in (runners.pop(POLICY_RETURNS_THIS_ITERATION, None) or {}).items():
+                by_policy.setdefault(policy, deque(maxlen=WINDOW)).extend(as_list(returns))
+            if algorithm.config.is_multi_agent:
+                runners[POLICY_RETURN_LAST_100] = {
+                    policy: (sum(by_policy[policy]) / len(by_policy[policy]) if by_policy.get(policy) else math.nan)
+                    for policy in sorted(algorithm.config.policies)}
         # An "item" stat holds the list as is until the next iteration's reduce; a checkpoint taken
         # after this iteration saves it with the rest of the MetricsLogger state.
         algorithm.metrics.log_value(SAVED_WINDOW, list(window), reduce="item")
+        for policy, returns in by_policy.items():
+            algorithm.metrics.log_value((SAVED_POLICY_WINDOWS, policy), list(returns), reduce="item")
         seen = last_timers(algorithm)  # as a list of numbers (NaN: not seen), as the window is saved
         algorithm.metrics.log_value(SAVED_TIMERS, [seen.get(t, math.nan) for t in SPLIT_TIMERS.values()],
                                     reduce="item")
@@ -110,6 +136,10 @@ class ReturnOverLast100Episodes(RLlibCallback):
         window = last_returns(algorithm)
         window.clear()
         window.extend(algorithm.metrics.peek(SAVED_WINDOW, default=None) or [])
+        by_policy = policy_windows(algorithm)
+        by_policy.clear()
+        for policy, returns in (algorithm.metrics.peek(SAVED_POLICY_WINDOWS, default=None) or {}).items():
+            by_policy[policy] = deque(as_list(returns), maxlen=WINDOW)
         saved = algorithm.metrics.peek(SAVED_TIMERS, default=None) or []
         saved = dict(zip(SPLIT_TIMERS.values(), saved, strict=False))  # a checkpoint from before: none saved
         last_timers(algorithm).update({t: v for t, v in saved.items() if as_number(v) is not None})

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from rlhpc.results import env_steps, episode_return, reached, stop_reached, target_reward
+from rlhpc.results import as_number, env_steps, episode_return, reached, stop_reached, target_reward
 
 STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")  # Slurm's --signal, scancel/preemption, Ctrl+C
 
@@ -37,6 +37,9 @@ class Outcome:
 def start_lines(spec, where: str, placement: dict) -> None:
     print(f"{spec.algo} on {spec.env.name} with {where}: {placement['num_env_runners']} env runner(s) x "
           f"{placement['num_envs_per_env_runner']} envs, learner: {placement['learner_placement']}", flush=True)
+    if spec.agent_policy:
+        print(f"policies: {spec.policies_reason}: " +
+              ", ".join(f"{agent} -> {policy}" for agent, policy in spec.agent_policy.items()), flush=True)
     envs = max(1, placement["num_env_runners"]) * placement["num_envs_per_env_runner"]
     batch = (f"train batch {placement['train_batch_size_per_learner']:,} = {envs} envs x "
              f"{placement['rollout_fragment_length']} steps" if spec.train_batch_size else
@@ -71,6 +74,10 @@ class ProgressLine:
         line = (f"iter {result.get('training_iteration', 0):4d}  steps {steps:>10,}  "
                 f"return {'       -' if ret is None else f'{ret:8.2f}'}  "
                 f"{rate:8,.0f} steps/s  {result.get('time_total_s', 0):7.1f} s")
+        shares = (result.get("env_runners") or {}).get("policy_return_mean_100") or {}
+        if shares:  # multi-agent: the return above is the sum over agents; each policy's part of it
+            line += "  [" + ", ".join(f"{policy} {'-' if as_number(value) is None else f'{value:.2f}'}"
+                                      for policy, value in shares.items()) + "]"
         sampling, learning = result.get("time_sampling_s"), result.get("time_learning_s")
         if sampling is not None and learning is not None:  # rlhpc.metrics: where this iteration's time went
             line += f"  (sampling {sampling:.1f} s, learning {learning:.1f} s)"

@@ -15,7 +15,7 @@ import sys
 from types import MappingProxyType
 
 from rlhpc import envs as env_sources
-from rlhpc import experiment
+from rlhpc import experiment, multi_agent
 from rlhpc.cli import env_config_from, parse_assignments
 from rlhpc.cluster import without_token
 from rlhpc.defaults import tuned_defaults
@@ -54,6 +54,8 @@ class RunSpec:
     runner_resource: str | None
     learner_resource: str | None
     flatten_observations: bool  # RLlib's default networks take Box observations only
+    agent_policy: MappingProxyType  # a multi-agent env's agent -> policy id (rlhpc.multi_agent); empty: one agent
+    policies_reason: str  # how they were chosen, for the first line
     # what to train
     seed: int | None
     overrides: tuple  # --set as ((path...), value) pairs, applied last
@@ -78,6 +80,10 @@ class RunSpec:
     probe: env_sources.Probe = dataclasses.field(repr=False, compare=False)  # the env's spaces and creator
 
     @property
+    def policies(self) -> tuple:
+        return tuple(sorted(set(self.agent_policy.values())))
+
+    @property
     def legacy_stack(self) -> bool:
         return self.framework == "tf2"  # RLlib's TensorFlow support exists only on the legacy API stack
 
@@ -89,6 +95,7 @@ class RunSpec:
         """The spec as JSON data (what --print-config shows and the run keeps)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "probe"}
         data.update(env=self.env.record(), env_config=dict(self.env_config), stop=dict(self.stop),
+                    agent_policy=dict(self.agent_policy),
                     overrides=[[".".join(path), value] for path, value in self.overrides],
                     search=[[".".join(path), kind, list(values)] for path, kind, values in self.search],
                     command_line=list(self.command_line), flags=list(self.flags),
@@ -119,6 +126,14 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=()) -> R
     num_envs = set_keys.get(("num_envs_per_env_runner",)) or args.num_envs_per_runner \
         or tuned.get("num_envs_per_env_runner") or 1
     probe = env_sources.probe(source, creator, env_config, timed=args.vectorize == "auto" and num_envs > 1)
+    if probe.multi_agent:
+        if legacy:
+            raise UserError(f"{source.name} is a multi-agent env: train it with --framework torch (the new API "
+                            "stack); tf2 here runs RLlib's legacy stack")
+        agent_policy, policies_reason = multi_agent.resolve(args.policies, probe.agent_spaces, source.name)
+    else:
+        multi_agent.not_multi_agent(args.policies, source.name)
+        agent_policy, policies_reason = {}, "one agent"
 
     default_reward = probe.spec.reward_threshold if probe.spec else (
         stop_reward_for(args.name_env, env_config) if stop_reward_for else None)
@@ -135,6 +150,12 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=()) -> R
         num_env_runners = 0
     num_learners, gpus_per_learner = learner_placement(args, legacy)
     vectorize, vectorize_reason = vectorize_mode(args.vectorize, num_envs, probe, set_keys, legacy)
+    if probe.multi_agent and vectorize == "async":  # rllib/env/vector/registration.py: "not implemented, yet"
+        if args.vectorize == "async" or ("gym_env_vectorize_mode",) in set_keys:
+            raise UserError(f"{source.name} is a multi-agent env, whose sub-envs RLlib 2.60 steps only one after "
+                            "another: drop --vectorize async; for a slow simulator raise --num-cpus (env runners "
+                            "step in parallel)")
+        vectorize, vectorize_reason = "sync", f"{vectorize_reason}, but RLlib steps multi-agent envs only sync"
     batch = tuned.get("train_batch_size_per_learner")
     if batch and ("train_batch_size_per_learner",) not in set_keys:
         batch = max(batch, max(1, num_env_runners) * num_envs * MIN_STEPS_PER_ENV)
@@ -160,7 +181,7 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=()) -> R
 
     import gymnasium
 
-    space = probe.observation_space
+    spaces = [obs for obs, _ in probe.agent_spaces.values()] if probe.multi_agent else [probe.observation_space]
     return RunSpec(
         algo=algo, env=source, env_config=MappingProxyType(env_config), framework=args.framework,
         address=address, local_mode=args.local_mode, num_env_runners=num_env_runners,
@@ -168,7 +189,9 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=()) -> R
         train_batch_size=batch, num_gpus=args.num_gpus, num_learners=num_learners,
         num_gpus_per_learner=gpus_per_learner, runner_resource=args.runner_resource,
         learner_resource=args.learner_resource,
-        flatten_observations=not legacy and space is not None and not isinstance(space, gymnasium.spaces.Box),
+        flatten_observations=not legacy and any(space is not None and not isinstance(space, gymnasium.spaces.Box)
+                                                for space in spaces),
+        agent_policy=MappingProxyType(agent_policy), policies_reason=policies_reason,
         seed=args.seed, overrides=overrides, search=search, num_samples=args.num_samples, metric=args.metric,
         mode=args.mode or METRICS.get(args.metric, (None, "max"))[1],
         stop=MappingProxyType(stop), as_test=args.as_test, max_failures=max_failures,

@@ -223,5 +223,5 @@ def test_a_sac_policy_is_evaluated_with_the_action_it_was_trained_to_take():
     with torch.no_grad():
         mean = module.forward_inference({"obs": torch.from_numpy(obs)[None]})["action_dist_inputs"][0, 0].item()
     assert mean > 1.0
-    action = GreedyPolicy(module, env, {}, "Pendulum-v1")(obs)
+    action = GreedyPolicy(module, (env.observation_space, env.action_space), {}, "Pendulum-v1")(obs)
     assert action == pytest.approx([2 * np.tanh(mean)], abs=1e-5)

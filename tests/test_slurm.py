@@ -131,14 +131,14 @@ def test_gpu_trainer_puts_runners_and_learner_on_their_groups(slurm_cluster, tmp
     # Command-line options apply to every group: 1 node and 1 CPU each. The template's --gres=gpu:1 stays:
     # the test nodes each claim a GPU that is not there, and the trainer is told --num-gpus 0.
     job = slurm_cluster.sbatch(
-        GPU, "--num-gpus", "0", "--storage-path", tmp_path / "results", "--name", "gpu",
+        GPU, "--num-gpus", "0", "--stop-iters", 2, "--storage-path", tmp_path / "results", "--name", "gpu",
         options=["--nodes=1", "--cpus-per-task=1"],
         env=job_env(tmp_path, RLHPC_POST_HOOK=f"{RAY_STATE} {tmp_path / 'state.json'}"),
         output_dir=tmp_path, timeout=400)
     print(f"heterogeneous job {job.job_id}: {job.seconds:.1f} s")
     assert job.exit_code == 0, job.output[-4000:]
     assert "Ray cluster: 3 nodes" in job.output
-    assert "summary: reached=yes" in job.output
+    assert re.search(r"^summary: .* iterations=2 ", job.output, re.MULTILINE)  # where it trains, not how far
     state = json.loads((tmp_path / "state.json").read_text())
     role = {node_id: next((r for r in ("head_node", "rollout_node", "learner_node") if r in n["resources"]), None)
             for node_id, n in state["nodes"].items()}
@@ -242,28 +242,28 @@ def test_a_job_past_its_wall_time_requeues_itself_until_the_run_is_done(slurm_cl
 
 
 def test_a_job_array_with_one_name_gives_each_task_its_own_run(slurm_cluster, tmp_path):
-    """4 tasks started together with one --name: 4 experiment dirs (the name, then _2, _3, _4), each with
-    one clean progress.csv and its own resumable state; --resume by that name lists them."""
+    """3 tasks started together (one per node) with one --name: 3 experiment dirs (the name, then _2, _3), each
+    with one clean progress.csv and its own resumable state; --resume by that name lists them."""
     job = slurm_cluster.sbatch(MULTI, "--stop-iters", 2, "--storage-path", tmp_path / "results", "--name", "array",
-                               options=["--array=0-3", "--nodes=1", "--cpus-per-task=1"],
+                               options=["--array=0-2", "--nodes=1", "--cpus-per-task=1"],
                                env=job_env(tmp_path), output_dir=tmp_path, timeout=400)
     runs = sorted((tmp_path / "results").iterdir())
-    assert [r.name for r in runs] == ["array", "array_2", "array_3", "array_4"], runs
+    assert [r.name for r in runs] == ["array", "array_2", "array_3"], runs
     for run in runs:
         [progress] = run.glob("*/progress.csv")
         lines = progress.read_text().splitlines()
         assert len(lines) == 3 and lines.count(lines[0]) == 1, progress  # one header, 2 rows
         record = json.loads((run / "rlhpc_run_spec.json").read_text())
-        assert re.fullmatch(rf"{job.job_id}_[0-3]", record["slurm_job"]), record["slurm_job"]
+        assert re.fullmatch(rf"{job.job_id}_[0-2]", record["slurm_job"]), record["slurm_job"]
         assert list(run.glob("experiment_state-*.json")) and list(run.glob("*/checkpoint_000000"))
-    assert len({json.loads((r / "rlhpc_run_spec.json").read_text())["slurm_job"] for r in runs}) == 4
+    assert len({json.loads((r / "rlhpc_run_spec.json").read_text())["slurm_job"] for r in runs}) == 3
     out = subprocess.run([sys.executable, REPO / "simple_example" / "simple_trainer.py", "--storage-path",
                           tmp_path / "results", "--name", "array", "--resume"], capture_output=True, text=True,
                          env={**os.environ, "HOME": str(tmp_path)}, timeout=120, check=False)
     assert out.returncode == 2
     [error] = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-    assert re.fullmatch(r"error: --resume: 4 runs are named array: .*array \(started .*, Slurm job \d+_\d, "
-                        r"iteration 2\).*array_4 .*\. Pick one with --resume DIR", error), out.stderr
+    assert re.fullmatch(r"error: --resume: 3 runs are named array: .*array \(started .*, Slurm job \d+_\d, "
+                        r"iteration 2\).*array_3 .*\. Pick one with --resume DIR", error), out.stderr
 
 
 def test_scancel_ends_a_chain_and_a_failing_env_is_not_requeued(slurm_cluster, tmp_path):
