@@ -155,7 +155,7 @@ def build_config(spec):
 
         config.callbacks(ReturnOverLast100Episodes)
 
-    defaults = tuned_defaults(spec.algo, spec.env.name)
+    defaults = tuned_defaults(spec.algo, spec.env.label)
     apply_overrides(config, [([k], v) for k, v in defaults.items()], spec.algo)
 
     runner_kwargs = {"num_env_runners": spec.num_env_runners, "num_envs_per_env_runner": spec.num_envs_per_runner,
@@ -234,7 +234,7 @@ def describe(config, spec, bundles: list) -> dict:
         "bundles": bundles,
         "stop": dict(spec.stop),
         "seed": config.seed,
-        "tuned_defaults": tuned_defaults(spec.algo, spec.env.name),  # before --set; from rlhpc/defaults.py
+        "tuned_defaults": tuned_defaults(spec.algo, spec.env.label),  # before --set; from rlhpc/defaults.py
     }
     full = {}
     for key, value in sorted(config.to_dict().items()):

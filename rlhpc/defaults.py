@@ -35,7 +35,8 @@ ALGO_DEFAULTS = {
 }
 
 # On top of ALGO_DEFAULTS, per env, as rl-baselines3-zoo keeps its hyperparameters: some envs need
-# a different horizon, and no one setting serves them all.
+# a different horizon, and no one setting serves them all. An env named by file (path/to/file.py:Class)
+# is found by its class.
 ENV_DEFAULTS = {
     # Pendulum pays -16..0 every step and never ends early: it needs the zoo's short horizon
     # (gamma 0.9, lambda 0.95). With gamma 0.99 it stays near random play (-977 after 90 s).

@@ -121,7 +121,7 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=()) -> R
     env_config = env_config_from(args.env_config)
     source, creator = env_sources.find(args.name_env, envs, ray_registry=True)
     legacy = args.framework == "tf2"
-    tuned = tuned_defaults(algo, source.name)
+    tuned = tuned_defaults(algo, source.label)  # per env by its name: the class for path/to/file.py:Class
     set_keys = dict((path, value) for path, value in overrides if len(path) == 1)
     num_envs = set_keys.get(("num_envs_per_env_runner",)) or args.num_envs_per_runner \
         or tuned.get("num_envs_per_env_runner") or 1

@@ -143,6 +143,23 @@ def test_a_slow_env_steps_in_parallel_inside_remote_runners_on_both_nodes(ray_cl
 
 
 @pytest.mark.cluster
+def test_a_multi_agent_env_samples_on_both_nodes_of_a_cluster(ray_cluster, tmp_path):
+    """Through Tune on a real 2-node cluster: multi-agent env runners on both nodes, per-agent policies."""
+    earlier = {a["id"] for a in ray_cluster.actors()}
+    out = run_script(TRAINER, "--name-env", "RendezvousEnv", "--policies", "per-agent", "--address",
+                     ray_cluster.address, "--num-cpus", 2, "--stop-iters", 2, "--storage-path", tmp_path,
+                     env=ray_cluster.env, cwd="/")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    rows = read_progress(tmp_path / "RendezvousEnv")
+    assert [row["training_iteration"] for row in rows] == [1, 2]
+    assert "env_runners/policy_return_mean_100/agent_0" in rows[-1] and "env_runners/policy_return_mean_100/agent_1" \
+        in rows[-1]
+    runner_nodes = {a["node"] for a in ray_cluster.actors()
+                    if a["class"] == "MultiAgentEnvRunner" and a["id"] not in earlier}
+    assert runner_nodes == {n["id"] for n in ray_cluster.nodes() if n["alive"]}, runner_nodes
+
+
+@pytest.mark.cluster
 def test_the_preflight_reads_a_running_cluster_node_by_node(ray_cluster, tmp_path):
     """`python -m rlhpc.doctor --address`: one task per node reports what Ray counts there against what the node
     has. A third node started with --num-cpus=4 on this 2-core machine (Ray #28586: Ray ignoring the Slurm
