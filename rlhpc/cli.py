@@ -80,9 +80,10 @@ def env_config_from(items) -> dict:
     return {".".join(path): value for path, value in parse_assignments(items, "--env-config")}
 
 
-def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "CartPole-v0") -> argparse.ArgumentParser:
+def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "CartPole-v0",
+                 prog: str | None = None) -> argparse.ArgumentParser:
     """The shared parser; scripts change only the defaults that make them what they are."""
-    parser = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
     tutorial = parser.add_argument_group("the tutorial's flags")
     tutorial.add_argument("--num-cpus", type=whole_number, default=0,

@@ -13,15 +13,15 @@ from rlhpc.errors import UserError, fail
 
 
 def main(argv=None, *, description: str, num_gpus: float = 0.0, name_env: str = "CartPole-v0",
-         envs=None, stop_reward_for=None) -> int:
+         envs=None, stop_reward_for=None, prog: str | None = None) -> int:
     """Parses the command line and trains; bad input ends as one line on stderr, exit code 2.
 
     envs: {name: env class or creator} a script offers for --name-env (custom envs); the chosen one is
     shipped to every node. stop_reward_for(env_name, env_config) -> float | None gives a default stop
-    reward for envs without a Gymnasium spec.
+    reward for envs without a Gymnasium spec. prog: the name in --help and errors (default: the script's).
     """
     def make_parser():
-        return build_parser(description, num_gpus=num_gpus, name_env=name_env)
+        return build_parser(description, num_gpus=num_gpus, name_env=name_env, prog=prog)
 
     flags = list(sys.argv[1:] if argv is None else argv)
     args = make_parser().parse_args(flags)

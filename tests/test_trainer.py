@@ -203,3 +203,39 @@ def test_redis_password_flag_joins_the_cluster_and_warns(ray_cluster, tmp_path):
                                     "print(json.dumps([job['Entrypoint'] for job in s.jobs()]))")
     assert any("--redis-password" not in e and TRAINER in e and str(tmp_path) in e for e in entrypoints), entrypoints
     assert not any(token in e for e in entrypoints)
+
+
+def test_the_rlhpc_command_trains_as_the_script_does(tmp_path):
+    """`rlhpc train` (installed by pip install -e .) with the old `rllib train` names: the same files, the same
+    config and, with a seed, the same numbers as simple_trainer.py with the tutorial's names."""
+    import subprocess
+    import sys
+
+    rlhpc = os.path.join(os.path.dirname(sys.executable), "rlhpc")
+    env = clean_env(HOME=tmp_path)
+    command = subprocess.run([rlhpc, "train", "--env", "CartPole-v1", "--algo", "PPO", "--seed", "0", "--stop-iters",
+                              "2", "--storage-path", str(tmp_path / "command")], env=env, capture_output=True,
+                             text=True, timeout=300, check=False)
+    assert command.returncode == 0, command.stderr[-3000:]
+    script = run_script(TRAINER, "--name-env", "CartPole-v1", "--run", "PPO", "--seed", 0, "--stop-iters", 2,
+                        "--storage-path", tmp_path / "script", env=env)
+    assert script.returncode == 0, script.stderr[-3000:]
+
+    def files(root):
+        [trial] = [p for p in root.glob("CartPole-v1/*") if p.is_dir()]
+        return trial, sorted(str(p.relative_to(trial)) for p in trial.rglob("*") if "events.out" not in p.name)
+
+    (ours, ours_files), (theirs, their_files) = files(tmp_path / "command"), files(tmp_path / "script")
+    assert ours_files == their_files
+    params = [json.loads((t / "params.json").read_text()) for t in (ours, theirs)]
+    for p in params:  # a function's repr holds its address
+        p.pop("policy_mapping_fn")
+    assert params[0] == params[1]
+    rows = [read_progress(t.parent) for t in (ours, theirs)]
+    assert [r["num_env_steps_sampled_lifetime"] for r in rows[0]] == [r["num_env_steps_sampled_lifetime"]
+                                                                      for r in rows[1]]
+    assert [r[RETURN] for r in rows[0]] == pytest.approx([r[RETURN] for r in rows[1]])
+    listed = subprocess.run([rlhpc, "nonsense"], capture_output=True, text=True, env=env, check=False)
+    assert listed.returncode == 2
+    assert listed.stderr.strip() == ("error: unknown command 'nonsense': give one of train, evaluate, compare, "
+                                     "doctor (see rlhpc --help)")
