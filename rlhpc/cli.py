@@ -146,6 +146,9 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                            "Python/JSON literals), e.g. --set lr=1e-3 --set model_config.fcnet_hiddens=[64,64]")
     algo.add_argument("--env-config", action="append", default=[], metavar="KEY=VALUE",
                       help="pass KEY=VALUE to the env's constructor (repeatable)")
+    algo.add_argument("--config-file", metavar="EXP.yaml",
+                      help="flags and config overrides from a YAML file (flat, or one entry per env); flags given "
+                           "here win (rlhpc/config_file.py; examples in experiments/)")
     algo.add_argument("--print-config", action="store_true",
                       help="print the resolved config (runners, learners, GPUs, hyperparameters) and exit")
 

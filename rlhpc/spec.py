@@ -77,6 +77,7 @@ class RunSpec:
     print_config: bool
     command_line: tuple  # as started, without any token
     flags: tuple  # the trainer's own flags, without any token: what --resume parses again (rlhpc.resume)
+    config_file: MappingProxyType | None  # the experiment file among them: path, entry, text (rlhpc.config_file)
     probe: env_sources.Probe = dataclasses.field(repr=False, compare=False)  # the env's spaces and creator
 
     @property
@@ -99,16 +100,18 @@ class RunSpec:
                     overrides=[[".".join(path), value] for path, value in self.overrides],
                     search=[[".".join(path), kind, list(values)] for path, kind, values in self.search],
                     command_line=list(self.command_line), flags=list(self.flags),
+                    config_file=dict(self.config_file) if self.config_file else None,
                     changes=[dict(zip(("flag", "from", "to", "trains"), c, strict=True)) for c in self.changes])
         return data
 
 
-def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=()) -> RunSpec:
+def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from_file=None) -> RunSpec:
     """The parsed flags -> the RunSpec; bad input is a UserError. Call after rlhpc.cluster.prepare_auth.
 
     envs: {name: env class} a trainer script offers; stop_reward_for(env_name, env_config) -> float | None
     gives a default stop reward for envs without a Gymnasium spec. flags: the command line args was parsed
-    from (recorded for --resume); changes: what --resume changed (rlhpc.resume.settings).
+    from (recorded for --resume); changes: what --resume changed (rlhpc.resume.settings); from_file: the
+    experiment file among those flags (rlhpc.config_file).
     """
     from rlhpc.config import resolve_algorithm
     from rlhpc.search import METRICS, parse_search
@@ -197,7 +200,8 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=()) -> R
         stop=MappingProxyType(stop), as_test=args.as_test, max_failures=max_failures,
         checkpoint_freq=args.checkpoint_freq, name=name, storage_path=storage_path, experiment_dir=experiment_path,
         resume_dir=resume_dir, changes=tuple(changes), backend=backend, print_config=args.print_config,
-        command_line=tuple(without_token(sys.orig_argv)), flags=tuple(without_token(flags)), probe=probe,
+        command_line=tuple(without_token(sys.orig_argv)), flags=tuple(without_token(flags)),
+        config_file=MappingProxyType(from_file) if from_file else None, probe=probe,
     )
 
 

@@ -23,10 +23,17 @@ def main(argv=None, *, description: str, num_gpus: float = 0.0, name_env: str = 
     def make_parser():
         return build_parser(description, num_gpus=num_gpus, name_env=name_env, prog=prog)
 
-    flags = list(sys.argv[1:] if argv is None else argv)
-    args = make_parser().parse_args(flags)
+    from rlhpc import config_file
+
+    parser = make_parser()
+    try:  # an experiment file's settings become flags before the command line's (rlhpc/config_file.py)
+        flags, from_file = config_file.expand(list(sys.argv[1:] if argv is None else argv), parser)
+    except UserError as e:
+        fail(str(e))
+    args = parser.parse_args(flags)
     try:
-        return train(args, envs=envs, stop_reward_for=stop_reward_for, flags=flags, make_parser=make_parser)
+        return train(args, envs=envs, stop_reward_for=stop_reward_for, flags=flags, make_parser=make_parser,
+                     from_file=from_file)
     except UserError as e:
         fail(str(e))
     except KeyboardInterrupt:
@@ -56,8 +63,9 @@ def quiet_known_noise() -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
-def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None) -> int:
-    """flags: the command line args came from; make_parser: its parser, for --resume to read the run's own."""
+def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, from_file=None) -> int:
+    """flags: the command line args came from; make_parser: its parser, for --resume to read the run's own;
+    from_file: the experiment file those flags include (rlhpc.config_file), recorded with the run."""
     started = time.time()
     from rlhpc.cluster import prepare_auth
 
@@ -85,7 +93,7 @@ def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None) 
         default_name = experiment.path_safe(env_sources.find(args.name_env, envs, ray_registry=True)[0].label) \
             if by_name else args.name
         args, changes = resume.settings(args, flags, make_parser, default_name)
-    spec = resolve(args, envs=envs, stop_reward_for=stop_reward_for, flags=flags,
+    spec = resolve(args, envs=envs, stop_reward_for=stop_reward_for, flags=flags, from_file=from_file,
                    changes=[(c["flag"], c["from"], c["to"], c["trains"]) for c in changes])
     env_sources.register_with_ray(spec.env, spec.probe)
     config = configs.build_config(spec)

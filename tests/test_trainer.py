@@ -207,19 +207,24 @@ def test_redis_password_flag_joins_the_cluster_and_warns(ray_cluster, tmp_path):
 
 def test_the_rlhpc_command_trains_as_the_script_does(tmp_path):
     """`rlhpc train` (installed by pip install -e .) with the old `rllib train` names: the same files, the same
-    config and, with a seed, the same numbers as simple_trainer.py with the tutorial's names."""
+    config and, with a seed, the same numbers as simple_trainer.py given the same settings in an experiment
+    file (rlhpc/config_file.py), one of them overridden by a flag."""
     import subprocess
     import sys
 
     rlhpc = os.path.join(os.path.dirname(sys.executable), "rlhpc")
     env = clean_env(HOME=tmp_path)
     command = subprocess.run([rlhpc, "train", "--env", "CartPole-v1", "--algo", "PPO", "--seed", "0", "--stop-iters",
-                              "2", "--storage-path", str(tmp_path / "command")], env=env, capture_output=True,
-                             text=True, timeout=300, check=False)
+                              "2", "--set", "lr=0.0005", "--storage-path", str(tmp_path / "command")], env=env,
+                             capture_output=True, text=True, timeout=300, check=False)
     assert command.returncode == 0, command.stderr[-3000:]
-    script = run_script(TRAINER, "--name-env", "CartPole-v1", "--run", "PPO", "--seed", 0, "--stop-iters", 2,
-                        "--storage-path", tmp_path / "script", env=env)
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text("name_env: CartPole-v1\nrun: PPO\nseed: 0\nstop-iters: 50\nset:\n  lr: 0.0005\n")
+    script = run_script(TRAINER, "--config-file", experiment, "--stop-iters", 2, "--storage-path", tmp_path / "script",
+                        env=env)
     assert script.returncode == 0, script.stderr[-3000:]
+    record = json.loads((tmp_path / "script" / "CartPole-v1" / "rlhpc_run_spec.json").read_text())
+    assert record["config_file"] == {"path": str(experiment), "entry": None, "text": experiment.read_text()}
 
     def files(root):
         [trial] = [p for p in root.glob("CartPole-v1/*") if p.is_dir()]
@@ -230,8 +235,9 @@ def test_the_rlhpc_command_trains_as_the_script_does(tmp_path):
     params = [json.loads((t / "params.json").read_text()) for t in (ours, theirs)]
     for p in params:  # a function's repr holds its address
         p.pop("policy_mapping_fn")
-    assert params[0] == params[1]
+    assert params[0] == params[1] and params[0]["lr"] == 0.0005  # the file's setting, in both
     rows = [read_progress(t.parent) for t in (ours, theirs)]
+    assert len(rows[1]) == 2  # the flag's --stop-iters over the file's
     assert [r["num_env_steps_sampled_lifetime"] for r in rows[0]] == [r["num_env_steps_sampled_lifetime"]
                                                                       for r in rows[1]]
     assert [r[RETURN] for r in rows[0]] == pytest.approx([r[RETURN] for r in rows[1]])
