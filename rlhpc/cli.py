@@ -53,6 +53,21 @@ def gpu_count(text: str) -> float:
     return value
 
 
+def seed_list(text: str) -> list:
+    """--seeds 3 -> [0, 1, 2]; --seeds 7,8 -> [7, 8]."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or seeds like 0,1,2, got {text!r}") from None
+    if len(values) == 1:
+        if values[0] < 2:
+            raise argparse.ArgumentTypeError(f"give at least 2 seeds, got {text!r} (one seed: --seed)")
+        return list(range(values[0]))
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"a seed given twice in {text!r}")
+    return values
+
+
 def parse_value(text: str):
     """`1e-3` -> 0.001, `[64,64]` -> list, `true`/`True` -> True, anything else stays a string."""
     for parse in (json.loads, ast.literal_eval):
@@ -141,6 +156,9 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                       help="multi-agent envs: one policy for all agents (shared, the default), one per agent "
                            "(per-agent), or FUNCTION(agent_id, episode) -> policy id (rlhpc/multi_agent.py)")
     algo.add_argument("--seed", type=int, help="seed for envs and networks")
+    algo.add_argument("--seeds", type=seed_list, metavar="N|S1,S2,...",
+                      help="one trial per seed (N: seeds 0..N-1), side by side as CPUs allow; rlhpc.compare draws "
+                           "their mean with a 95%% confidence band")
     algo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override an algorithm config key (repeatable; nested keys with dots; values are "
                            "Python/JSON literals), e.g. --set lr=1e-3 --set model_config.fcnet_hiddens=[64,64]")

@@ -159,6 +159,18 @@ def print_best(trials: list, spec) -> None:
               f"({os.path.basename(best.path)})", flush=True)
 
 
+def print_seeds(outcome: Outcome, spec) -> None:
+    """--seeds: no "best" seed; the spread of the final returns, and where the figure with the band comes from."""
+    from rlhpc.compare import CONFIDENCE, interval
+
+    finals = [r for r in (episode_return(t.metrics or {}) for t in outcome.trials) if r is not None]
+    text = f"seeds: {len(outcome.trials)} trials"
+    if len(finals) >= 2:
+        low, high = interval(finals)
+        text += f", final return {sum(finals) / len(finals):.2f} [{low:.2f}, {high:.2f}] ({CONFIDENCE:.0%} CI)"
+    print(f"{text}; their mean and band: python -m rlhpc.compare {outcome.experiment_path}", flush=True)
+
+
 def ending(outcome: Outcome, spec) -> str:
     """How the run ended, for the job that runs it (the sbatch templates requeue "stopped" ones): "failed",
     "done" (every trial met a stop criterion), "stopped" (before that, by a signal: resumable)."""
@@ -173,7 +185,9 @@ def ending(outcome: Outcome, spec) -> str:
 def finish(outcome: Outcome, spec, started: float) -> int:
     """Prints how the run ended and where its files are; returns the exit code."""
     exit_code = print_trials(outcome.trials, spec, outcome.stop or dict(spec.stop), started)
-    if spec.search:
+    if spec.search and all(path == ("seed",) for path, _, _ in spec.search):
+        print_seeds(outcome, spec)
+    elif spec.search:
         print_best(outcome.trials, spec)
     if outcome.stopped_by:
         print(f"stopped by {outcome.stopped_by}; state and checkpoint saved. Continue with: "

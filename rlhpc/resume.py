@@ -20,10 +20,10 @@ from rlhpc.errors import UserError
 # dest -> flag: what the run trains. Changing one on --resume needs --allow-changes.
 RUN_SETTINGS = {
     "run": "--run", "name_env": "--name-env", "env_config": "--env-config", "set": "--set",
-    "framework": "--framework", "policies": "--policies", "seed": "--seed", "stop_reward": "--stop-reward",
-    "stop_iters": "--stop-iters", "stop_timesteps": "--stop-timesteps", "stop_time": "--stop-time", "grid": "--grid",
-    "uniform": "--uniform", "loguniform": "--loguniform", "num_samples": "--num-samples", "metric": "--metric",
-    "mode": "--mode",
+    "framework": "--framework", "policies": "--policies", "seed": "--seed", "seeds": "--seeds",
+    "stop_reward": "--stop-reward", "stop_iters": "--stop-iters", "stop_timesteps": "--stop-timesteps",
+    "stop_time": "--stop-time", "grid": "--grid", "uniform": "--uniform", "loguniform": "--loguniform",
+    "num_samples": "--num-samples", "metric": "--metric", "mode": "--mode",
 }
 KEY_VALUE = {"set": "--set", "env_config": "--env-config"}  # merged key by key
 # Always this command's: the cluster of this job (the sbatch templates export its address) and its token,

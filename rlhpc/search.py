@@ -20,8 +20,12 @@ METRICS = {
 
 
 def parse_search(args) -> list:
-    """-> [(path, kind, values)], kind in grid/uniform/loguniform."""
+    """-> [(path, kind, values)], kind in grid/uniform/loguniform; --seeds is a grid over the config's seed."""
     specs = []
+    if getattr(args, "seeds", None):
+        if args.seed is not None:
+            raise UserError("--seed and --seeds: give one (--seeds runs one trial per seed)")
+        specs.append((["seed"], "grid", list(args.seeds)))
     for path, value in parse_assignments(args.grid, "--grid"):
         if not isinstance(value, list) or not value:
             raise UserError(f"--grid {'.'.join(path)} needs a non-empty list, e.g. --grid lr=[1e-3,3e-4]")

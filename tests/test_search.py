@@ -5,7 +5,7 @@ import json
 import re
 
 import pytest
-from conftest import RETURN, clean_env, error_lines, run_script
+from conftest import RETURN, clean_env, error_lines, run_module, run_script
 
 TRAINER = "simple_example/simple_trainer.py"
 
@@ -54,3 +54,27 @@ def test_a_metric_that_is_not_a_number_names_no_best_trial(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "best: none of 1 trials has a value for env_runners" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_seeds_run_one_trial_each_and_compare_draws_their_band(tmp_path):
+    """--seeds 3: three trials that differ only by seed; compare groups them into a mean with a 95 % band and
+    says how many reached the stop reward, how fast."""
+    out = run_script(TRAINER, "--seeds", 3, "--stop-reward", 30, "--stop-iters", 4, "--storage-path", tmp_path,
+                     env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = sorted(p for p in (tmp_path / "CartPole-v0").iterdir() if p.is_dir())
+    assert sorted(json.loads((t / "params.json").read_text())["seed"] for t in trials) == [0, 1, 2]
+    assert re.search(r"^seeds: 3 trials, final return [\d.]+ \[[\d.]+, [\d.]+\] \(95% CI\); their mean and band: "
+                     r"python -m rlhpc.compare ", out.stdout, re.MULTILINE), out.stdout
+    figure = tmp_path / "seeds.png"
+    compare = run_module("rlhpc.compare", tmp_path / "CartPole-v0", "--out", figure, env=clean_env(HOME=tmp_path))
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    assert re.search(r"^CartPole-v0 \(3 seeds\): seeds \d, \d, \d; final return [\d.]+ \[[\d.]+, [\d.]+\] \(95% CI\); "
+                     r"(\d) of 3 reached 30", compare.stdout, re.MULTILINE), compare.stdout
+    assert "(3 runs, 1 seed group as mean and band, x = training iteration)" in compare.stdout
+    from matplotlib.image import imread
+
+    rgb = imread(figure)[..., :3] * 255
+    mean_line = int((abs(rgb - (31, 119, 180)).sum(axis=-1) < 40).sum())
+    band = int((abs(rgb - (199, 221, 236)).sum(axis=-1) < 25).sum())  # the first colour at alpha 0.25 on white
+    assert mean_line > 300 and band > 2000, (mean_line, band)
