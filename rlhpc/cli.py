@@ -142,6 +142,15 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
     stopping.add_argument("--stop-timesteps", type=positive_number, help="env steps sampled")
     stopping.add_argument("--stop-time", type=float, metavar="SECONDS", help="wall time of training")
     stopping.add_argument("--as-test", action="store_true", help="exit 1 if the stop reward was not reached")
+    stopping.add_argument("--stop-on", choices=["train", "eval"], default="train",
+                          help="which return --stop-reward reads: the exploring policy's training return (100 "
+                               "episodes) or the greedy evaluation's (needs --eval-interval)")
+    evaluation = parser.add_argument_group("evaluation during training (the best checkpoint is kept)")
+    evaluation.add_argument("--eval-interval", type=whole_number, default=0, metavar="N",
+                            help="every N iterations play --eval-episodes greedy episodes; the checkpoint with the "
+                                 "best evaluation return is kept as <trial>/best_checkpoint (0: no evaluation)")
+    evaluation.add_argument("--eval-episodes", type=positive_number, default=10, metavar="K",
+                            help="episodes per evaluation")
 
     algo = parser.add_argument_group("algorithm")
     algo.add_argument("--framework", choices=["torch", "tf2"], default="torch",

@@ -176,6 +176,9 @@ def build_config(spec):
         if spec.learner_resource:
             learners["custom_resources_per_learner"] = {spec.learner_resource: 0.01}
         config.learners(**learners)
+    if spec.eval_interval:  # greedy episodes on the algorithm's evaluation env runner (rlhpc.metrics keeps the best)
+        config.evaluation(evaluation_interval=spec.eval_interval, evaluation_duration=spec.eval_episodes,
+                          evaluation_duration_unit="episodes", evaluation_config={"explore": False})
     if spec.seed is not None:
         config.debugging(seed=spec.seed)
     apply_overrides(config, [(list(path), value) for path, value in spec.overrides], spec.algo)

@@ -23,6 +23,7 @@ from rlhpc.cli import OneLineParser, env_config_from, positive_number
 from rlhpc.errors import UserError, fail
 from rlhpc.experiment import read_run_record
 from rlhpc.gym_compat import is_multi_agent
+from rlhpc.results import BEST_CHECKPOINT, BEST_RECORD
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # Gymnasium's renderers import pygame
 
@@ -41,8 +42,30 @@ def checkpoint_index(path: Path) -> int:
         return -1
 
 
-def find_checkpoint(path) -> Path:
-    """A checkpoint dir as given; a trial dir's latest checkpoint; an experiment's best trial's latest."""
+def best_checkpoint(trial_dir: Path):
+    """-> (the trial's best checkpoint by evaluation, its record), or (None, None) (rlhpc.metrics, --eval-interval)."""
+    best = trial_dir / BEST_CHECKPOINT
+    if not is_checkpoint(best):
+        return None, None
+    try:
+        return best, json.loads((best / BEST_RECORD).read_text())
+    except (OSError, ValueError):
+        return best, {}
+
+
+def chosen(trial_dir: Path, latest: bool) -> Path:
+    """A trial's best checkpoint by evaluation (said), unless --latest or it has none; else its latest."""
+    best, record = (None, None) if latest else best_checkpoint(trial_dir)
+    if best is None:
+        return latest_checkpoint(trial_dir)
+    print(f"best checkpoint by evaluation: iteration {record.get('training_iteration', '?')}, evaluation return "
+          f"{record.get('evaluation_return', float('nan')):.2f} (--latest for the last one)", flush=True)
+    return best
+
+
+def find_checkpoint(path, latest: bool = False) -> Path:
+    """A checkpoint dir as given; a trial dir's best checkpoint by evaluation, else its latest; an experiment's
+    best trial's (by evaluation where its trials were evaluated, else by final training return)."""
     path = Path(os.path.expanduser(str(path))).absolute()
     if not path.exists():
         raise UserError(f"no such checkpoint: {path}")
@@ -50,15 +73,19 @@ def find_checkpoint(path) -> Path:
         raise UserError(f"{path} is not a checkpoint: give a checkpoint_* dir, a trial dir or an experiment dir")
     if is_checkpoint(path):
         return path
-    latest = latest_checkpoint(path)
-    if latest:
-        return latest
-    trials = [p for p in sorted(path.iterdir()) if p.is_dir() and latest_checkpoint(p)]
+    if latest_checkpoint(path) or best_checkpoint(path)[0]:
+        return chosen(path, latest)
+    trials = [p for p in sorted(path.iterdir()) if p.is_dir() and (latest_checkpoint(p) or best_checkpoint(p)[0])]
     if not trials:
         raise UserError(f"{path} is not a checkpoint and holds no checkpoint_* dirs "
                         "(give a checkpoint dir, a trial dir or an experiment dir)")
     if len(trials) == 1:
-        return latest_checkpoint(trials[0])
+        return chosen(trials[0], latest)
+    evaluated = {t: (best_checkpoint(t)[1] or {}).get("evaluation_return") for t in trials}
+    if not latest and all(v is not None for v in evaluated.values()):
+        best = max(trials, key=lambda t: evaluated[t])
+        print(f"best of {len(trials)} trials by evaluation return: {best.name}", flush=True)
+        return chosen(best, latest)
     from rlhpc.compare import final_return, read_progress
 
     def score(trial):  # a trial with a broken progress.csv still counts, just last
@@ -69,7 +96,7 @@ def find_checkpoint(path) -> Path:
 
     best = max(trials, key=score)  # the first of equals: trials are sorted by name
     print(f"best of {len(trials)} trials by final training return: {best.name}", flush=True)
-    return latest_checkpoint(best)
+    return chosen(best, latest)
 
 
 def latest_checkpoint(trial_dir: Path):
@@ -322,7 +349,7 @@ def check_outputs(args) -> None:
 
 def evaluate(args) -> int:
     check_outputs(args)
-    checkpoint = find_checkpoint(args.checkpoint)
+    checkpoint = find_checkpoint(args.checkpoint, args.latest)
     params = trial_params(checkpoint)
     source, creator, env_config = env_to_play(checkpoint, params, args.name_env)
     name = source.name
@@ -394,6 +421,8 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="a checkpoint_* dir, a trial dir (its latest checkpoint) or an experiment dir "
                              "(the trial with the best final training return)")
+    parser.add_argument("--latest", action="store_true",
+                        help="a trial's latest checkpoint, not its best by evaluation (runs with --eval-interval)")
     parser.add_argument("--episodes", type=positive_number, default=10, help="episodes to play (default: 10)")
     parser.add_argument("--seed", type=int, help="seed of the first reset (default: random)")
     parser.add_argument("--name-env", help="env to play in (default: the one in the trial's params.json)")

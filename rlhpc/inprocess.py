@@ -165,6 +165,7 @@ def _build(algo_cls, config, trial_dir: str, checkpoints: list):
     # OMP_NUM_THREADS=1); on 2 cores a second torch thread fights the env: 20 % slower, measured.
     torch.set_num_threads(1)
     algo = algo_cls(config=config)
+    algo.__dict__["_rlhpc_trial_dir"] = trial_dir  # rlhpc.metrics saves the best checkpoint there
     try:  # outside Tune a Trainable also makes an empty dir under ~/ray_results; ours is trial_dir
         os.rmdir(algo.logdir)
     except OSError:

@@ -14,6 +14,12 @@ the same episodes instead of judging "solved" on its first few.
 Multi-agent envs: the episode return is the sum over agents (RLlib's), the one the stop reward reads; each
 policy's share (its agents' returns) gets a window of the same episodes, `env_runners/policy_return_mean_100/<id>`.
 
+Evaluation (--eval-interval): RLlib plays greedy episodes on its evaluation env runner every N iterations;
+the callback reports the last evaluation's mean return as `evaluation_return` (NaN before the first; the
+stop key of --stop-on eval) and the best as `evaluation_return_best`, and saves the algorithm to
+`<trial>/best_checkpoint` whenever an evaluation beats the best: beside the checkpoint_* dirs, so no rotation
+deletes it. Both values travel in checkpoints, so a resumed run keeps the best it had.
+
 Where the time goes: RLlib's timers (`timers/env_runner_sampling_timer`, `timers/learner_update_timer`) are
 exponential moving averages (coefficient 0.01), so after a few iterations they say little about this one. The
 callback inverts the average to get this iteration's seconds, reported as `time_sampling_s` and
@@ -28,7 +34,14 @@ from collections import deque
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from rlhpc.multi_agent import policy_returns
-from rlhpc.results import RETURN_METRIC, as_number
+from rlhpc.results import (
+    BEST_CHECKPOINT,
+    BEST_EVAL_RETURN_METRIC,
+    BEST_RECORD,
+    EVAL_RETURN_METRIC,
+    RETURN_METRIC,
+    as_number,
+)
 
 WINDOW = 100
 RETURNS_THIS_ITERATION = "rlhpc_episode_returns"  # raw per-episode list; removed from the result
@@ -37,6 +50,7 @@ SAVED_WINDOW = "rlhpc_last_returns"  # the window as a list, in the algorithm's 
 POLICY_RETURNS_THIS_ITERATION = "rlhpc_policy_returns"  # multi-agent: {policy: per-episode list}; removed
 POLICY_RETURN_LAST_100 = "policy_return_mean_100"  # {policy: mean of its share of the last 100 episodes}
 SAVED_POLICY_WINDOWS = "rlhpc_last_policy_returns"
+SAVED_EVALUATION = "rlhpc_evaluation"  # [last, best] evaluation return
 # This iteration's seconds, from RLlib's averaged timers: result key -> timer under result["timers"].
 SPLIT_TIMERS = {"time_sampling_s": "env_runner_sampling_timer", "time_learning_s": "learner_update_timer"}
 RLLIB_EMA_COEFF = 0.01  # MetricsLogger.log_time's default (ray/rllib/utils/metrics/stats/ema.py)
@@ -57,6 +71,62 @@ def as_list(values) -> list:
     if isinstance(values, numbers.Number):
         return [] if math.isnan(values) else [values]
     return list(values or [])
+
+
+def evaluation(algorithm) -> dict:
+    return algorithm.__dict__.setdefault("_rlhpc_evaluation", {"last": math.nan, "best": math.nan})
+
+
+def trial_dir(algorithm):
+    """Where the trial writes: set by the in-process backend; the trial's dir under --storage-path in a Tune
+    actor (a shared file system on a cluster, as the trainer requires)."""
+    import os
+
+    path = algorithm.__dict__.get("_rlhpc_trial_dir")
+    if path:
+        return path
+    storage = getattr(algorithm, "_storage", None)  # Tune's StorageContext of the trial
+    path = getattr(storage, "trial_fs_path", None)
+    return path if path and os.path.isdir(os.path.dirname(path)) else None  # on a file system this node sees
+
+
+def save_best(algorithm, value: float) -> None:
+    """The algorithm as <trial>/best_checkpoint, replaced whole (saved beside, then renamed)."""
+    import json
+    import os
+    import shutil
+
+    where = trial_dir(algorithm)
+    if not where:
+        return
+    target = os.path.join(where, BEST_CHECKPOINT)
+    saving = target + ".saving"
+    shutil.rmtree(saving, ignore_errors=True)
+    algorithm.save_to_path(saving)
+    with open(os.path.join(saving, BEST_RECORD), "w") as f:
+        json.dump({"training_iteration": algorithm.iteration, "evaluation_return": value}, f)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(saving, target)
+
+
+def keep_best(algorithm, result: dict) -> None:
+    if not algorithm.config.evaluation_interval:
+        return
+    seen = evaluation(algorithm)
+    # RLlib evaluates in the iterations that are multiples of the interval, and repeats the last evaluation's
+    # results in the others: only a fresh one counts.
+    fresh = algorithm.iteration % algorithm.config.evaluation_interval == 0
+    value = as_number(((result.get("evaluation") or {}).get("env_runners") or {}).get("episode_return_mean")) \
+        if fresh else None
+    if value is not None:
+        seen["last"] = value
+        if not seen["best"] >= value:  # NaN (none yet) or better
+            seen["best"] = value
+            save_best(algorithm, value)
+    # From the first row (progress.csv's columns are fixed by it), NaN where no evaluation ran.
+    result[EVAL_RETURN_METRIC] = math.nan if value is None else value
+    result[BEST_EVAL_RETURN_METRIC] = seen["best"]
+    algorithm.metrics.log_value(SAVED_EVALUATION, [seen["last"], seen["best"]], reduce="item")
 
 
 def last_timers(algorithm) -> dict:
@@ -109,7 +179,9 @@ class ReturnOverLast100Episodes(RLlibCallback):
         window = last_returns(algorithm)
         result.pop(SAVED_WINDOW, None)  # the copies saved last iteration, reduced into this result
         result.pop(SAVED_TIMERS, None)
+        result.pop(SAVED_EVALUATION, None)
         split_time(algorithm, result)
+        keep_best(algorithm, result)
         runners = result.get("env_runners")
         by_policy = policy_windows(algorithm)
         if isinstance(runners, dict):
@@ -140,6 +212,8 @@ class ReturnOverLast100Episodes(RLlibCallback):
         by_policy.clear()
         for policy, returns in (algorithm.metrics.peek(SAVED_POLICY_WINDOWS, default=None) or {}).items():
             by_policy[policy] = deque(as_list(returns), maxlen=WINDOW)
+        last_best = algorithm.metrics.peek(SAVED_EVALUATION, default=None) or [math.nan, math.nan]
+        evaluation(algorithm).update(last=last_best[0], best=last_best[1])
         saved = algorithm.metrics.peek(SAVED_TIMERS, default=None) or []
         saved = dict(zip(SPLIT_TIMERS.values(), saved, strict=False))  # a checkpoint from before: none saved
         last_timers(algorithm).update({t: v for t, v in saved.items() if as_number(v) is not None})

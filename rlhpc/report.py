@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from rlhpc.results import as_number, env_steps, episode_return, reached, stop_reached, target_reward
+from rlhpc.results import EVAL_RETURN_METRIC, as_number, env_steps, episode_return, reached, stop_reached, target_reward
 
 STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")  # Slurm's --signal, scancel/preemption, Ctrl+C
 
@@ -74,6 +74,9 @@ class ProgressLine:
         line = (f"iter {result.get('training_iteration', 0):4d}  steps {steps:>10,}  "
                 f"return {'       -' if ret is None else f'{ret:8.2f}'}  "
                 f"{rate:8,.0f} steps/s  {result.get('time_total_s', 0):7.1f} s")
+        evaluated = as_number(result.get(EVAL_RETURN_METRIC))
+        if evaluated is not None:  # --eval-interval: this iteration's greedy evaluation (rlhpc.metrics)
+            line += f"  eval {evaluated:8.2f}"
         shares = (result.get("env_runners") or {}).get("policy_return_mean_100") or {}
         if shares:  # multi-agent: the return above is the sum over agents; each policy's part of it
             line += "  [" + ", ".join(f"{policy} {'-' if as_number(value) is None else f'{value:.2f}'}"

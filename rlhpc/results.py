@@ -14,6 +14,13 @@ RETURN_METRIC = "env_runners/episode_return_mean_100"
 LEGACY_RETURN_METRIC = "env_runners/episode_reward_mean"  # the legacy stack's name (tf2)
 RETURN_KEYS = ("episode_return_mean_100", "episode_reward_mean", "episode_return_mean")  # under env_runners/
 STEPS_METRIC = "num_env_steps_sampled_lifetime"
+# --eval-interval: the last greedy evaluation's mean return (NaN before the first), and the best so far
+# (rlhpc.metrics); --stop-on eval stops on the first.
+EVAL_RETURN_METRIC = "evaluation_return"
+BEST_EVAL_RETURN_METRIC = "evaluation_return_best"
+RETURN_STOP_KEYS = (RETURN_METRIC, LEGACY_RETURN_METRIC, EVAL_RETURN_METRIC)
+BEST_CHECKPOINT = "best_checkpoint"  # in the trial dir, beside checkpoint_*: the best evaluation's
+BEST_RECORD = "rlhpc_best.json"  # in it: the iteration and evaluation return it was saved at
 
 
 def as_number(value):
@@ -38,12 +45,14 @@ def env_steps(result: dict) -> int:
 
 def target_reward(stop: dict):
     """The stop reward among the stop criteria, or None when the run stops on something else only."""
-    return stop.get(RETURN_METRIC, stop.get(LEGACY_RETURN_METRIC))
+    return next((stop[key] for key in RETURN_STOP_KEYS if key in stop), None)
 
 
 def reached(result: dict, stop: dict) -> bool:
-    """Whether the result's return reached the stop reward."""
-    target, ret = target_reward(stop), episode_return(result or {})
+    """Whether the result's return (training, or evaluation under --stop-on eval) reached the stop reward."""
+    target = target_reward(stop)
+    ret = as_number((result or {}).get(EVAL_RETURN_METRIC)) if EVAL_RETURN_METRIC in stop else \
+        episode_return(result or {})
     return target is not None and ret is not None and ret >= target
 
 

@@ -23,7 +23,8 @@ RUN_SETTINGS = {
     "framework": "--framework", "policies": "--policies", "seed": "--seed", "seeds": "--seeds",
     "stop_reward": "--stop-reward", "stop_iters": "--stop-iters", "stop_timesteps": "--stop-timesteps",
     "stop_time": "--stop-time", "grid": "--grid", "uniform": "--uniform", "loguniform": "--loguniform",
-    "num_samples": "--num-samples", "metric": "--metric", "mode": "--mode",
+    "num_samples": "--num-samples", "metric": "--metric", "mode": "--mode", "stop_on": "--stop-on",
+    "eval_interval": "--eval-interval", "eval_episodes": "--eval-episodes",
 }
 KEY_VALUE = {"set": "--set", "env_config": "--env-config"}  # merged key by key
 # Always this command's: the cluster of this job (the sbatch templates export its address) and its token,

@@ -20,7 +20,7 @@ from rlhpc.cli import env_config_from, parse_assignments
 from rlhpc.cluster import without_token
 from rlhpc.defaults import tuned_defaults
 from rlhpc.errors import UserError, warn
-from rlhpc.results import LEGACY_RETURN_METRIC, RETURN_METRIC, target_reward
+from rlhpc.results import EVAL_RETURN_METRIC, LEGACY_RETURN_METRIC, RETURN_METRIC, target_reward
 
 # These learn from recorded data (config key input_), not by acting in an env.
 OFFLINE_ALGORITHMS = {"BC", "CQL", "IQL", "MARWIL"}
@@ -63,6 +63,8 @@ class RunSpec:
     num_samples: int
     metric: str
     mode: str
+    eval_interval: int  # iterations between greedy evaluations (0: none); the best checkpoint is kept
+    eval_episodes: int
     # when to stop, and where the results go
     stop: MappingProxyType
     as_test: bool
@@ -140,6 +142,10 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from
 
     default_reward = probe.spec.reward_threshold if probe.spec else (
         stop_reward_for(args.name_env, env_config) if stop_reward_for else None)
+    if args.stop_on == "eval" and not args.eval_interval:
+        raise UserError("--stop-on eval stops on the greedy evaluation's return: give --eval-interval N too")
+    if args.eval_interval and legacy:
+        raise UserError("--eval-interval needs the new API stack (--framework torch)")
     stop = stop_criteria(args, default_reward, legacy)
     search = tuple((tuple(path), kind, tuple(values)) for path, kind, values in parse_search(args))
     # The tutorial's --redis-password meant "join the running cluster" (rlhpc.cluster.prepare_auth).
@@ -195,6 +201,7 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from
         flatten_observations=not legacy and any(space is not None and not isinstance(space, gymnasium.spaces.Box)
                                                 for space in spaces),
         agent_policy=MappingProxyType(agent_policy), policies_reason=policies_reason,
+        eval_interval=args.eval_interval, eval_episodes=args.eval_episodes,
         seed=args.seed, overrides=overrides, search=search, num_samples=args.num_samples, metric=args.metric,
         mode=args.mode or METRICS.get(args.metric, (None, "max"))[1],
         stop=MappingProxyType(stop), as_test=args.as_test, max_failures=max_failures,
@@ -209,7 +216,8 @@ def stop_criteria(args, default_reward, legacy: bool) -> dict:
     reward = args.stop_reward if args.stop_reward is not None else default_reward
     stop = {}
     if reward is not None:
-        stop[LEGACY_RETURN_METRIC if legacy else RETURN_METRIC] = reward
+        stop[LEGACY_RETURN_METRIC if legacy else EVAL_RETURN_METRIC if args.stop_on == "eval" else RETURN_METRIC] = \
+            reward
     if args.stop_iters:
         stop["training_iteration"] = args.stop_iters
     if args.stop_timesteps:

@@ -225,3 +225,30 @@ def test_a_sac_policy_is_evaluated_with_the_action_it_was_trained_to_take():
     assert mean > 1.0
     action = GreedyPolicy(module, (env.observation_space, env.action_space), {}, "Pendulum-v1")(obs)
     assert action == pytest.approx([2 * np.tanh(mean)], abs=1e-5)
+
+
+def test_a_run_that_collapses_keeps_its_best_checkpoint_by_evaluation(tmp_path):
+    """lr 1e-3 for 8,000 steps, then 0.5: the greedy policy peaks and collapses. --eval-interval 2 evaluates at
+    iterations 2, 4, 6; the best evaluation's checkpoint is kept beside the latest, evaluate plays it by default,
+    and it beats the latest."""
+    out = run_script("simple_example/simple_trainer.py", "--name-env", "CartPole-v1", "--eval-interval", 2,
+                     "--eval-episodes", 5, "--stop-iters", 6, "--seed", 0, "--set",
+                     "lr=[[0,0.001],[8000,0.001],[8001,0.5]]", "--storage-path", tmp_path,
+                     env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = read_progress(tmp_path / "CartPole-v1")
+    evaluated = {int(r["training_iteration"]): r["evaluation_return"] for r in rows
+                 if not pandas.isna(r["evaluation_return"])}
+    assert sorted(evaluated) == [2, 4, 6], evaluated
+    best_at = max(evaluated, key=evaluated.get)
+    assert rows[-1]["evaluation_return_best"] == evaluated[best_at] > evaluated[6], evaluated
+    [trial] = [p for p in (tmp_path / "CartPole-v1").iterdir() if p.is_dir()]
+    assert (trial / "best_checkpoint").is_dir() and list(trial.glob("checkpoint_*"))
+    best = run_module("rlhpc.evaluate", tmp_path / "CartPole-v1", "--episodes", 5, "--seed", 0)
+    latest = run_module("rlhpc.evaluate", tmp_path / "CartPole-v1", "--episodes", 5, "--seed", 0, "--latest")
+    assert best.returncode == 0 and latest.returncode == 0, best.stderr + latest.stderr
+    assert f"best checkpoint by evaluation: iteration {best_at}, evaluation return {evaluated[best_at]:.2f}" \
+        in best.stdout
+    assert f"checkpoint: {trial / 'best_checkpoint'}" in best.stdout
+    means = [float(re.search(r"^mean return ([\d.]+) ", o.stdout, re.MULTILINE).group(1)) for o in (best, latest)]
+    assert means[0] > means[1], means

@@ -64,6 +64,8 @@ def one_error_line(err: str) -> str:
     (["--uniform", "lr=1e-3"], "malformed --uniform 'lr=1e-3': expected KEY=LOW,HIGH"),
     (["--loguniform", "lr=0,1"], "bad --loguniform 'lr=0,1': need LOW < HIGH and LOW > 0"),
     (["--resume"], "nothing to resume at"),
+    (["--stop-on", "eval"], "--stop-on eval stops on the greedy evaluation's return: give --eval-interval N too"),
+    (["--seeds", "0,0"], "argument --seeds: a seed given twice in '0,0'"),
 ])
 def test_bad_input_is_one_line_before_ray_starts(trainer, tmp_path, args, message):
     code, _, err = trainer(*args, "--stop-iters", 1)
@@ -518,3 +520,15 @@ def test_the_shipped_experiment_files_entries_resolve(trainer, monkeypatch, env)
     assert code == 0, err
     printed = json.loads(out)
     assert printed["spec"]["config_file"]["entry"] == env and printed["spec"]["env"]["name"] == env
+
+
+def test_evaluation_during_training_is_configured_and_can_be_the_stop(trainer):
+    code, out, err = trainer("--eval-interval", 5, "--eval-episodes", 3, "--stop-on", "eval", "--print-config")
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed["config"]["evaluation_interval"] == 5 and printed["config"]["evaluation_duration"] == 3
+    assert printed["config"]["evaluation_config"] == {"explore": False}
+    assert printed["spec"]["stop"] == {"evaluation_return": 195.0}
+    assert results.reached({"evaluation_return": 196.0}, printed["spec"]["stop"])
+    assert not results.reached({"evaluation_return": float("nan"), "env_runners": {"episode_return_mean_100": 200}},
+                               printed["spec"]["stop"])
