@@ -207,13 +207,14 @@ class ReturnOverLast100Episodes(RLlibCallback):
     def on_checkpoint_loaded(self, *, algorithm, **kwargs):
         window = last_returns(algorithm)
         window.clear()
-        window.extend(algorithm.metrics.peek(SAVED_WINDOW, default=None) or [])
+        # peek(default=None) raises on a key this checkpoint lacks (an older run's): defaults that are not None.
+        window.extend(algorithm.metrics.peek(SAVED_WINDOW, default=[]) or [])
         by_policy = policy_windows(algorithm)
         by_policy.clear()
-        for policy, returns in (algorithm.metrics.peek(SAVED_POLICY_WINDOWS, default=None) or {}).items():
+        for policy, returns in (algorithm.metrics.peek(SAVED_POLICY_WINDOWS, default={}) or {}).items():
             by_policy[policy] = deque(as_list(returns), maxlen=WINDOW)
-        last_best = algorithm.metrics.peek(SAVED_EVALUATION, default=None) or [math.nan, math.nan]
+        last_best = algorithm.metrics.peek(SAVED_EVALUATION, default=[]) or [math.nan, math.nan]
         evaluation(algorithm).update(last=last_best[0], best=last_best[1])
-        saved = algorithm.metrics.peek(SAVED_TIMERS, default=None) or []
+        saved = algorithm.metrics.peek(SAVED_TIMERS, default=[]) or []
         saved = dict(zip(SPLIT_TIMERS.values(), saved, strict=False))  # a checkpoint from before: none saved
         last_timers(algorithm).update({t: v for t, v in saved.items() if as_number(v) is not None})
