@@ -94,6 +94,20 @@ def error_lines(stderr: str) -> list:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """The trainer with no flags but where to write (PPO on CartPole-v0 to its threshold, 195), trained once for
+    the session: test_trainer.py checks the run, test_after_training.py evaluates and compares it.
+    -> (the finished process, storage dir, HOME without a token when it started)."""
+    base = tmp_path_factory.mktemp("default_run")
+    home = base / "home"
+    home.mkdir()
+    storage = base / "results"
+    out = run_script("simple_example/simple_trainer.py", "--storage-path", storage, env=clean_env(HOME=home),
+                     timeout=600)
+    return out, storage, home
+
+
 @pytest.fixture
 def home_without_token(tmp_path):
     """HOME with no ~/.ray/auth_token: Ray must cope (it creates one for local runs)."""

@@ -1,7 +1,8 @@
 """After training: evaluate a checkpoint, compare runs, read TensorBoard files, on real runs.
 
-Two short trainings run once for the module: CartPole-v0 to its reward threshold (a policy worth
-evaluating) and 3 iterations with 4 envs per runner (a second line for the comparison).
+Two short trainings: the session's default run, CartPole-v0 to its reward threshold (a policy worth
+evaluating; conftest.default_run), and 3 iterations with 4 envs per runner beside it (a second line for the
+comparison).
 """
 
 import re
@@ -22,20 +23,16 @@ def assert_one_error_line(out, expected_text):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("after_training")
-    home = base / "home"
-    home.mkdir()
-    storage = base / "results"
+def runs(default_run):
+    default, storage, home = default_run
     env = clean_env(HOME=home)
+    vec4 = run_script("simple_example/simple_trainer.py", "--storage-path", storage, "--name", "vec4",
+                      "--stop-iters", 3, "--num-cpus", 0, "--num-envs-per-runner", 4, env=env, timeout=600)
     trained = {}
-    for name, flags in [("cartpole", ["--seed", 1]),  # stops at CartPole-v0's threshold, 195
-                        ("vec4", ["--seed", 1, "--stop-iters", 3, "--num-cpus", 0, "--num-envs-per-runner", 4])]:
-        out = run_script("simple_example/simple_trainer.py", "--storage-path", storage, "--name", name, *flags,
-                         env=env, timeout=600)
+    for name, out, experiment in (("cartpole", default, "CartPole-v0"), ("vec4", vec4, "vec4")):
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         checkpoints = [line.split(None, 1)[1] for line in out.stdout.splitlines() if line.startswith("checkpoint:")]
-        trained[name] = {"dir": storage / name, "checkpoint": Path(checkpoints[-1]), "stdout": out.stdout}
+        trained[name] = {"dir": storage / experiment, "checkpoint": Path(checkpoints[-1]), "stdout": out.stdout}
     assert "reached=yes" in trained["cartpole"]["stdout"]
     return {"storage": storage, "home": home, "env": env, **trained}
 
@@ -137,7 +134,7 @@ def test_load_runs_matches_the_csvs(runs):
     from rlhpc.compare import load_runs
 
     loaded = load_runs([runs["cartpole"]["dir"], runs["storage"] / "vec*"])  # an experiment dir and a glob
-    assert [run.path.parent.name for run in loaded] == ["cartpole", "vec4"]
+    assert [run.path.parent.name for run in loaded] == ["CartPole-v0", "vec4"]
     for run in loaded:
         csv = pandas.read_csv(run.path / "progress.csv")
         assert list(run.data.columns) == ["iteration", "steps", "time", "return"]
@@ -146,7 +143,7 @@ def test_load_runs_matches_the_csvs(runs):
             pandas.testing.assert_series_equal(run.data[ours], csv[theirs], check_names=False)
     assert len(loaded[1].data) == 3
     # Labels: the experiment name and the one setting that differs (4 vs 8 envs per runner).
-    assert loaded[0].label == "cartpole (num_envs_per_env_runner=8)", loaded[0].label
+    assert loaded[0].label == "CartPole-v0 (num_envs_per_env_runner=8)", loaded[0].label
     assert loaded[1].label == "vec4 (num_envs_per_env_runner=4)", loaded[1].label
     # A glob over an experiment dir also matches its own files (rlhpc_run.json): only the trial dirs count.
     assert (runs["storage"] / "vec4" / "rlhpc_run.json").is_file()
@@ -163,7 +160,7 @@ def test_compare_writes_the_figure(runs, tmp_path):
     assert f"wrote {png} (2 runs" in out.stdout
     for name in ("cartpole", "vec4"):  # each run's summary line holds its own last row
         last = read_progress(runs[name]["dir"])[-1]
-        assert re.search(rf"^{name} \(.*\): {int(last['training_iteration'])} iterations, "
+        assert re.search(rf"^{runs[name]['dir'].name} \(.*\): {int(last['training_iteration'])} iterations, "
                          rf"{int(last['num_env_steps_sampled_lifetime']):,} steps, .* final return {last[RETURN]:.2f}$",
                          out.stdout, re.MULTILINE), out.stdout
     image = imread(png)

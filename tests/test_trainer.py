@@ -19,9 +19,10 @@ from conftest import (
 TRAINER = "simple_example/simple_trainer.py"
 
 
-def test_default_run_reaches_cartpole_v0_threshold(tmp_path, home_without_token):
-    """No flags at all (but where to write): PPO on CartPole-v0 must reach its 195 threshold."""
-    out = run_script(TRAINER, "--storage-path", tmp_path, env=clean_env(HOME=home_without_token))
+def test_default_run_reaches_cartpole_v0_threshold(default_run):
+    """No flags at all (but where to write), from a HOME without a token: PPO on CartPole-v0 must reach its 195
+    threshold. (The session's run: test_after_training.py evaluates it.)"""
+    out, tmp_path, _ = default_run
     assert out.returncode == 0, out.stderr[-3000:]
     rows = read_progress(tmp_path / "CartPole-v0")  # the tutorial's <storage>/<name>/<trial>/progress.csv
     assert rows, "no progress.csv written"
