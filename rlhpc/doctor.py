@@ -179,6 +179,7 @@ def check_node(head: bool, storage_path: str, num_gpus: float | None = None) -> 
             taken = True
         except OSError:
             taken = False
+        facts["port_taken"] = taken  # the reach check below cannot listen there then
         if taken:
             fixed = bool(os.environ.get("RLHPC_RAY_PORT"))
             problems.append(problem("FAIL" if fixed else "WARN",
@@ -359,8 +360,7 @@ def run_on_nodes(nodes: list, storage_path: str, num_gpus) -> list:
             "FAIL", f"could not run `{sys.executable} -m rlhpc.doctor` there: {why}")]})
     head = reports[0]
     address, port = head["facts"].get("address"), head["facts"].get("port")
-    taken = any(f"port {port} " in text for _, text in head["problems"])
-    if len(nodes) < 2 or not address or not port or taken:
+    if len(nodes) < 2 or not address or not port or head["facts"].get("port_taken"):
         return reports
     target = f"{address}:{port}"
     steps = [(nodes[0][0], nodes[0][1], ["--listen", target, "--expect", str(len(nodes) - 1)])]

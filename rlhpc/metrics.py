@@ -27,8 +27,11 @@ callback inverts the average to get this iteration's seconds, reported as `time_
 estimate where it is several (DQN). The previous averages travel in checkpoints like the window.
 """
 
+import json
 import math
 import numbers
+import os
+import shutil
 from collections import deque
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
@@ -80,8 +83,6 @@ def evaluation(algorithm) -> dict:
 def trial_dir(algorithm):
     """Where the trial writes: set by the in-process backend; the trial's dir under --storage-path in a Tune
     actor (a shared file system on a cluster, as the trainer requires)."""
-    import os
-
     path = algorithm.__dict__.get("_rlhpc_trial_dir")
     if path:
         return path
@@ -92,10 +93,6 @@ def trial_dir(algorithm):
 
 def save_best(algorithm, value: float) -> None:
     """The algorithm as <trial>/best_checkpoint, replaced whole (saved beside, then renamed)."""
-    import json
-    import os
-    import shutil
-
     where = trial_dir(algorithm)
     if not where:
         return
