@@ -202,6 +202,13 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                          help="checkpoint every N iterations (0: only at the end); one is also saved at the "
                               "end and when SIGUSR1/SIGTERM/SIGINT stops the run (under Slurm: send USR1; a "
                               "plain scancel stops Ray at the same time)")
+    tracking = parser.add_argument_group("tracking (rlhpc/tracking.py)")
+    tracking.add_argument("--wandb", choices=("offline", "online"),
+                          help="log each trial to Weights & Biases; offline (compute nodes without internet) "
+                               "writes <trial>/wandb/offline-run-*, to upload with `wandb sync` from a login node")
+    tracking.add_argument("--mlflow", metavar="URI",
+                          help="log each trial to MLflow: a folder (a file store on the shared filesystem) or a "
+                               "tracking server's URI; the experiment is named after --name")
     results.add_argument("--resume", nargs="?", const=True, default=False, metavar="EXPERIMENT_DIR",
                          help="continue the experiment at EXPERIMENT_DIR (default: the run named --name) from "
                               "its last checkpoint, with the flags it was started with; flags given here may "

@@ -15,9 +15,10 @@ import logging
 import os
 import signal
 import traceback
+import uuid
 from datetime import datetime
 
-from rlhpc import experiment
+from rlhpc import experiment, tracking
 from rlhpc.config import algorithm_class
 from rlhpc.report import STOP_SIGNALS, EarlyStop, Outcome, ProgressLine, TrialOutcome, announce_stop, training_failed
 from rlhpc.results import as_number, stop_reached
@@ -109,12 +110,13 @@ def train(spec, config) -> Outcome:
             state["stop"] = dict(spec.stop)
     else:
         trial = f"{spec.algo}_{experiment.path_safe(spec.env.label)}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
-        state = {"trial": trial, "stop": dict(spec.stop), "checkpoints": []}
+        # The id Tune would give the trial (W&B names its run by it), kept for resumes.
+        state = {"trial": trial, "trial_id": uuid.uuid4().hex[:8], "stop": dict(spec.stop), "checkpoints": []}
     stop = state["stop"]
     trial_dir = os.path.join(experiment_dir, state["trial"])
 
     progress, flag = ProgressLine(), SignalFlag()
-    result, error, algo, files = {}, None, None, None
+    result, error, algo, files, tracked = {}, None, None, None, None
 
     def checkpoint():
         name = f"checkpoint_{len(state['checkpoints']):06d}"
@@ -131,9 +133,12 @@ def train(spec, config) -> Outcome:
     try:
         algo = _build(algorithm_class(spec.algo), config, trial_dir, state["checkpoints"])
         files = TrialFiles(trial_dir, config.to_dict())
+        trial_id = state.get("trial_id") or state["trial"]
+        tracked = tracking.InProcessTracking(spec, tracking.InProcessTrial(trial_dir, trial_id, config.to_dict()))
         while True:
             result = algo.train()
             files.write(result)
+            tracked.result(result)
             print(progress.line(result), flush=True)
             done = stop_reached(result, stop)
             periodic = spec.checkpoint_freq and result["training_iteration"] % spec.checkpoint_freq == 0
@@ -150,6 +155,8 @@ def train(spec, config) -> Outcome:
     finally:
         if files:
             files.close()
+        if tracked:
+            tracked.end(failed=error is not None)
         if algo:
             algo.stop()
     last_checkpoint = os.path.join(trial_dir, state["checkpoints"][-1]["dir"]) if state["checkpoints"] else None

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 
+from rlhpc import tracking
 from rlhpc.results import EVAL_RETURN_METRIC, as_number, env_steps, episode_return, reached, stop_reached, target_reward
 
 STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")  # Slurm's --signal, scancel/preemption, Ctrl+C
@@ -46,6 +47,8 @@ def start_lines(spec, where: str, placement: dict) -> None:
              f"{placement['rollout_fragment_length']} steps per env and sample")
     print(f"envs step {placement['vectorize']}; {batch}", flush=True)
     print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in spec.stop.items()), flush=True)
+    for line in tracking.describe(spec):
+        print(line, flush=True)
 
 
 def resume_line(spec, iteration: int) -> None:

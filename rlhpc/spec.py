@@ -15,7 +15,7 @@ import sys
 from types import MappingProxyType
 
 from rlhpc import envs as env_sources
-from rlhpc import experiment, multi_agent
+from rlhpc import experiment, multi_agent, tracking
 from rlhpc.cli import env_config_from, parse_assignments
 from rlhpc.cluster import without_token
 from rlhpc.defaults import tuned_defaults
@@ -70,6 +70,8 @@ class RunSpec:
     as_test: bool
     max_failures: int
     checkpoint_freq: int
+    wandb: str | None  # "offline" or "online" (rlhpc.tracking)
+    mlflow: str | None  # the MLflow tracking URI: a file store's file:///... or a server's
     name: str
     storage_path: str
     experiment_dir: str
@@ -171,6 +173,7 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from
     else:
         batch = None  # the algorithm's own, or the user's --set
 
+    wandb_mode, mlflow_uri = tracking.check(args.wandb, args.mlflow)
     name = args.name or experiment.path_safe(source.label)
     storage_path = os.path.abspath(os.path.expanduser(args.storage_path))
     experiment_path = experiment.experiment_dir(storage_path, name)
@@ -205,7 +208,8 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from
         seed=args.seed, overrides=overrides, search=search, num_samples=args.num_samples, metric=args.metric,
         mode=args.mode or METRICS.get(args.metric, (None, "max"))[1],
         stop=MappingProxyType(stop), as_test=args.as_test, max_failures=max_failures,
-        checkpoint_freq=args.checkpoint_freq, name=name, storage_path=storage_path, experiment_dir=experiment_path,
+        checkpoint_freq=args.checkpoint_freq, wandb=wandb_mode, mlflow=mlflow_uri,
+        name=name, storage_path=storage_path, experiment_dir=experiment_path,
         resume_dir=resume_dir, changes=tuple(changes), backend=backend, print_config=args.print_config,
         command_line=tuple(without_token(sys.orig_argv)), flags=tuple(without_token(flags)),
         config_file=MappingProxyType(from_file) if from_file else None, probe=probe,

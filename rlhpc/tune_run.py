@@ -9,7 +9,7 @@ import signal
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from rlhpc import experiment
+from rlhpc import experiment, tracking
 from rlhpc.config import PLACEMENT_KEYS, algorithm_class
 from rlhpc.errors import UserError
 from rlhpc.report import STOP_SIGNALS, EarlyStop, Outcome, ProgressLine, TrialOutcome, announce_stop, training_failed
@@ -155,7 +155,7 @@ def make_tuner(spec, param_space):
         stop=dict(spec.stop),
         verbose=0,  # ProgressLine prints instead
         callbacks=[TuneProgressLine(), StopOnSignal(), ResumableCSVLogger(), FirstParamsJsonLogger(),
-                   ElasticResume()],
+                   ElasticResume(), *tracking.callbacks(spec)],
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=spec.checkpoint_freq, checkpoint_at_end=True),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
     )

@@ -248,3 +248,42 @@ def ray_cluster():
 
 # Slurm test cluster (issue 5): the session fixture `slurm_cluster`, defined in tests/conftest_slurm.py.
 from conftest_slurm import slurm_cluster  # noqa: F401
+
+
+def wandb_offline_runs(trial_dir) -> list:
+    """The offline W&B runs in a trial dir, each as {"run": its run record, "config": {...}, "history": [rows]},
+    read with W&B's own record schema (wandb.proto) from its run-*.wandb file: a LevelDB-style log, a 7-byte
+    header, then 32 KiB blocks of chunks (crc32, length, type, data). wandb 0.31 ships no Python reader."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    def value(items):
+        return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
+
+    runs = []
+    for path in sorted(Path(trial_dir).glob("wandb/offline-run-*/run-*.wandb")):
+        data = path.read_bytes()
+        assert data[:4] == b":W&B", data[:7]
+        run, pending, pos, block = {"config": {}, "history": []}, b"", 7, 32768
+        while pos + 7 <= len(data):
+            if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+                pos += block - pos % block
+                continue
+            _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            pending += data[pos + 7:pos + 7 + length]
+            pos += 7 + length
+            if kind not in (1, 4):  # FULL or LAST end a record; FIRST and MIDDLE continue it
+                continue
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                run["run"] = record.run
+            elif kind == "config":
+                run["config"].update(value(record.config.update))
+            elif kind == "history":
+                run["history"].append(value(record.history.item))
+        runs.append(run)
+    return runs

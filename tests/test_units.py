@@ -5,6 +5,7 @@ before Ray starts. Each error class keeps one end-to-end case in the script test
 import dataclasses
 import json
 import math
+import sys
 
 import pytest
 from conftest import REPO, RETURN
@@ -20,7 +21,7 @@ from rlhpc.trainer import main
 def trainer(monkeypatch, tmp_path, capsys):
     """main() as a script runs it, here: (exit code, stdout, stderr); a user with no Ray auth configured."""
     monkeypatch.setenv("HOME", str(tmp_path))
-    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "ip_head"):
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "ip_head", "WANDB_API_KEY"):
         monkeypatch.delenv(key, raising=False)
 
     def run(*argv, num_gpus=0.0):
@@ -66,12 +67,26 @@ def one_error_line(err: str) -> str:
     (["--resume"], "nothing to resume at"),
     (["--stop-on", "eval"], "--stop-on eval stops on the greedy evaluation's return: give --eval-interval N too"),
     (["--seeds", "0,0"], "argument --seeds: a seed given twice in '0,0'"),
+    (["--wandb", "online"], "--wandb online needs a W&B API key on this node: export WANDB_API_KEY or run "
+                            "`wandb login`; on compute nodes without internet use --wandb offline"),
+    (["--wandb", "cloud"], "argument --wandb: invalid choice: 'cloud' (choose from 'offline', 'online')"),
+    (["--mlflow", "/dev/null/mlruns"], "--mlflow /dev/null/mlruns: cannot create the MLflow file store there "
+                                       "(Not a directory)"),
 ])
 def test_bad_input_is_one_line_before_ray_starts(trainer, tmp_path, args, message):
     code, _, err = trainer(*args, "--stop-iters", 1)
     assert code == 2
     assert message in one_error_line(err)
     assert not list(tmp_path.glob("ray_results/*")), "a failed start left an experiment behind"
+
+
+@pytest.mark.parametrize("flag, module", [("--wandb=offline", "wandb"), ("--mlflow=mlruns", "mlflow")])
+def test_tracking_without_its_library_is_one_line(trainer, monkeypatch, flag, module):
+    monkeypatch.setitem(sys.modules, module, None)  # as in a Python without it: its import fails
+    code, _, err = trainer(flag, "--stop-iters", 1)
+    assert code == 2
+    assert one_error_line(err) == (f"error: {flag.split('=')[0]} needs the {module} package, which this Python "
+                                   "lacks: pip install -e '.[tracking]' (or pip install wandb mlflow-skinny)")
 
 
 def test_rllib_names_for_the_tutorial_flags(trainer):

@@ -1,0 +1,146 @@
+"""Experiment tracking: W&B and MLflow through Tune's own logger callbacks, also for a run trained in this process.
+
+Compute nodes usually have no internet. `--wandb offline` writes each trial's W&B run into its trial dir
+(<trial>/wandb/offline-run-*), to be uploaded later from a login node with `wandb sync`; `--mlflow PATH` logs
+to an MLflow file store, a folder on the shared filesystem that `mlflow ui --backend-store-uri PATH` reads.
+A Tune run gets the callbacks in its RunConfig; a run trained in this process (rlhpc.inprocess) drives the same
+callbacks with a stand-in for Tune's trial, so both backends log the same names, config and metrics.
+"""
+
+import os
+import sys
+
+from rlhpc.errors import UserError
+
+WANDB_MODES = ("offline", "online")
+INSTALL = "pip install -e '.[tracking]' (or pip install wandb mlflow-skinny)"
+
+
+def check(wandb_mode: str | None, mlflow_uri: str | None) -> tuple:
+    """The tracking flags -> (wandb mode, MLflow tracking URI), checked before Ray starts."""
+    if wandb_mode:
+        _importable("wandb", "--wandb")
+        if wandb_mode == "online" and not _wandb_key_known():
+            raise UserError("--wandb online needs a W&B API key on this node: export WANDB_API_KEY or run "
+                            "`wandb login`; on compute nodes without internet use --wandb offline and "
+                            "`wandb sync` from a login node")
+    if mlflow_uri:
+        _importable("mlflow", "--mlflow")
+        mlflow_uri = mlflow_tracking_uri(mlflow_uri)
+    return wandb_mode, mlflow_uri
+
+
+def mlflow_tracking_uri(text: str) -> str:
+    """A folder (or file: URI) -> the file store's absolute file: URI; a server's or database's URI as given."""
+    if "://" in text and not text.startswith("file:"):
+        return text  # http(s)://, databricks://, sqlite:///...: MLflow's own
+    path = os.path.abspath(os.path.expanduser(text.removeprefix("file://").removeprefix("file:")))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--mlflow {text}: cannot create the MLflow file store there ({e.strerror})") from None
+    return "file://" + path
+
+
+def describe(spec) -> list:
+    """What the first lines say about tracking (nothing when there is none)."""
+    lines = []
+    if spec.wandb == "offline":
+        lines.append("tracking: W&B offline, each trial's run in <trial>/wandb/offline-run-*; upload it from a "
+                     "login node with `wandb sync <trial>/wandb/offline-run-*`")
+    elif spec.wandb == "online":
+        lines.append(f"tracking: W&B online, project {wandb_project(spec)}")
+    if spec.mlflow:
+        store = spec.mlflow.removeprefix("file://")
+        where = f"the file store {store} (mlflow ui --backend-store-uri {store})" if spec.mlflow.startswith("file:") \
+            else spec.mlflow
+        lines.append(f"tracking: MLflow experiment {spec.name} in {where}")
+    return lines
+
+
+def wandb_project(spec) -> str:
+    return os.environ.get("WANDB_PROJECT") or spec.name
+
+
+def callbacks(spec) -> list:
+    """Tune's logger callbacks for the run's tracking (empty without any). Call after ray.init."""
+    found = []
+    if spec.wandb:
+        import wandb
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        # Tune's callback checks for an API key unless WANDB_MODE says offline; the rest goes to wandb.init in
+        # its logging actor (silent: W&B's banner per trial would bury the progress lines).
+        os.environ["WANDB_MODE"] = spec.wandb
+        found.append(WandbLoggerCallback(project=wandb_project(spec), group=spec.name, mode=spec.wandb,
+                                         settings=wandb.Settings(silent=True), reinit="finish_previous"))
+    if spec.mlflow:
+        if spec.mlflow.startswith("file:"):
+            # MLflow 3 refuses its file store unless asked for it; on an offline node it is the store that
+            # needs no server and no database (SQLite on a shared filesystem is not safe across nodes).
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        from rlhpc.tracking_callbacks import MLflowMetricsCallback
+
+        found.append(MLflowMetricsCallback(tracking_uri=spec.mlflow, experiment_name=spec.name,
+                                           tags={"rlhpc.experiment_dir": spec.resume_dir or spec.experiment_dir}))
+    return found
+
+
+class InProcessTrial:
+    """What Tune's logger callbacks read from a Trial, for the one trial rlhpc.inprocess trains."""
+
+    def __init__(self, trial_dir: str, trial_id: str, config: dict):
+        self.local_path = self.path = trial_dir
+        self.trial_id = trial_id
+        self.config = config
+        self.experiment_dir_name = os.path.basename(os.path.dirname(trial_dir))
+        self.checkpoint = None
+
+    def __str__(self):
+        return os.path.basename(self.local_path)
+
+
+class InProcessTracking:
+    """Drives the run's logger callbacks as Tune's loop would: setup, trial start, each result, trial end."""
+
+    def __init__(self, spec, trial: InProcessTrial):
+        self.trial = trial
+        self.callbacks = callbacks(spec)
+        for callback in self.callbacks:
+            callback.setup()
+            callback.log_trial_start(trial)
+
+    def result(self, result: dict) -> None:
+        for callback in self.callbacks:
+            callback.log_trial_result(result["training_iteration"], self.trial, result)
+
+    def end(self, failed: bool) -> None:
+        for callback in self.callbacks:
+            try:
+                callback.log_trial_end(self.trial, failed=failed)
+                callback.on_experiment_end([self.trial])  # W&B: wait for the run's files to be written
+            except Exception as e:  # noqa: BLE001 -- tracking must not lose the run's own results
+                print(f"warning: {type(callback).__name__} did not finish: {e}", file=sys.stderr, flush=True)
+
+
+def _importable(module: str, flag: str) -> None:
+    import importlib.util
+
+    try:  # found, not imported: mlflow takes a second to import
+        found = importlib.util.find_spec(module)
+    except ValueError:  # in sys.modules as None: imports of it are blocked
+        found = None
+    if found is None:
+        raise UserError(f"{flag} needs the {module} package, which this Python lacks: {INSTALL}")
+
+
+def _wandb_key_known() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+
+    try:  # where `wandb login` keeps it
+        return netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL", "api.wandb.ai")
+                                            .removeprefix("https://").removeprefix("http://")) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
