@@ -4,6 +4,8 @@
     python benchmarks/scaling.py --parts sampling         # only the throughput table
     python benchmarks/scaling.py --parts solve --envs 1 32 --step-ms 5
     python benchmarks/scaling.py --parts crossover        # sync vs async, 8 envs, as the step grows: auto's rule
+    SLURMCI_CPUS=12 bash tests/slurm/cluster.sh up && SLURM_CONF=/tmp/slurmci/slurm.conf \
+        python benchmarks/scaling.py --parts slurm         # 32 envs over 3 Slurm nodes (multi_node_trainer.sh)
 
 The env is custom_gym_env's SlowCartPole: CartPole whose step sleeps `step_ms` (a simulator that waits on an
 external program) or busy-works `cpu_ms` (one that computes in-process).
@@ -15,6 +17,10 @@ external program) or busy-works `cpu_ms` (one that computes in-process).
 - solve: time from process start to a 100-episode mean of 195 (CartPole-v0's criterion, 200-step episodes)
   with 1 env and with N, this project vs SB3 PPO with SubprocVecEnv(N) (rl-zoo's CartPole hyperparameters);
   the return-vs-wall-time figure (rlhpc.compare) of this project's 1-env and N-env runs.
+- slurm: the same sampling throughput through `sbatch slurm/multi_node_trainer.sh` on a Slurm cluster
+  (SLURM_CONF; tests/slurm/cluster.sh stands up 3 nodes on this machine): 32 envs as runners x envs per runner
+  spread over the nodes, PPO training for a few iterations; env steps per second of each iteration's
+  sampling time (time_sampling_s in progress.csv), the median of the iterations after the first.
 Results: benchmarks/results/scaling.json and scaling_return_vs_time.png.
 """
 
@@ -165,6 +171,42 @@ def crossover(step_ms_values, envs: int, seconds: float) -> list:
     return rows
 
 
+def slurm_sampling(layouts, step_ms: float, nodes: int, cpus_per_node: int, iterations: int) -> list:
+    """Sampling throughput of PPO runs submitted with slurm/multi_node_trainer.sh, one job per layout."""
+    import csv
+    import statistics
+
+    rows = []
+    for runners, per_runner in layouts:
+        base = tempfile.mkdtemp(prefix="scaling_slurm_")
+        venv = {"RLHPC_VENV": sys.prefix} if sys.prefix != sys.base_prefix else {}
+        job = subprocess.run(
+            ["sbatch", "--parsable", "--wait", f"--output={base}/slurm-%j.out", f"--nodes={nodes}",
+             f"--cpus-per-task={cpus_per_node}", "--time=00:20:00", "slurm/multi_node_trainer.sh",
+             "--name-env", SLOW_CARTPOLE, "--env-config", f"step_ms={step_ms}", "--num-cpus", str(runners),
+             "--num-envs-per-runner", str(per_runner), "--stop-iters", str(iterations), "--stop-reward", "1e9",
+             "--storage-path", base, "--name", "slurm"],
+            cwd=REPO, env={**os.environ, **venv, "RLHPC_REQUEUE": "0"}, capture_output=True, text=True,
+            check=False, timeout=1500)
+        progress = sorted(p for p in (REPO / base).glob("slurm/*/progress.csv"))
+        if job.returncode or not progress:
+            raise RuntimeError(f"sbatch job for {runners} x {per_runner} failed: {job.stderr.strip()[-500:]} "
+                               f"(log: {base})")
+        with open(progress[0]) as f:
+            iters = list(csv.DictReader(f))
+        steps = [float(r["env_runners/num_env_steps_sampled"]) for r in iters]
+        rates = [n / float(r["time_sampling_s"]) for n, r in zip(steps, iters, strict=True)][1:]
+        rate, n = statistics.median(rates), runners * per_runner
+        ideal = n / (step_ms / 1000)
+        rows.append({"parallel_envs": n, "where": f"{runners} runners over {nodes} Slurm nodes", "runners": runners,
+                     "envs_per_runner": per_runner, "vectorize": "async" if per_runner > 1 else "sync",
+                     "steps_per_s": rate, "ideal": ideal, "efficiency": rate / ideal,
+                     "iteration_rates": rates})
+        print(f"  {n:>3} envs  {runners:>2} runners x {per_runner:<2} over {nodes} nodes {rate:>8,.0f} steps/s  "
+              f"ideal {ideal:>7,.0f}  efficiency {rate / ideal:5.0%}", flush=True)
+    return rows
+
+
 def solve(sizes, step_ms: float, seed: int, timeout: float, figure_dir) -> dict:
     runs = {}
     storages = []
@@ -192,7 +234,7 @@ def solve(sizes, step_ms: float, seed: int, timeout: float, figure_dir) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", choices=["sampling", "solve", "crossover"],
+    parser.add_argument("--parts", nargs="+", choices=["sampling", "solve", "crossover", "slurm"],
                         default=["sampling", "solve", "crossover"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16, 32], help="parallel envs (sampling)")
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 32], help="parallel envs (solve)")
@@ -201,6 +243,10 @@ def main():
     parser.add_argument("--solve-step-ms", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=8.0, help="sampling time per measurement")
     parser.add_argument("--max-runners", type=int, default=8, help="remote env runners at most")
+    parser.add_argument("--slurm-layouts", nargs="+", default=["4x8", "8x4", "16x2"],
+                        help="slurm: env runners x envs per runner, one job each")
+    parser.add_argument("--slurm-nodes", type=int, default=3)
+    parser.add_argument("--slurm-cpus", type=int, default=12, help="slurm: CPUs per node the job asks for")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=900, help="per solve run, seconds")
     args = parser.parse_args()
@@ -218,6 +264,10 @@ def main():
     if "crossover" in args.parts:
         print("sync vs async sub-envs, 8 envs in the driver:", flush=True)
         out["crossover"] = crossover([0.0, 0.1, 0.3, 1.0, 3.0], 8, args.seconds)
+    if "slurm" in args.parts:
+        print(f"sampling through sbatch slurm/multi_node_trainer.sh, step_ms={args.step_ms:g}:", flush=True)
+        layouts = [tuple(int(k) for k in layout.split("x")) for layout in args.slurm_layouts]
+        out["sampling_slurm"] = slurm_sampling(layouts, args.step_ms, args.slurm_nodes, args.slurm_cpus, 5)
     if "solve" in args.parts:
         print(f"time to a 100-episode mean of 195, step_ms={args.solve_step_ms:g}:", flush=True)
         out["solve"] = solve(args.envs, args.solve_step_ms, args.seed, args.timeout, REPO / "benchmarks" / "results")

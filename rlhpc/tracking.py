@@ -70,10 +70,13 @@ def callbacks(spec) -> list:
         from ray.air.integrations.wandb import WandbLoggerCallback
 
         # Tune's callback checks for an API key unless WANDB_MODE says offline; the rest goes to wandb.init in
-        # its logging actor (silent: W&B's banner per trial would bury the progress lines).
+        # its logging actor (silent: W&B's banner per trial would bury the progress lines). A run stopped by
+        # the wall-time signal has a minute or two left: its W&B run waits at most 60 s for an upload
+        # (Tune's default is 30 min); what did not go up stays in the trial dir for `wandb sync`.
         os.environ["WANDB_MODE"] = spec.wandb
         found.append(WandbLoggerCallback(project=wandb_project(spec), group=spec.name, mode=spec.wandb,
-                                         settings=wandb.Settings(silent=True), reinit="finish_previous"))
+                                         upload_timeout=60, settings=wandb.Settings(silent=True),
+                                         reinit="finish_previous"))
     if spec.mlflow:
         if spec.mlflow.startswith("file:"):
             # MLflow 3 refuses its file store unless asked for it; on an offline node it is the store that
