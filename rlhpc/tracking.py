@@ -62,30 +62,39 @@ def wandb_project(spec) -> str:
     return os.environ.get("WANDB_PROJECT") or spec.name
 
 
+def prepare(spec) -> None:
+    """What the callbacks need in this process's environment; also for a resumed Tune run, whose callbacks
+    Tune restores from the experiment instead of calling callbacks()."""
+    if spec.wandb:
+        os.environ["WANDB_MODE"] = spec.wandb  # Tune's callback wants an API key unless this says offline
+    if spec.mlflow and spec.mlflow.startswith("file:"):
+        # MLflow 3 refuses its file store unless asked for it; on an offline node it is the store that
+        # needs no server and no database (SQLite on a shared filesystem is not safe across nodes).
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
 def callbacks(spec) -> list:
     """Tune's logger callbacks for the run's tracking (empty without any). Call after ray.init."""
+    prepare(spec)
     found = []
     if spec.wandb:
         import wandb
-        from ray.air.integrations.wandb import WandbLoggerCallback
 
-        # Tune's callback checks for an API key unless WANDB_MODE says offline; the rest goes to wandb.init in
-        # its logging actor (silent: W&B's banner per trial would bury the progress lines). A run stopped by
-        # the wall-time signal has a minute or two left: its W&B run waits at most 60 s for an upload
-        # (Tune's default is 30 min); what did not go up stays in the trial dir for `wandb sync`.
-        os.environ["WANDB_MODE"] = spec.wandb
-        found.append(WandbLoggerCallback(project=wandb_project(spec), group=spec.name, mode=spec.wandb,
-                                         upload_timeout=60, settings=wandb.Settings(silent=True),
-                                         reinit="finish_previous"))
+        from rlhpc.tracking_callbacks import WandbTrialDirCallback
+
+        # The W&B settings go to wandb.init in the callback's logging actor (silent: W&B's banner per trial
+        # would bury the progress lines). A run stopped by the wall-time signal has a minute or two left: its
+        # W&B run waits at most 60 s for an upload (Tune's default is 30 min); what did not go up stays in the
+        # trial dir for `wandb sync`. The W&B run's id is the trial's: resume="allow" lets a trial that
+        # continues (--resume, the next job of a chain) log on into it; offline, each job writes its own
+        # offline-run-* dir with that id.
+        found.append(WandbTrialDirCallback(project=wandb_project(spec), group=spec.name, mode=spec.wandb,
+                                           upload_timeout=60, settings=wandb.Settings(silent=True),
+                                           reinit="finish_previous", resume="allow"))
     if spec.mlflow:
-        if spec.mlflow.startswith("file:"):
-            # MLflow 3 refuses its file store unless asked for it; on an offline node it is the store that
-            # needs no server and no database (SQLite on a shared filesystem is not safe across nodes).
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         from rlhpc.tracking_callbacks import MLflowMetricsCallback
 
-        found.append(MLflowMetricsCallback(tracking_uri=spec.mlflow, experiment_name=spec.name,
-                                           tags={"rlhpc.experiment_dir": spec.resume_dir or spec.experiment_dir}))
+        found.append(MLflowMetricsCallback(tracking_uri=spec.mlflow, experiment_name=spec.name))
     return found
 
 

@@ -11,7 +11,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from rlhpc import experiment, tracking
 from rlhpc.config import PLACEMENT_KEYS, algorithm_class
-from rlhpc.errors import UserError
+from rlhpc.errors import UserError, warn
 from rlhpc.report import STOP_SIGNALS, EarlyStop, Outcome, ProgressLine, TrialOutcome, announce_stop, training_failed
 
 
@@ -140,6 +140,10 @@ class StopOnSignal(tune.Callback):
 def make_tuner(spec, param_space):
     algo_cls = algorithm_class(spec.algo)
     if spec.resume_dir:
+        tracking.prepare(spec)  # the tracking callbacks come back with the experiment, not their environment
+        if any(flag in ("--wandb", "--mlflow") for flag, *_ in spec.changes):
+            warn(f"{spec.resume_dir} trains through Tune, which resumes with the tracking it started with: "
+                 "--wandb/--mlflow given now are not used")
         # Stop criteria and callbacks come back from the saved experiment; the config is given
         # again because it holds objects Tune cannot always re-create on its own.
         try:

@@ -6,7 +6,7 @@ import os
 import re
 
 import pytest
-from conftest import RETURN, clean_env, error_lines, run_module, run_script, wandb_offline_runs
+from conftest import RETURN, clean_env, error_lines, run_module, run_script
 
 TRAINER = "simple_example/simple_trainer.py"
 
@@ -59,11 +59,11 @@ def test_a_metric_that_is_not_a_number_names_no_best_trial(tmp_path):
 
 def test_seeds_run_one_trial_each_and_compare_draws_their_band(tmp_path):
     """--seeds 3: three trials that differ only by seed; compare groups them into a mean with a 95 % band and
-    says how many reached the stop reward, how fast. Tracked through Tune's callbacks: one offline W&B run in
-    each trial dir and one MLflow run per trial, each with its trial's returns."""
+    says how many reached the stop reward, how fast. Tracked through Tune's MLflow callback: one MLflow run per
+    trial, with its trial's returns (W&B through Tune: the Slurm chain test)."""
     store = tmp_path / "mlruns"
     out = run_script(TRAINER, "--seeds", 3, "--stop-reward", 30, "--stop-iters", 4, "--storage-path", tmp_path,
-                     "--wandb", "offline", "--mlflow", store, env=clean_env(HOME=tmp_path))
+                     "--mlflow", store, env=clean_env(HOME=tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     trials = sorted(p for p in (tmp_path / "CartPole-v0").iterdir() if p.is_dir())
     assert sorted(json.loads((t / "params.json").read_text())["seed"] for t in trials) == [0, 1, 2]
@@ -71,10 +71,6 @@ def test_seeds_run_one_trial_each_and_compare_draws_their_band(tmp_path):
     for trial in trials:
         with open(trial / "progress.csv") as f:
             returns[trial.name] = [float(row[RETURN]) for row in csv.DictReader(f)]
-    for trial in trials:
-        (wandb_run,) = wandb_offline_runs(trial)
-        assert wandb_run["config"]["seed"] == json.loads((trial / "params.json").read_text())["seed"]
-        assert [row[RETURN] for row in wandb_run["history"]] == returns[trial.name]
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when asked
     from mlflow.tracking import MlflowClient
 

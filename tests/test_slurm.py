@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, RETURN, assert_return_is_the_mean_of_the_last_100_episodes, read_progress
+from conftest import REPO, RETURN, assert_return_is_the_mean_of_the_last_100_episodes, read_progress, wandb_offline_runs
 from test_resume import CRASHING_ENV
 
 pytestmark = pytest.mark.slurm
@@ -203,7 +203,8 @@ def test_a_job_past_its_wall_time_requeues_itself_until_the_run_is_done(slurm_cl
     experiment = tmp_path / "results" / "chain"
     job_id, out = slurm_cluster.submit(
         MULTI, "--name-env", "CartPole-v1", "--seed", 0, "--stop-iters", CHAIN_ITERATIONS, "--storage-path",
-        tmp_path / "results", "--name", "chain", options=["--cpus-per-task=1", "--time=3", "--signal=B:USR1@30"],
+        tmp_path / "results", "--name", "chain", "--mlflow", tmp_path / "mlruns", "--wandb", "offline",
+        options=["--cpus-per-task=1", "--time=3", "--signal=B:USR1@30"],
         env=job_env(tmp_path), output_dir=tmp_path)
     sent, resumed = [], []  # when each USR1 went, and when each next job's first iteration showed
 
@@ -241,6 +242,21 @@ def test_a_job_past_its_wall_time_requeues_itself_until_the_run_is_done(slurm_cl
     assert all(b > a for a, b in zip(steps, steps[1:], strict=False)), steps
     assert len(rows) == CHAIN_ITERATIONS and rows[-1][RETURN] > rows[0][RETURN]  # it learned across the jobs
     assert_return_is_the_mean_of_the_last_100_episodes(rows, several_runners=True)
+    # And one MLflow run: each job's restored trial logs on into it (rlhpc/tracking_callbacks.py).
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when asked
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"file://{tmp_path / 'mlruns'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("chain").experiment_id])
+    history = sorted(client.get_metric_history(run.info.run_id, RETURN), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in history] == [(r["training_iteration"], r[RETURN]) for r in rows]
+    assert run.info.status == "FINISHED"
+    # W&B offline: one offline-run dir per job in the trial dir, with the trial's run id, together every row.
+    (trial,) = [p for p in experiment.iterdir() if p.is_dir()]
+    wandb_runs = wandb_offline_runs(trial)
+    assert len(wandb_runs) == 3 and len({r["run"].run_id for r in wandb_runs}) == 1, wandb_runs
+    logged = [(row["training_iteration"], row[RETURN]) for r in wandb_runs for row in r["history"]]
+    assert logged == [(r["training_iteration"], r[RETURN]) for r in rows]
     assert_cleaned_up(slurm_cluster, job, tmp_path)
 
 

@@ -1,6 +1,7 @@
 """Tracking (issue 17): a run trained in the trainer's process logs to an offline W&B run and an MLflow file store,
-read back here with those libraries. A Tune run's trials (one tracked run each) are checked by test_search.py's
-seeds test; the refusals before Ray by test_units.py."""
+read back here with those libraries, and a --resume (what the next job of a Slurm chain runs) logs on into the
+same runs. A Tune run's trials (one tracked run each) are checked by test_search.py's seeds test; the refusals
+before Ray by test_units.py."""
 
 import json
 import os
@@ -10,26 +11,33 @@ from conftest import RETURN, clean_env, read_progress, run_script, wandb_offline
 TRAINER = "simple_example/simple_trainer.py"
 
 
-def test_an_in_process_run_is_in_wandb_offline_and_in_an_mlflow_file_store(tmp_path):
-    store = tmp_path / "mlruns"
-    out = run_script(TRAINER, "--name-env", "CartPole-v1", "--stop-iters", 3, "--storage-path", tmp_path / "results",
-                     "--wandb", "offline", "--mlflow", store, env=clean_env(HOME=tmp_path))
-    assert out.returncode == 0, out.stderr[-3000:]
+def test_a_run_and_its_resume_are_one_wandb_run_and_one_mlflow_run(tmp_path):
+    store, results = tmp_path / "mlruns", tmp_path / "results"
+    first = run_script(TRAINER, "--name-env", "CartPole-v1", "--stop-iters", 3, "--storage-path", results,
+                       "--wandb", "offline", "--mlflow", store, env=clean_env(HOME=tmp_path))
+    assert first.returncode == 0, first.stderr[-3000:]
     assert "tracking: W&B offline, each trial's run in <trial>/wandb/offline-run-*; upload it from a login node " \
-           "with `wandb sync <trial>/wandb/offline-run-*`" in out.stdout
-    assert f"tracking: MLflow experiment CartPole-v1 in the file store {store} " in out.stdout
-    assert "wandb:" not in out.stdout + out.stderr, "W&B's banner is not silenced"
-    (trial,) = [p for p in (tmp_path / "results" / "CartPole-v1").iterdir() if p.is_dir()]
+           "with `wandb sync <trial>/wandb/offline-run-*`" in first.stdout
+    assert f"tracking: MLflow experiment CartPole-v1 in the file store {store} " in first.stdout
+    assert "wandb:" not in first.stdout + first.stderr, "W&B's banner is not silenced"
+    # The tracking flags come back from the run's record, as its other flags do.
+    resumed = run_script(TRAINER, "--resume", "--name-env", "CartPole-v1", "--storage-path", results,
+                         "--stop-iters", 5, "--allow-changes", env=clean_env(HOME=tmp_path))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (trial,) = [p for p in (results / "CartPole-v1").iterdir() if p.is_dir()]
     progress = [row[RETURN] for row in read_progress(trial.parent)]
     params = json.loads((trial / "params.json").read_text())
-    assert len(progress) == 3
+    assert len(progress) == 5
 
-    (wandb_run,) = wandb_offline_runs(trial)
-    run = wandb_run["run"]
-    assert (run.display_name, run.project, run.run_group) == (trial.name, "CartPole-v1", "CartPole-v1")
-    assert [row[RETURN] for row in wandb_run["history"]] == progress
-    assert [row["training_iteration"] for row in wandb_run["history"]] == [1, 2, 3]
-    assert wandb_run["config"]["lr"] == params["lr"] and wandb_run["config"]["env"] == "CartPole-v1"
+    wandb_runs = wandb_offline_runs(trial)  # offline, each job writes its own dir, with the trial's run id
+    assert len(wandb_runs) == 2 and len({r["run"].run_id for r in wandb_runs}) == 1
+    for run in wandb_runs:
+        assert (run["run"].display_name, run["run"].project, run["run"].run_group) == \
+               (trial.name, "CartPole-v1", "CartPole-v1")
+        assert run["config"]["lr"] == params["lr"] and run["config"]["env"] == "CartPole-v1"
+    history = [row for run in wandb_runs for row in run["history"]]
+    assert [row["training_iteration"] for row in history] == [1, 2, 3, 4, 5]
+    assert [row[RETURN] for row in history] == progress
 
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when asked
     from mlflow.tracking import MlflowClient
@@ -38,7 +46,7 @@ def test_an_in_process_run_is_in_wandb_offline_and_in_an_mlflow_file_store(tmp_p
     experiment = client.get_experiment_by_name("CartPole-v1")
     (mlflow_run,) = client.search_runs([experiment.experiment_id])
     assert (mlflow_run.info.run_name, mlflow_run.info.status) == (trial.name, "FINISHED")
-    history = client.get_metric_history(mlflow_run.info.run_id, RETURN)
-    assert [(m.step, m.value) for m in history] == list(zip([1, 2, 3], progress, strict=True))
+    metric = client.get_metric_history(mlflow_run.info.run_id, RETURN)
+    assert [(m.step, m.value) for m in metric] == list(zip([1, 2, 3, 4, 5], progress, strict=True))
     assert float(mlflow_run.data.params["lr"]) == params["lr"]
     assert not any(key.startswith("config/") for key in mlflow_run.data.metrics), "the config is params, not metrics"
