@@ -132,9 +132,10 @@ def train(spec, config) -> Outcome:
     experiment.write_json(state_path, state)  # killed before the first checkpoint, --resume still finds the run
     try:
         algo = _build(algorithm_class(spec.algo), config, trial_dir, state["checkpoints"])
-        files = TrialFiles(trial_dir, config.to_dict())
-        trial_id = state.get("trial_id") or state["trial"]
-        tracked = tracking.InProcessTracking(spec, tracking.InProcessTrial(trial_dir, trial_id, config.to_dict()))
+        config_dict = config.to_dict()
+        files = TrialFiles(trial_dir, config_dict)
+        trial_id = state.get("trial_id") or state["trial"]  # runs started before trial ids were kept: the name
+        tracked = tracking.InProcessTracking(spec, tracking.InProcessTrial(trial_dir, trial_id, config_dict))
         while True:
             result = algo.train()
             files.write(result)

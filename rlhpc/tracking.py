@@ -8,11 +8,9 @@ callbacks with a stand-in for Tune's trial, so both backends log the same names,
 """
 
 import os
-import sys
 
-from rlhpc.errors import UserError
+from rlhpc.errors import UserError, warn
 
-WANDB_MODES = ("offline", "online")
 INSTALL = "pip install -e '.[tracking]' (or pip install wandb mlflow-skinny)"
 
 
@@ -132,7 +130,7 @@ class InProcessTracking:
                 callback.log_trial_end(self.trial, failed=failed)
                 callback.on_experiment_end([self.trial])  # W&B: wait for the run's files to be written
             except Exception as e:  # noqa: BLE001 -- tracking must not lose the run's own results
-                print(f"warning: {type(callback).__name__} did not finish: {e}", file=sys.stderr, flush=True)
+                warn(f"{type(callback).__name__} did not finish: {e}")
 
 
 def _importable(module: str, flag: str) -> None:
