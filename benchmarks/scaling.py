@@ -16,7 +16,7 @@ external program) or busy-works `cpu_ms` (one that computes in-process).
   SB3's SubprocVecEnv stepping the same envs with random actions (no policy: an upper bound for SB3).
 - solve: time from process start to a 100-episode mean of 195 (CartPole-v0's criterion, 200-step episodes)
   with 1 env and with N, this project vs SB3 PPO with SubprocVecEnv(N) (rl-zoo's CartPole hyperparameters);
-  the return-vs-wall-time figure (rlhpc.compare) of this project's 1-env and N-env runs.
+  the return-vs-wall-time figure (rlhpc.outputs.compare) of this project's 1-env and N-env runs.
 - slurm: the same sampling throughput through `sbatch slurm/multi_node_trainer.sh` on a Slurm cluster
   (SLURM_CONF; tests/slurm/cluster.sh stands up 3 nodes on this machine): 32 envs as runners x envs per runner
   spread over the nodes, PPO training for a few iterations; env steps per second of each iteration's
@@ -41,9 +41,10 @@ SAMPLE_RLLIB = r'''
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 flags, runners, seconds = json.loads(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-from rlhpc.cli import build_parser
-from rlhpc.spec import resolve
-from rlhpc import config as configs, envs
+from rlhpc.run.cli import build_parser
+from rlhpc.run.spec import resolve
+from rlhpc.algo import config as configs
+from rlhpc.envs import sources as envs
 spec = resolve(build_parser("").parse_args(flags))
 envs.register_with_ray(spec.env, spec.probe)
 config = configs.build_config(spec)

@@ -24,7 +24,7 @@ from custom_env import BasicEnv, SlipperyCorridorEnv, SlowCartPole
 from multi_agent_env import RendezvousEnv
 from old_gym_api_env import OldGymCorridorEnv
 
-from rlhpc.trainer import main
+from rlhpc.train.trainer import main
 
 # The names to give --name-env; each is registered with ray.tune.registry.register_env.
 ENVS = {"BasicEnv": BasicEnv, "SlipperyCorridorEnv": SlipperyCorridorEnv, "OldGymCorridorEnv": OldGymCorridorEnv,

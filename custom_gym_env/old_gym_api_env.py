@@ -9,7 +9,7 @@ Most environments written for the original tutorial look like this one:
 * seeding goes through a separate ``seed(seed)`` method.
 
 RLlib on Ray 2.x only accepts the Gymnasium API, so the trainer passes this
-class through ``rlhpc.gym_compat.check_and_adapt``, which notices the old API,
+class through ``rlhpc.envs.gym_compat.check_and_adapt``, which notices the old API,
 prints one warning, and wraps the environment in an adapter.  Compare with
 ``SlipperyCorridorEnv`` in ``custom_env.py`` to see the same kind of task on
 the new API.

@@ -14,10 +14,10 @@ import sys
 
 # name -> (module whose main(argv) runs it, one line for the list)
 COMMANDS = {
-    "train": ("rlhpc.trainer", "train an agent (simple_example/simple_trainer.py's flags)"),
-    "evaluate": ("rlhpc.evaluate", "play a checkpoint greedily, optionally to a video"),
-    "compare": ("rlhpc.compare", "plot runs' returns in one figure, with a summary line each"),
-    "doctor": ("rlhpc.doctor", "check a Slurm allocation (or a running Ray cluster) before training"),
+    "train": ("rlhpc.train.trainer", "train an agent (simple_example/simple_trainer.py's flags)"),
+    "evaluate": ("rlhpc.outputs.evaluate", "play a checkpoint greedily, optionally to a video"),
+    "compare": ("rlhpc.outputs.compare", "plot runs' returns in one figure, with a summary line each"),
+    "doctor": ("rlhpc.slurm.doctor", "check a Slurm allocation (or a running Ray cluster) before training"),
 }
 TRAIN_DESCRIPTION = "Train an RLlib agent: `rlhpc train --env CartPole-v1 --algo PPO --num-cpus N`."
 

@@ -19,7 +19,7 @@ import sys
 # Run as a script from anywhere: the shared helpers live in the repository's rlhpc/ package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rlhpc.trainer import main
+from rlhpc.train.trainer import main
 
 if __name__ == "__main__":
     sys.exit(main(description=__doc__, num_gpus=1.0))

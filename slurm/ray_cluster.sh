@@ -74,7 +74,7 @@ mkdir -p "$RLHPC_JOB_DIR" && chmod 700 "$RLHPC_JOB_DIR" \
   || { _ray_log "cannot create $RLHPC_JOB_DIR"; exit 1; }
 export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH=$RLHPC_JOB_DIR/auth_token
-# The trainer says there which run it trains and how it ended (rlhpc/trainer.py); the job dir outlives a
+# The trainer says there which run it trains and how it ended (rlhpc/train/trainer.py); the job dir outlives a
 # requeue (same job id), so the next job of the chain finds it.
 export RLHPC_STATUS_FILE=$RLHPC_JOB_DIR/trainer_status.json
 unset RAY_AUTH_TOKEN   # it would take precedence over the per-job file

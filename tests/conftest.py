@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhpc.results import RETURN_METRIC
+from rlhpc.run.results import RETURN_METRIC
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -44,7 +44,7 @@ def run_script(script, *args, env=None, timeout=300, cwd=None):
 
 
 def run_module(module, *args, env=None, timeout=300, cwd=None):
-    """`python -m MODULE ARGS`, from the repository root unless told (rlhpc.evaluate, rlhpc.compare)."""
+    """`python -m MODULE ARGS`, from the repository root unless told (rlhpc.outputs.evaluate, rlhpc.outputs.compare)."""
     return subprocess.run([PYTHON, "-m", module, *map(str, args)], env=env or clean_env(), capture_output=True,
                           text=True, timeout=timeout, cwd=cwd or REPO, check=False)
 

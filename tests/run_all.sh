@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's test command: install into local venvs, then run the whole suite.
+# The README's test command: install into local venvs, lint, then run the whole suite.
 # TensorFlow gets its own venv (.venv-tf): RLlib imports TF whenever it is installed, which
 # would slow every other test's start-up and fill logs with CUDA messages. The tracking libraries (W&B,
 # MLflow) are tested in .venv only.
@@ -10,6 +10,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e ".[test,tracking]"
+bash tests/lint.sh
 .venv/bin/python -m pytest -m "not tf" "$@"
 
 if [ "${RLHPC_SKIP_TF:-0}" != 1 ]; then

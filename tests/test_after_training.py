@@ -131,7 +131,7 @@ def test_evaluate_refuses_an_env_with_other_actions(runs, tmp_path):
 
 
 def test_load_runs_matches_the_csvs(runs):
-    from rlhpc.compare import load_runs
+    from rlhpc.outputs.compare import load_runs
 
     loaded = load_runs([runs["cartpole"]["dir"], runs["storage"] / "vec*"])  # an experiment dir and a glob
     assert [run.path.parent.name for run in loaded] == ["CartPole-v0", "vec4"]
@@ -209,7 +209,7 @@ def test_a_sac_policy_is_evaluated_with_the_action_it_was_trained_to_take():
     import torch
     from ray.rllib.algorithms.sac import SACConfig
 
-    from rlhpc.evaluate import GreedyPolicy
+    from rlhpc.outputs.evaluate import GreedyPolicy
 
     env = gymnasium.make("Pendulum-v1")  # torque in [-2, 2]
     module = SACConfig().environment("Pendulum-v1").get_rl_module_spec(env=env).build()

@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env
 
 from custom_gym_env.custom_env import BasicEnv, SlipperyCorridorEnv, optimal_return
 from custom_gym_env.old_gym_api_env import OldGymCorridorEnv
-from rlhpc.gym_compat import (
+from rlhpc.envs.gym_compat import (
     AdaptedEnvCreator,
     OldGymAPIAdapter,
     check_and_adapt,

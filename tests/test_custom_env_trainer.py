@@ -60,7 +60,7 @@ BROKEN_ENV_TRAINER = """
 import sys
 sys.path.insert(0, {repo!r})
 from custom_gym_env.custom_env import BasicEnv
-from rlhpc.trainer import main
+from rlhpc.train.trainer import main
 
 
 class SimulatorEnv(BasicEnv):

@@ -1,4 +1,4 @@
-"""rlhpc/defaults.py: per-algorithm and per-env defaults apply, --set beats them, and they learn beyond CartPole."""
+"""rlhpc/run/defaults.py: per-algorithm and per-env defaults apply, --set beats them, and they learn beyond CartPole."""
 
 from conftest import RETURN, clean_env, read_progress, run_script
 

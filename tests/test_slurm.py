@@ -242,7 +242,7 @@ def test_a_job_past_its_wall_time_requeues_itself_until_the_run_is_done(slurm_cl
     assert all(b > a for a, b in zip(steps, steps[1:], strict=False)), steps
     assert len(rows) == CHAIN_ITERATIONS and rows[-1][RETURN] > rows[0][RETURN]  # it learned across the jobs
     assert_return_is_the_mean_of_the_last_100_episodes(rows, several_runners=True)
-    # And one MLflow run: each job's restored trial logs on into it (rlhpc/tracking_callbacks.py).
+    # And one MLflow run: each job's restored trial logs on into it (rlhpc/train/tracking_callbacks.py).
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when asked
     from mlflow.tracking import MlflowClient
 
@@ -316,7 +316,7 @@ def test_scancel_ends_a_chain_and_a_failing_env_is_not_requeued(slurm_cluster, t
     failed = slurm_cluster.wait(job_id, out, timeout=300, on_poll=wall_time_while_ray_starts)
     assert failed.state == "FAILED" and failed.exit_code == 1 and failed.restarts == 0, failed.output[-3000:]
     assert "got SIGUSR1: passing it to the trainer" in failed.output
-    # RLlib restarts failed env runners; with every one of them failed, the run ends (rlhpc/metrics.py).
+    # RLlib restarts failed env runners; with every one of them failed, the run ends (rlhpc/algo/metrics.py).
     assert "error: training failed: RuntimeError: every env runner failed in iteration 1" in failed.output
     assert "not requeueing: the run ended failed" in failed.output
     assert_cleaned_up(slurm_cluster, failed, tmp_path)

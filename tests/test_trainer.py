@@ -30,11 +30,11 @@ def test_default_run_reaches_cartpole_v0_threshold(default_run):
     assert "summary: reached=yes" in out.stdout
     assert list(tmp_path.glob("CartPole-v0/*/events.out.tfevents.*")), "no TensorBoard event file"
     assert list(tmp_path.glob("CartPole-v0/*/checkpoint_*")), "no checkpoint at the end"
-    # One local trial trains in the trainer's process (rlhpc/inprocess.py), not in a Tune actor.
+    # One local trial trains in the trainer's process (rlhpc/train/inprocess.py), not in a Tune actor.
     assert (tmp_path / "CartPole-v0" / "rlhpc_run.json").is_file()
     assert not list(tmp_path.glob("CartPole-v0/experiment_state-*.json"))
     assert_return_is_the_mean_of_the_last_100_episodes(rows)
-    # Where each iteration's time went (rlhpc.metrics): sampling and learning, together most of the iteration.
+    # Where each iteration's time went (rlhpc.algo.metrics): sampling and learning, together most of the iteration.
     for row in rows:
         spent = row["time_sampling_s"] + row["time_learning_s"]
         assert 0.5 * row["time_this_iter_s"] <= spent <= 1.05 * row["time_this_iter_s"], row
@@ -209,7 +209,7 @@ def test_redis_password_flag_joins_the_cluster_and_warns(ray_cluster, tmp_path):
 def test_the_rlhpc_command_trains_as_the_script_does(tmp_path):
     """`rlhpc train` (installed by pip install -e .) with the old `rllib train` names: the same files, the same
     config and, with a seed, the same numbers as simple_trainer.py given the same settings in an experiment
-    file (rlhpc/config_file.py), one of them overridden by a flag."""
+    file (rlhpc/run/config_file.py), one of them overridden by a flag."""
     import subprocess
     import sys
 

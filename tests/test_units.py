@@ -10,11 +10,11 @@ import sys
 import pytest
 from conftest import REPO, RETURN
 
-from rlhpc import cli, results
-from rlhpc.cluster import without_token
 from rlhpc.errors import UserError
-from rlhpc.report import failure_line
-from rlhpc.trainer import main
+from rlhpc.outputs.report import failure_line
+from rlhpc.run import cli, results
+from rlhpc.run.cli import without_token
+from rlhpc.train.trainer import main
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_pendulum_gets_its_own_ppo_settings_and_set_wins(trainer):
 
 
 def resolved(*argv, num_gpus=0.0):
-    from rlhpc.spec import resolve
+    from rlhpc.run.spec import resolve
 
     return resolve(cli.build_parser("", num_gpus=num_gpus).parse_args([str(a) for a in argv]))
 
@@ -245,7 +245,7 @@ def test_bad_values_for_the_slow_env_and_vectorize_are_one_line(trainer, monkeyp
 
 
 def test_this_iterations_time_is_recovered_from_rllibs_moving_average():
-    from rlhpc.metrics import RLLIB_EMA_COEFF, this_iteration
+    from rlhpc.algo.metrics import RLLIB_EMA_COEFF, this_iteration
 
     seconds, average, previous = [5.0, 1.0, 1.0, 3.0], None, None
     for value in seconds:  # what RLlib's EmaStats reports after each iteration (the first value as it is)
@@ -259,7 +259,7 @@ def test_this_iterations_time_is_recovered_from_rllibs_moving_average():
     assert this_iteration(after_three, previous, 3) == pytest.approx(1.5, rel=1e-9)
 
 
-# --- runs side by side, and what --resume continues (rlhpc.experiment, rlhpc.resume) ----------------------
+# --- runs side by side, and what --resume continues (rlhpc.run.experiment, rlhpc.run.resume) ----------------------
 
 def recorded_run(path, flags, slurm_job=None):
     """An experiment dir as a local run leaves it: its record (the flags it started with) and its state."""
@@ -274,9 +274,9 @@ def test_runs_started_together_with_one_name_each_claim_their_own_dir(tmp_path):
     import subprocess
     import sys
 
-    from rlhpc import experiment
+    from rlhpc.run import experiment
 
-    claim = f"from rlhpc import experiment; print(experiment.claim({str(tmp_path)!r}, 'same')[0])"
+    claim = f"from rlhpc.run import experiment; print(experiment.claim({str(tmp_path)!r}, 'same')[0])"
     runs = [subprocess.Popen([sys.executable, "-c", claim], stdout=subprocess.PIPE, text=True) for _ in range(4)]
     assert sorted(run.communicate(timeout=60)[0].strip() for run in runs) == ["same", "same_2", "same_3", "same_4"]
     # a later run with the name does not reuse a finished one's dir
@@ -310,7 +310,7 @@ def test_resume_takes_the_runs_own_flags_and_lets_placement_change(trainer, tmp_
 
 
 def test_resume_by_a_shared_name_picks_this_jobs_run_or_lists_them(trainer, tmp_path, monkeypatch):
-    from rlhpc import resume
+    from rlhpc.run import resume
 
     for name, job in (("x", "41_0"), ("x_2", "41_1"), ("x_10", None)):
         recorded_run(tmp_path / name, [], slurm_job=job)
@@ -336,8 +336,8 @@ def test_resume_by_a_shared_name_picks_this_jobs_run_or_lists_them(trainer, tmp_
     ({"training_iteration": 3}, "training failed: ...", None, "failed"),
 ])
 def test_how_a_run_ended_for_the_job_that_requeues_it(metrics, error, stopped_by, ending):
-    from rlhpc.report import Outcome, TrialOutcome
-    from rlhpc.report import ending as how
+    from rlhpc.outputs.report import Outcome, TrialOutcome
+    from rlhpc.outputs.report import ending as how
 
     spec = type("Spec", (), {"stop": {"training_iteration": 5}})()
     outcome = Outcome("/x", [TrialOutcome(path="/x/t", metrics=metrics, checkpoint=None, error=error)], stopped_by)
@@ -366,7 +366,7 @@ def test_recorded_flags_this_version_cannot_read_are_one_line(trainer, tmp_path)
 
 
 def test_runs_of_a_name_are_those_claimed_for_it(tmp_path):
-    from rlhpc import experiment
+    from rlhpc.run import experiment
 
     assert [experiment.claim(str(tmp_path), n)[0] for n in ("exp", "exp", "exp_1")] == ["exp", "exp_2", "exp_1"]
     for path, asked in (("exp", "exp"), ("exp_2", "exp"), ("exp_1", "exp_1")):
@@ -374,10 +374,10 @@ def test_runs_of_a_name_are_those_claimed_for_it(tmp_path):
     assert experiment.runs_named(str(tmp_path), "exp") == [str(tmp_path / "exp"), str(tmp_path / "exp_2")]
 
 
-# --- the preflight (rlhpc.doctor): the node checks here; on the Slurm test cluster in test_slurm.py -----------
+# --- the preflight (rlhpc.slurm.doctor): the node checks here; on the Slurm test cluster in test_slurm.py -----------
 
 def test_the_preflight_names_a_node_whose_environment_differs_from_the_heads():
-    from rlhpc import doctor
+    from rlhpc.slurm import doctor
 
     head = {"node": "n1", "versions": {"python": "3.11.7", "gymnasium": "1.2.2"}, "facts": {}, "problems": []}
     other = {"node": "n2", "versions": {"python": "3.11.7", "gymnasium": "0.29.1"}, "facts": {}, "problems": []}
@@ -389,7 +389,7 @@ def test_the_preflight_names_a_node_whose_environment_differs_from_the_heads():
 
 
 def test_the_preflight_outside_slurm_checks_this_machine(monkeypatch, tmp_path, capsys):
-    from rlhpc import doctor
+    from rlhpc.slurm import doctor
 
     for key in ("SLURM_JOB_ID", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RLHPC_RAY_TMP"):
         monkeypatch.delenv(key, raising=False)
@@ -406,7 +406,7 @@ def test_the_preflight_outside_slurm_checks_this_machine(monkeypatch, tmp_path, 
     assert f"FAIL the token file {token} has mode 640: other users can read it; chmod 600 {token}" in out
 
 
-# --- multi-agent envs (rlhpc.multi_agent): the refusals before Ray starts; training in test_multi_agent.py -----
+# --- multi-agent envs (rlhpc.envs.multi_agent): the refusals before Ray starts; training in test_multi_agent.py -----
 RENDEZVOUS = "custom_gym_env/multi_agent_env.py:RendezvousEnv"
 UNEVEN_AGENTS = '''
 import gymnasium as gym
@@ -493,7 +493,7 @@ def test_policies_are_resolved_per_agent_or_by_a_mapping_function(trainer, tmp_p
         assert printed["summary"]["vectorize"].startswith("sync")
 
 
-# --- experiment files (rlhpc.config_file): read into flags before the command line's ------------------------------
+# --- experiment files (rlhpc.run.config_file): read into flags before the command line's ------------------------------
 @pytest.mark.parametrize("text, message", [
     ("name_env: CartPole-v1\nlrr: 3\n", "error: --config-file exp.yaml: unknown key 'lrr'; keys are the "
      "trainer's flags (see --help) and set: / env_config: for config overrides"),

@@ -13,8 +13,9 @@ import tempfile
 import threading
 import time
 
-from rlhpc.config import total_resources
+from rlhpc.algo.config import total_resources
 from rlhpc.errors import UserError, warn
+from rlhpc.run.cli import without_token
 
 # ray.init against a port that accepts but never answers can otherwise wait for minutes.
 CONNECT_TIMEOUT_S = float(os.environ.get("RLHPC_CONNECT_TIMEOUT", "45"))
@@ -24,7 +25,7 @@ def prepare_auth(args) -> None:
     """Turns --redis-password and token variables into the environment Ray reads.
 
     Must run before `import ray`: Ray's core reads RAY_AUTH_MODE/RAY_AUTH_TOKEN once, at import.
-    The flags are only read here; rlhpc.spec turns --redis-password into the address "auto".
+    The flags are only read here; rlhpc.run.spec turns --redis-password into the address "auto".
     """
     if args.redis_password:
         warn("--redis-password puts the token in argv, where other users can read it (ps); "
@@ -51,20 +52,6 @@ def prepare_auth(args) -> None:
             warn(f"the token file {path} is readable by other users: chmod 600 {path}")
     if "RAY_AUTH_MODE" not in os.environ and (path or os.environ.get("RAY_AUTH_TOKEN")):
         os.environ["RAY_AUTH_MODE"] = "token"
-
-
-def without_token(argv) -> list:
-    """argv minus --redis-password and its value, in any form argparse accepts (--redis-pass=X, ...)."""
-    kept, skip_next = [], False
-    for arg in argv:
-        flag = arg.split("=", 1)[0]
-        if skip_next:
-            skip_next = False
-        elif len(flag) >= len("--red") and "--redis-password".startswith(flag):
-            skip_next = "=" not in arg
-        else:
-            kept.append(arg)
-    return kept
 
 
 def _check_reachable(address: str) -> None:

@@ -1,5 +1,5 @@
 """The Tune backend: searches, cluster runs and GPU runs, as Tune trials, with our progress line,
-checkpoints on signals, resume, and the outcome in rlhpc.report's shape.
+checkpoints on signals, resume, and the outcome in rlhpc.outputs.report's shape.
 """
 
 import csv
@@ -9,10 +9,20 @@ import signal
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from rlhpc import experiment, tracking
-from rlhpc.config import PLACEMENT_KEYS, algorithm_class
+from rlhpc.algo.config import algorithm_class
 from rlhpc.errors import UserError, warn
-from rlhpc.report import STOP_SIGNALS, EarlyStop, Outcome, ProgressLine, TrialOutcome, announce_stop, training_failed
+from rlhpc.outputs.report import (
+    STOP_SIGNALS,
+    EarlyStop,
+    Outcome,
+    ProgressLine,
+    TrialOutcome,
+    announce_stop,
+    training_failed,
+)
+from rlhpc.run import experiment
+from rlhpc.run.algorithms import PLACEMENT_KEYS
+from rlhpc.train import tracking
 
 
 class TuneProgressLine(tune.Callback):
@@ -169,8 +179,6 @@ def make_tuner(spec, param_space):
 
 def train(spec, config) -> Outcome:
     """Runs (or restores) the Tune experiment until every trial stopped; Tune restarts crashed trials."""
-    from rlhpc.search import search_space
-
     param_space = search_space(config, spec.search) if spec.search else config
     if spec.resume_dir:
         placement = config.to_dict()
@@ -181,3 +189,25 @@ def train(spec, config) -> Outcome:
                            error=training_failed(str(r.error), r.error, r.path) if r.error else None)
               for r in grid]
     return Outcome(grid.experiment_path, trials, StopOnSignal.received)
+
+
+def search_space(config, specs) -> dict:
+    """The config as Tune's param_space dict, with search spaces where the user asked for them (every
+    candidate value was checked against the config by rlhpc.algo.config.build_config)."""
+    from ray import tune
+
+    space = config.to_dict()
+    for path, kind, values in specs:
+        root = path[0]
+        key = root if root in space else f"_{root}"  # model_config is stored as _model_config
+        node = space
+        for part in [key, *path[1:-1]]:
+            node = node.setdefault(part, {})
+        leaf = path[-1] if len(path) > 1 else None
+        sampler = {"grid": tune.grid_search, "uniform": lambda v: tune.uniform(*v),
+                   "loguniform": lambda v: tune.loguniform(*v)}[kind](list(values))
+        if leaf is None:
+            space[key] = sampler
+        else:
+            node[leaf] = sampler
+    return space

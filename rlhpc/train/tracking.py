@@ -3,61 +3,14 @@
 Compute nodes usually have no internet. `--wandb offline` writes each trial's W&B run into its trial dir
 (<trial>/wandb/offline-run-*), to be uploaded later from a login node with `wandb sync`; `--mlflow PATH` logs
 to an MLflow file store, a folder on the shared filesystem that `mlflow ui --backend-store-uri PATH` reads.
-A Tune run gets the callbacks in its RunConfig; a run trained in this process (rlhpc.inprocess) drives the same
+A Tune run gets the callbacks in its RunConfig; a run trained in this process (rlhpc.train.inprocess) drives the same
 callbacks with a stand-in for Tune's trial, so both backends log the same names, config and metrics.
 """
 
 import os
 
-from rlhpc.errors import UserError, warn
-
-INSTALL = "pip install -e '.[tracking]' (or pip install wandb mlflow-skinny)"
-
-
-def check(wandb_mode: str | None, mlflow_uri: str | None) -> tuple:
-    """The tracking flags -> (wandb mode, MLflow tracking URI), checked before Ray starts."""
-    if wandb_mode:
-        _importable("wandb", "--wandb")
-        if wandb_mode == "online" and not _wandb_key_known():
-            raise UserError("--wandb online needs a W&B API key on this node: export WANDB_API_KEY or run "
-                            "`wandb login`; on compute nodes without internet use --wandb offline and "
-                            "`wandb sync` from a login node")
-    if mlflow_uri:
-        _importable("mlflow", "--mlflow")
-        mlflow_uri = mlflow_tracking_uri(mlflow_uri)
-    return wandb_mode, mlflow_uri
-
-
-def mlflow_tracking_uri(text: str) -> str:
-    """A folder (or file: URI) -> the file store's absolute file: URI; a server's or database's URI as given."""
-    if "://" in text and not text.startswith("file:"):
-        return text  # http(s)://, databricks://, sqlite:///...: MLflow's own
-    path = os.path.abspath(os.path.expanduser(text.removeprefix("file://").removeprefix("file:")))
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--mlflow {text}: cannot create the MLflow file store there ({e.strerror})") from None
-    return "file://" + path
-
-
-def describe(spec) -> list:
-    """What the first lines say about tracking (nothing when there is none)."""
-    lines = []
-    if spec.wandb == "offline":
-        lines.append("tracking: W&B offline, each trial's run in <trial>/wandb/offline-run-*; upload it from a "
-                     "login node with `wandb sync <trial>/wandb/offline-run-*`")
-    elif spec.wandb == "online":
-        lines.append(f"tracking: W&B online, project {wandb_project(spec)}")
-    if spec.mlflow:
-        store = spec.mlflow.removeprefix("file://")
-        where = f"the file store {store} (mlflow ui --backend-store-uri {store})" if spec.mlflow.startswith("file:") \
-            else spec.mlflow
-        lines.append(f"tracking: MLflow experiment {spec.name} in {where}")
-    return lines
-
-
-def wandb_project(spec) -> str:
-    return os.environ.get("WANDB_PROJECT") or spec.name
+from rlhpc.errors import warn
+from rlhpc.run.tracking_flags import wandb_project
 
 
 def prepare(spec) -> None:
@@ -78,7 +31,7 @@ def callbacks(spec) -> list:
     if spec.wandb:
         import wandb
 
-        from rlhpc.tracking_callbacks import WandbTrialDirCallback
+        from rlhpc.train.tracking_callbacks import WandbTrialDirCallback
 
         # The W&B settings go to wandb.init in the callback's logging actor (silent: W&B's banner per trial
         # would bury the progress lines). A run stopped by the wall-time signal has a minute or two left: its
@@ -90,14 +43,14 @@ def callbacks(spec) -> list:
                                            upload_timeout=60, settings=wandb.Settings(silent=True),
                                            reinit="finish_previous", resume="allow"))
     if spec.mlflow:
-        from rlhpc.tracking_callbacks import MLflowMetricsCallback
+        from rlhpc.train.tracking_callbacks import MLflowMetricsCallback
 
         found.append(MLflowMetricsCallback(tracking_uri=spec.mlflow, experiment_name=spec.name))
     return found
 
 
 class InProcessTrial:
-    """What Tune's logger callbacks read from a Trial, for the one trial rlhpc.inprocess trains."""
+    """What Tune's logger callbacks read from a Trial, for the one trial rlhpc.train.inprocess trains."""
 
     def __init__(self, trial_dir: str, trial_id: str, config: dict):
         self.local_path = self.path = trial_dir
@@ -133,24 +86,3 @@ class InProcessTracking:
                 warn(f"{type(callback).__name__} did not finish: {e}")
 
 
-def _importable(module: str, flag: str) -> None:
-    import importlib.util
-
-    try:  # found, not imported: mlflow takes a second to import
-        found = importlib.util.find_spec(module)
-    except ValueError:  # in sys.modules as None: imports of it are blocked
-        found = None
-    if found is None:
-        raise UserError(f"{flag} needs the {module} package, which this Python lacks: {INSTALL}")
-
-
-def _wandb_key_known() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    import netrc
-
-    try:  # where `wandb login` keeps it
-        return netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL", "api.wandb.ai")
-                                            .removeprefix("https://").removeprefix("http://")) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False

@@ -8,14 +8,14 @@ stop reward takes it from here, so the trainer, its two backends, search, compar
 import math
 import numbers
 
-# The mean return of the last 100 episodes (rlhpc.metrics); RLlib's own episode_return_mean
+# The mean return of the last 100 episodes (rlhpc.algo.metrics); RLlib's own episode_return_mean
 # averages one iteration's episodes only.
 RETURN_METRIC = "env_runners/episode_return_mean_100"
 LEGACY_RETURN_METRIC = "env_runners/episode_reward_mean"  # the legacy stack's name (tf2)
 RETURN_KEYS = ("episode_return_mean_100", "episode_reward_mean", "episode_return_mean")  # under env_runners/
 STEPS_METRIC = "num_env_steps_sampled_lifetime"
 # --eval-interval: the last greedy evaluation's mean return (NaN before the first), and the best so far
-# (rlhpc.metrics); --stop-on eval stops on the first.
+# (rlhpc.algo.metrics); --stop-on eval stops on the first.
 EVAL_RETURN_METRIC = "evaluation_return"
 BEST_EVAL_RETURN_METRIC = "evaluation_return_best"
 RETURN_STOP_KEYS = (RETURN_METRIC, LEGACY_RETURN_METRIC, EVAL_RETURN_METRIC)

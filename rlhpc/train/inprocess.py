@@ -6,7 +6,7 @@ For the common case, one trial on the local machine, the trainer trains here and
 Tune would, where Tune would: <storage>/<name>/<trial>/ with progress.csv, result.json,
 params.json, TensorBoard events and checkpoint_NNNNNN dirs. It stops and checkpoints on the same
 signals and resumes with --resume. Searches and cluster runs keep Tune (placement, retries);
-rlhpc.spec decides which backend a run gets.
+rlhpc.run.spec decides which backend a run gets.
 """
 
 import csv
@@ -18,10 +18,19 @@ import traceback
 import uuid
 from datetime import datetime
 
-from rlhpc import experiment, tracking
-from rlhpc.config import algorithm_class
-from rlhpc.report import STOP_SIGNALS, EarlyStop, Outcome, ProgressLine, TrialOutcome, announce_stop, training_failed
-from rlhpc.results import as_number, stop_reached
+from rlhpc.algo.config import algorithm_class
+from rlhpc.outputs.report import (
+    STOP_SIGNALS,
+    EarlyStop,
+    Outcome,
+    ProgressLine,
+    TrialOutcome,
+    announce_stop,
+    training_failed,
+)
+from rlhpc.run import experiment
+from rlhpc.run.results import as_number, stop_reached
+from rlhpc.train import tracking
 
 
 def warm_up() -> None:
@@ -173,7 +182,7 @@ def _build(algo_cls, config, trial_dir: str, checkpoints: list):
     # OMP_NUM_THREADS=1); on 2 cores a second torch thread fights the env: 20 % slower, measured.
     torch.set_num_threads(1)
     algo = algo_cls(config=config)
-    algo.__dict__["_rlhpc_trial_dir"] = trial_dir  # rlhpc.metrics saves the best checkpoint there
+    algo.__dict__["_rlhpc_trial_dir"] = trial_dir  # rlhpc.algo.metrics saves the best checkpoint there
     try:  # outside Tune a Trainable also makes an empty dir under ~/ray_results; ours is trial_dir
         os.rmdir(algo.logdir)
     except OSError:

@@ -1,4 +1,4 @@
-"""From a RunSpec (rlhpc.spec) to an RLlib AlgorithmConfig, checking every key and value a user can get wrong.
+"""From a RunSpec (rlhpc.run.spec) to an RLlib AlgorithmConfig, checking every key and value a user can get wrong.
 
 Checks happen here, before Ray starts, so a typo costs a second, not a queue wait.
 """
@@ -9,34 +9,8 @@ import difflib
 import json
 import warnings
 
-from rlhpc.defaults import tuned_defaults
 from rlhpc.errors import UserError
-
-# The tutorial trained A2C; RLlib dropped it (and A3C) in Ray 2.x.
-REMOVED_ALGORITHMS = {
-    "A2C": "A2C was removed from RLlib (Ray 2.x); use PPO, its synchronous successor (--run PPO)",
-    "A3C": "A3C was removed from RLlib (Ray 2.x); use APPO or IMPALA, the asynchronous replacements (--run APPO)",
-}
-
-
-def resolve_algorithm(name: str) -> str:
-    """'ppo' -> 'PPO'; unknown or removed names are one clear line."""
-    from ray.rllib.algorithms.registry import ALGORITHMS
-
-    if name.upper() in REMOVED_ALGORITHMS:
-        raise UserError(REMOVED_ALGORITHMS[name.upper()])
-    by_lower = {known.lower(): known for known in ALGORITHMS}
-    canonical = by_lower.get(name.lower())
-    if canonical is None:
-        raise UserError(f"unknown algorithm {name!r}; RLlib 2.60 has: {', '.join(sorted(ALGORITHMS))}")
-    return canonical
-
-
-# Where a run's work goes, not what it learns: what an elastic --resume takes from the new command line
-# (rlhpc.resume, rlhpc.tune_run.ElasticResume).
-PLACEMENT_KEYS = ("num_env_runners", "num_envs_per_env_runner", "num_cpus_per_env_runner", "num_gpus_per_env_runner",
-                  "custom_resources_per_env_runner", "gym_env_vectorize_mode", "num_learners", "num_cpus_per_learner",
-                  "num_gpus_per_learner", "custom_resources_per_learner", "num_gpus", "num_cpus_for_main_process")
+from rlhpc.run.defaults import tuned_defaults
 
 
 def algorithm_class(name: str):
@@ -141,7 +115,7 @@ def build_config(spec):
         config.env_runners(env_to_module_connector=flatten_agents_observations if spec.agent_policy
                            else flatten_observations)
     if spec.agent_policy:  # a multi-agent env: its policies, and which agent plays with which
-        from rlhpc.multi_agent import AgentToPolicy
+        from rlhpc.envs.multi_agent import AgentToPolicy
 
         config.multi_agent(policies=set(spec.policies),
                            policy_mapping_fn=AgentToPolicy(tuple(sorted(spec.agent_policy.items()))))
@@ -151,7 +125,7 @@ def build_config(spec):
         config.api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
         config.framework("tf2")
     else:
-        from rlhpc.metrics import ReturnOverLast100Episodes
+        from rlhpc.algo.metrics import ReturnOverLast100Episodes
 
         config.callbacks(ReturnOverLast100Episodes)
 
@@ -176,7 +150,7 @@ def build_config(spec):
         if spec.learner_resource:
             learners["custom_resources_per_learner"] = {spec.learner_resource: 0.01}
         config.learners(**learners)
-    if spec.eval_interval:  # greedy episodes on the algorithm's evaluation env runner (rlhpc.metrics keeps the best)
+    if spec.eval_interval:  # greedy episodes on RLlib's evaluation env runner (rlhpc.algo.metrics keeps the best)
         config.evaluation(evaluation_interval=spec.eval_interval, evaluation_duration=spec.eval_episodes,
                           evaluation_duration_unit="episodes", evaluation_config={"explore": False})
     if spec.seed is not None:
@@ -237,7 +211,7 @@ def describe(config, spec, bundles: list) -> dict:
         "bundles": bundles,
         "stop": dict(spec.stop),
         "seed": config.seed,
-        "tuned_defaults": tuned_defaults(spec.algo, spec.env.label),  # before --set; from rlhpc/defaults.py
+        "tuned_defaults": tuned_defaults(spec.algo, spec.env.label),  # before --set; from rlhpc/run/defaults.py
     }
     full = {}
     for key, value in sorted(config.to_dict().items()):

@@ -1,12 +1,12 @@
 """Every setting of a run, resolved once from the flags: the one object the rest of the trainer reads.
 
-    flags (rlhpc.cli) -> RunSpec (here) -> env (rlhpc.envs) -> AlgorithmConfig (rlhpc.config)
-        -> backend (rlhpc.inprocess or rlhpc.tune_run) -> report (rlhpc.report)
+    flags (rlhpc.run.cli) -> RunSpec (here) -> env (rlhpc.envs.sources) -> AlgorithmConfig (rlhpc.algo.config)
+        -> backend (rlhpc.train.inprocess or rlhpc.train.tune_run) -> report (rlhpc.outputs.report)
 
 Defaults that depend on other flags are decided here and nowhere else: the experiment name, the stop
 criteria, the search metric and its mode, --max-failures, the address, where the learners go, and whether
 the run trains in this process or through Tune. `--print-config` shows the result ("spec"); the run
-records it in its experiment dir (rlhpc.experiment).
+records it in its experiment dir (rlhpc.run.experiment).
 """
 
 import dataclasses
@@ -14,13 +14,13 @@ import os
 import sys
 from types import MappingProxyType
 
-from rlhpc import envs as env_sources
-from rlhpc import experiment, multi_agent, tracking
-from rlhpc.cli import env_config_from, parse_assignments
-from rlhpc.cluster import without_token
-from rlhpc.defaults import tuned_defaults
+from rlhpc.envs import multi_agent
+from rlhpc.envs import sources as env_sources
 from rlhpc.errors import UserError, warn
-from rlhpc.results import EVAL_RETURN_METRIC, LEGACY_RETURN_METRIC, RETURN_METRIC, target_reward
+from rlhpc.run import experiment, tracking_flags
+from rlhpc.run.cli import env_config_from, parse_assignments, without_token
+from rlhpc.run.defaults import tuned_defaults
+from rlhpc.run.results import EVAL_RETURN_METRIC, LEGACY_RETURN_METRIC, RETURN_METRIC, target_reward
 
 # These learn from recorded data (config key input_), not by acting in an env.
 OFFLINE_ALGORITHMS = {"BC", "CQL", "IQL", "MARWIL"}
@@ -44,7 +44,7 @@ class RunSpec:
     address: str | None  # None: a local Ray
     local_mode: bool
     num_env_runners: int
-    num_envs_per_runner: int  # --num-envs-per-runner, else the algorithm's tuned default (rlhpc/defaults.py)
+    num_envs_per_runner: int  # --num-envs-per-runner, else the algorithm's tuned default (rlhpc/run/defaults.py)
     vectorize: str  # "sync" or "async": how each runner steps its envs
     vectorize_reason: str  # why, for the first line
     train_batch_size: int | None  # per learner: max(tuned default, sampling envs x MIN_STEPS_PER_ENV)
@@ -54,7 +54,7 @@ class RunSpec:
     runner_resource: str | None
     learner_resource: str | None
     flatten_observations: bool  # RLlib's default networks take Box observations only
-    agent_policy: MappingProxyType  # a multi-agent env's agent -> policy id (rlhpc.multi_agent); empty: one agent
+    agent_policy: MappingProxyType  # a multi-agent env's agent -> policy id (rlhpc.envs.multi_agent); empty: one agent
     policies_reason: str  # how they were chosen, for the first line
     # what to train
     seed: int | None
@@ -70,18 +70,18 @@ class RunSpec:
     as_test: bool
     max_failures: int
     checkpoint_freq: int
-    wandb: str | None  # "offline" or "online" (rlhpc.tracking)
+    wandb: str | None  # "offline" or "online" (rlhpc.train.tracking)
     mlflow: str | None  # the MLflow tracking URI: a file store's file:///... or a server's
     name: str
     storage_path: str
     experiment_dir: str
     resume_dir: str | None  # the experiment to continue, None for a new run
-    changes: tuple  # what --resume changed: (flag, from, to, trains) each (rlhpc.resume)
+    changes: tuple  # what --resume changed: (flag, from, to, trains) each (rlhpc.run.resume)
     backend: str  # INPROCESS or TUNE
     print_config: bool
     command_line: tuple  # as started, without any token
-    flags: tuple  # the trainer's own flags, without any token: what --resume parses again (rlhpc.resume)
-    config_file: MappingProxyType | None  # the experiment file among them: path, entry, text (rlhpc.config_file)
+    flags: tuple  # the trainer's own flags, without any token: what --resume parses again (rlhpc.run.resume)
+    config_file: MappingProxyType | None  # the experiment file among them: path, entry, text (rlhpc.run.config_file)
     probe: env_sources.Probe = dataclasses.field(repr=False, compare=False)  # the env's spaces and creator
 
     @property
@@ -110,15 +110,15 @@ class RunSpec:
 
 
 def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from_file=None) -> RunSpec:
-    """The parsed flags -> the RunSpec; bad input is a UserError. Call after rlhpc.cluster.prepare_auth.
+    """The parsed flags -> the RunSpec; bad input is a UserError. Call after rlhpc.train.cluster.prepare_auth.
 
     envs: {name: env class} a trainer script offers; stop_reward_for(env_name, env_config) -> float | None
     gives a default stop reward for envs without a Gymnasium spec. flags: the command line args was parsed
-    from (recorded for --resume); changes: what --resume changed (rlhpc.resume.settings); from_file: the
-    experiment file among those flags (rlhpc.config_file).
+    from (recorded for --resume); changes: what --resume changed (rlhpc.run.resume.settings); from_file: the
+    experiment file among those flags (rlhpc.run.config_file).
     """
-    from rlhpc.config import resolve_algorithm
-    from rlhpc.search import METRICS, parse_search
+    from rlhpc.run.algorithms import resolve_algorithm
+    from rlhpc.run.search import METRICS, parse_search
 
     algo = resolve_algorithm(args.run)
     overrides = tuple((tuple(path), value) for path, value in parse_assignments(args.set, "--set"))
@@ -150,7 +150,7 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from
         raise UserError("--eval-interval needs the new API stack (--framework torch)")
     stop = stop_criteria(args, default_reward, legacy)
     search = tuple((tuple(path), kind, tuple(values)) for path, kind, values in parse_search(args))
-    # The tutorial's --redis-password meant "join the running cluster" (rlhpc.cluster.prepare_auth).
+    # The tutorial's --redis-password meant "join the running cluster" (rlhpc.train.cluster.prepare_auth).
     address = args.address or ("auto" if args.redis_password else None)
     max_failures = args.max_failures if args.max_failures is not None else \
         DEFAULT_MAX_FAILURES["cluster" if address else "local"]
@@ -173,7 +173,7 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from
     else:
         batch = None  # the algorithm's own, or the user's --set
 
-    wandb_mode, mlflow_uri = tracking.check(args.wandb, args.mlflow)
+    wandb_mode, mlflow_uri = tracking_flags.check(args.wandb, args.mlflow)
     name = args.name or experiment.path_safe(source.label)
     storage_path = os.path.abspath(os.path.expanduser(args.storage_path))
     experiment_path = experiment.experiment_dir(storage_path, name)

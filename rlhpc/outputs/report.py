@@ -1,6 +1,6 @@
 """What a run prints: its first lines, one line per iteration, and how it ended (summary, best, errors).
 
-Both backends (rlhpc.inprocess, rlhpc.tune_run) hand back an Outcome; `finish` prints it the same way
+Both backends (rlhpc.train.inprocess, rlhpc.train.tune_run) hand back an Outcome; `finish` prints it the same way
 for both and returns the exit code.
 """
 
@@ -12,8 +12,16 @@ import signal
 import sys
 import time
 
-from rlhpc import tracking
-from rlhpc.results import EVAL_RETURN_METRIC, as_number, env_steps, episode_return, reached, stop_reached, target_reward
+from rlhpc.run import tracking_flags
+from rlhpc.run.results import (
+    EVAL_RETURN_METRIC,
+    as_number,
+    env_steps,
+    episode_return,
+    reached,
+    stop_reached,
+    target_reward,
+)
 
 STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")  # Slurm's --signal, scancel/preemption, Ctrl+C
 
@@ -47,12 +55,12 @@ def start_lines(spec, where: str, placement: dict) -> None:
              f"{placement['rollout_fragment_length']} steps per env and sample")
     print(f"envs step {placement['vectorize']}; {batch}", flush=True)
     print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in spec.stop.items()), flush=True)
-    for line in tracking.describe(spec):
+    for line in tracking_flags.describe(spec):
         print(line, flush=True)
 
 
 def resume_line(spec, iteration: int) -> None:
-    """Which run a --resume continues, from where, and what it changed (rlhpc.resume)."""
+    """Which run a --resume continues, from where, and what it changed (rlhpc.run.resume)."""
     changed = "; ".join(f"{flag} {before} -> {after}" for flag, before, after, _ in spec.changes)
     print(f"resuming {spec.resume_dir} after iteration {iteration}" + (f", changed: {changed}" if changed else ""),
           flush=True)
@@ -78,14 +86,14 @@ class ProgressLine:
                 f"return {'       -' if ret is None else f'{ret:8.2f}'}  "
                 f"{rate:8,.0f} steps/s  {result.get('time_total_s', 0):7.1f} s")
         evaluated = as_number(result.get(EVAL_RETURN_METRIC))
-        if evaluated is not None:  # --eval-interval: this iteration's greedy evaluation (rlhpc.metrics)
+        if evaluated is not None:  # --eval-interval: this iteration's greedy evaluation (rlhpc.algo.metrics)
             line += f"  eval {evaluated:8.2f}"
         shares = (result.get("env_runners") or {}).get("policy_return_mean_100") or {}
         if shares:  # multi-agent: the return above is the sum over agents; each policy's part of it
             line += "  [" + ", ".join(f"{policy} {'-' if as_number(value) is None else f'{value:.2f}'}"
                                       for policy, value in shares.items()) + "]"
         sampling, learning = result.get("time_sampling_s"), result.get("time_learning_s")
-        if sampling is not None and learning is not None:  # rlhpc.metrics: where this iteration's time went
+        if sampling is not None and learning is not None:  # rlhpc.algo.metrics: where this iteration's time went
             line += f"  (sampling {sampling:.1f} s, learning {learning:.1f} s)"
         return line
 
@@ -154,7 +162,7 @@ def print_trials(trials: list, spec, stop: dict, started: float) -> int:
 
 
 def print_best(trials: list, spec) -> None:
-    from rlhpc.search import METRICS, best_trial, searched_values
+    from rlhpc.run.search import METRICS, best_trial, searched_values
 
     value, best = best_trial(trials, spec.metric, spec.mode, spec.target_reward)
     what = METRICS.get(spec.metric, (spec.metric, None))[0]
@@ -167,7 +175,7 @@ def print_best(trials: list, spec) -> None:
 
 def print_seeds(outcome: Outcome, spec) -> None:
     """--seeds: no "best" seed; the spread of the final returns, and where the figure with the band comes from."""
-    from rlhpc.compare import CONFIDENCE, interval
+    from rlhpc.outputs.compare import CONFIDENCE, interval
 
     finals = [r for r in (episode_return(t.metrics or {}) for t in outcome.trials) if r is not None]
     text = f"seeds: {len(outcome.trials)} trials"

@@ -1,7 +1,7 @@
 """The trainers' command line: the tutorial's flags, with their old meaning, plus today's, and their values.
 
 Every trainer script builds its parser here, so a flag means the same thing everywhere; the KEY=VALUE
-flags (--set, --env-config, --grid) are parsed here too. What the flags mean together is rlhpc.spec's job.
+flags (--set, --env-config, --grid) are parsed here too. What the flags mean together is rlhpc.run.spec's job.
 """
 
 import argparse
@@ -133,7 +133,7 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                          help="custom Ray resource the learner needs (pins it to the node that has it)")
     cluster.add_argument("--max-failures", type=whole_number, default=None,
                          help="restart the trial from its last checkpoint this many times after a crash "
-                              "(default: 3 on a cluster, 0 locally; rlhpc/spec.py)")
+                              "(default: 3 on a cluster, 0 locally; rlhpc/run/spec.py)")
 
     stopping = parser.add_argument_group("when to stop (whichever comes first)")
     stopping.add_argument("--stop-reward", type=float,
@@ -156,14 +156,14 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
     algo.add_argument("--framework", choices=["torch", "tf2"], default="torch",
                       help="tf2 uses RLlib's legacy API stack and needs the [tf] extra")
     algo.add_argument("--num-envs-per-runner", type=positive_number,
-                      help="vectorized envs in each env runner (default: per algorithm, see rlhpc/defaults.py)")
+                      help="vectorized envs in each env runner (default: per algorithm, see rlhpc/run/defaults.py)")
     algo.add_argument("--vectorize", choices=["auto", "sync", "async"], default="auto",
                       help="step each env runner's envs one after another (sync) or in parallel processes "
                            "(async: pays when a step takes milliseconds, as a simulator's does); auto times a "
-                           "few steps of the env before Ray starts and picks (rlhpc/spec.py)")
+                           "few steps of the env before Ray starts and picks (rlhpc/run/spec.py)")
     algo.add_argument("--policies", metavar="shared|per-agent|MODULE:FUNCTION",
                       help="multi-agent envs: one policy for all agents (shared, the default), one per agent "
-                           "(per-agent), or FUNCTION(agent_id, episode) -> policy id (rlhpc/multi_agent.py)")
+                           "(per-agent), or FUNCTION(agent_id, episode) -> policy id (rlhpc/envs/multi_agent.py)")
     algo.add_argument("--seed", type=int, help="seed for envs and networks")
     algo.add_argument("--seeds", type=seed_list, metavar="N|S1,S2,...",
                       help="one trial per seed (N: seeds 0..N-1), side by side as CPUs allow; rlhpc.compare draws "
@@ -175,7 +175,7 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                       help="pass KEY=VALUE to the env's constructor (repeatable)")
     algo.add_argument("--config-file", metavar="EXP.yaml",
                       help="flags and config overrides from a YAML file (flat, or one entry per env); flags given "
-                           "here win (rlhpc/config_file.py; examples in experiments/)")
+                           "here win (rlhpc/run/config_file.py; examples in experiments/)")
     algo.add_argument("--print-config", action="store_true",
                       help="print the resolved config (runners, learners, GPUs, hyperparameters) and exit")
 
@@ -202,7 +202,7 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                          help="checkpoint every N iterations (0: only at the end); one is also saved at the "
                               "end and when SIGUSR1/SIGTERM/SIGINT stops the run (under Slurm: send USR1; a "
                               "plain scancel stops Ray at the same time)")
-    tracking = parser.add_argument_group("tracking (rlhpc/tracking.py)")
+    tracking = parser.add_argument_group("tracking (rlhpc/train/tracking.py)")
     tracking.add_argument("--wandb", choices=("offline", "online"),
                           help="log each trial to Weights & Biases; offline (compute nodes without internet) "
                                "writes <trial>/wandb/offline-run-*, to upload with `wandb sync` from a login node")
@@ -217,3 +217,17 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                          help="let --resume change what the run trains (--set, --env-config, --stop-*, ...); "
                               "the run records what changed and from which iteration")
     return parser
+
+
+def without_token(argv) -> list:
+    """argv minus --redis-password and its value, in any form argparse accepts (--redis-pass=X, ...)."""
+    kept, skip_next = [], False
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if skip_next:
+            skip_next = False
+        elif len(flag) >= len("--red") and "--redis-password".startswith(flag):
+            skip_next = "=" not in arg
+        else:
+            kept.append(arg)
+    return kept

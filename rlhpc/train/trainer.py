@@ -8,8 +8,8 @@ import sys
 import time
 import warnings
 
-from rlhpc.cli import build_parser
 from rlhpc.errors import UserError, fail
+from rlhpc.run.cli import build_parser
 
 
 def main(argv=None, *, description: str, num_gpus: float = 0.0, name_env: str = "CartPole-v0",
@@ -23,10 +23,10 @@ def main(argv=None, *, description: str, num_gpus: float = 0.0, name_env: str = 
     def make_parser():
         return build_parser(description, num_gpus=num_gpus, name_env=name_env, prog=prog)
 
-    from rlhpc import config_file
+    from rlhpc.run import config_file
 
     parser = make_parser()
-    try:  # an experiment file's settings become flags before the command line's (rlhpc/config_file.py)
+    try:  # an experiment file's settings become flags before the command line's (rlhpc/run/config_file.py)
         flags, from_file = config_file.expand(list(sys.argv[1:] if argv is None else argv), parser)
     except UserError as e:
         fail(str(e))
@@ -65,28 +65,29 @@ def quiet_known_noise() -> None:
 
 def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, from_file=None) -> int:
     """flags: the command line args came from; make_parser: its parser, for --resume to read the run's own;
-    from_file: the experiment file those flags include (rlhpc.config_file), recorded with the run."""
+    from_file: the experiment file those flags include (rlhpc.run.config_file), recorded with the run."""
     started = time.time()
-    from rlhpc.cluster import prepare_auth
+    from rlhpc.train.cluster import prepare_auth
 
     prepare_auth(args)  # first: Ray reads RAY_AUTH_* once, when it is imported
-    from rlhpc.report import EarlyStop
+    from rlhpc.outputs.report import EarlyStop
 
     EarlyStop.catch()  # a wall-time signal while Ray starts still ends in a checkpoint
     if args.framework == "tf2":
-        from rlhpc.tf_support import prepare_tensorflow
+        from rlhpc.algo.tf_support import prepare_tensorflow
 
         prepare_tensorflow()  # before RLlib imports TensorFlow
     quiet_known_noise()
 
-    from rlhpc import config as configs
-    from rlhpc import envs as env_sources
-    from rlhpc import experiment, report
-    from rlhpc.spec import INPROCESS, resolve
+    from rlhpc.algo import config as configs
+    from rlhpc.envs import sources as env_sources
+    from rlhpc.outputs import report
+    from rlhpc.run import experiment
+    from rlhpc.run.spec import INPROCESS, resolve
 
     changes = []
     if args.resume and make_parser:  # the run's own flags, with what this command line changes
-        from rlhpc import resume
+        from rlhpc.run import resume
 
         # The default name (the env's) is only needed to find a run by name; resolve() finds the env anyway.
         by_name = not isinstance(args.resume, str) and not args.name
@@ -103,15 +104,15 @@ def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, 
         print(json.dumps(description, indent=2, default=repr))
         return 0
 
-    from rlhpc.cluster import check_cuda, check_resources, connect
+    from rlhpc.train.cluster import check_cuda, check_resources, connect
 
     experiment.check_writable(spec.storage_path)
     if spec.backend == INPROCESS:
-        from rlhpc import inprocess as backend
+        from rlhpc.train import inprocess as backend
 
         backend.warm_up()
     else:
-        from rlhpc import tune_run as backend
+        from rlhpc.train import tune_run as backend
     where = connect(spec)
     EarlyStop.catch()  # again: ray.init makes SIGTERM exit at once
     check_resources(bundles, spec)
@@ -141,7 +142,7 @@ def write_status(spec, ending: str) -> None:
     path = os.environ.get("RLHPC_STATUS_FILE")
     if not path:
         return
-    from rlhpc import experiment
+    from rlhpc.run import experiment
 
     run_dir = spec.resume_dir or spec.experiment_dir
     experiment.write_json(path, {"experiment": run_dir, "ending": ending,

@@ -7,9 +7,9 @@ Trials run side by side as far as the CPUs allow (each needs --num-cpus + 1). Ev
 value is checked against the config before Ray starts, like --set.
 """
 
-from rlhpc.cli import parse_assignments
 from rlhpc.errors import UserError
-from rlhpc.results import as_number, env_steps, episode_return
+from rlhpc.run.cli import parse_assignments
+from rlhpc.run.results import as_number, env_steps, episode_return
 
 # Names for --metric: what "best" means once the trials are done.
 METRICS = {
@@ -45,28 +45,6 @@ def parse_search(args) -> list:
     return specs
 
 
-def search_space(config, specs) -> dict:
-    """The config as Tune's param_space dict, with search spaces where the user asked for them (every
-    candidate value was checked against the config by rlhpc.config.build_config)."""
-    from ray import tune
-
-    space = config.to_dict()
-    for path, kind, values in specs:
-        root = path[0]
-        key = root if root in space else f"_{root}"  # model_config is stored as _model_config
-        node = space
-        for part in [key, *path[1:-1]]:
-            node = node.setdefault(part, {})
-        leaf = path[-1] if len(path) > 1 else None
-        sampler = {"grid": tune.grid_search, "uniform": lambda v: tune.uniform(*v),
-                   "loguniform": lambda v: tune.loguniform(*v)}[kind](list(values))
-        if leaf is None:
-            space[key] = sampler
-        else:
-            node[leaf] = sampler
-    return space
-
-
 def searched_values(result_config: dict, specs) -> dict:
     """The values one trial got for the searched keys, e.g. {'lr': 0.001}."""
     values = {}
@@ -96,7 +74,7 @@ def score(metrics: dict, metric: str, target):
 
 
 def best_trial(trials, metric: str, mode: str, target):
-    """-> (score, trial) of the best trial that did not fail (rlhpc.report.TrialOutcome), (None, None) if none."""
+    """-> (score, trial) of the best trial that did not fail (report.TrialOutcome), (None, None) if none."""
     scored = [(score(r.metrics or {}, metric, target), r) for r in trials if not r.error]
     scored = [(s, r) for s, r in scored if s is not None]
     if not scored:

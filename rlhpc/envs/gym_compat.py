@@ -340,7 +340,7 @@ def check_and_adapt(
       text from ``old_api_warning``.
 
     ``on_built``, when given, is called with that one env before it is closed
-    (rlhpc.envs reads its spaces and times its steps there).
+    (rlhpc.envs.sources reads its spaces and times its steps there).
     """
     if not isinstance(env_creator, type) and hasattr(env_creator, "step"):
         raise TypeError(

@@ -1,5 +1,6 @@
-"""The logger callbacks rlhpc.tracking adds, which import the tracking libraries: apart, so that rlhpc.tracking
-(read before Ray starts) imports none, and at module level, so that Tune can pickle them with its experiment."""
+"""The logger callbacks rlhpc.train.tracking adds, which import the tracking libraries: apart, so that
+rlhpc.train.tracking imports none until a run tracks, and at module level, so that Tune can pickle them with its
+experiment."""
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback

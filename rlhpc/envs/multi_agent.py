@@ -8,8 +8,8 @@
                         if the module has POLICIES = [...], every id must be one of them
 
 `resolve` turns it into a mapping agent -> policy over the env's `possible_agents` (the driver built the env
-once, rlhpc.envs) and checks that the agents sharing a policy see and act in the same spaces; the run records
-the mapping (rlhpc.spec), so evaluate plays each agent with its own policy. `AgentToPolicy` is the mapping as
+once, rlhpc.envs.sources) and checks that the agents sharing a policy see and act in the same spaces; the run records
+the mapping (rlhpc.run.spec), so evaluate plays each agent with its own policy. `AgentToPolicy` is the mapping as
 RLlib's policy_mapping_fn: plain data, so it pickles to every node.
 """
 
@@ -40,7 +40,7 @@ def _describe(spaces: tuple) -> str:
 
 
 def _from_function(asked: str, agents: list) -> dict:
-    from rlhpc.envs import import_module
+    from rlhpc.envs.sources import import_module
 
     where, _, attribute = asked.rpartition(":")
     try:

@@ -1,13 +1,13 @@
 """The experiment folder: where a run writes, what it records, and what --resume finds there.
 
     <storage-path>/<name>/                 the experiment dir: one per run (<name>_2, _3, ... when taken)
-        rlhpc_run_spec.json                the resolved run (rlhpc.spec) that started it: env source, flags;
+        rlhpc_run_spec.json                the resolved run (rlhpc.run.spec) that started it: env source, flags;
                                            then one entry per --resume (when, which job, what changed)
         rlhpc_run.json                     a local in-process run's state (its trial dir, stop, checkpoints)
         experiment_state-*.json, ...       Tune's state, for runs that went through Tune
         <trial>/progress.csv, params.json, result.json, events.out.tfevents.*, checkpoint_NNNNNN/
 
-Both backends (rlhpc.inprocess, rlhpc.tune_run) and evaluate take these names and rules from here.
+Both backends (rlhpc.train.inprocess, rlhpc.train.tune_run) and evaluate take these names and rules from here.
 """
 
 import csv
@@ -21,7 +21,7 @@ from pathlib import Path
 from rlhpc.errors import UserError
 
 STATE_FILE = "rlhpc_run.json"  # the in-process backend's state
-RUN_SPEC_FILE = "rlhpc_run_spec.json"  # what rlhpc.spec resolved for the run, written when it starts
+RUN_SPEC_FILE = "rlhpc_run_spec.json"  # what rlhpc.run.spec resolved for the run, written when it starts
 
 
 def path_safe(name: str) -> str:

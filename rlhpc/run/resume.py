@@ -1,21 +1,21 @@
 """What --resume continues: which run, and with the settings it was started with.
 
-Every run records the flags it was started with (rlhpc_run_spec.json, rlhpc.experiment). --resume parses
+Every run records the flags it was started with (rlhpc_run_spec.json, rlhpc.run.experiment). --resume parses
 them again and lays the flags given now over them, so `--resume` alone (or with --name) is enough:
 - where and on how much it runs (env runners, envs per runner, GPUs, the cluster, checkpoints) may change on
   any resume: a requeued job can get another allocation (an elastic resume);
 - what it trains (algorithm, env and env config, --set, seed, stop criteria, search) is the run's own: a
   resume that would change it is refused with the differences listed, unless --allow-changes, and then the
-  run record keeps what changed and from which iteration (rlhpc.trainer writes it).
+  run record keeps what changed and from which iteration (rlhpc.train.trainer writes it).
 """
 
 import argparse
 import json
 import os
 
-from rlhpc import experiment
-from rlhpc.cli import parse_assignments
 from rlhpc.errors import UserError
+from rlhpc.run import experiment
+from rlhpc.run.cli import parse_assignments
 
 # dest -> flag: what the run trains. Changing one on --resume needs --allow-changes.
 RUN_SETTINGS = {
@@ -34,12 +34,12 @@ THIS_COMMAND = {"address", "redis_password", "resume", "allow_changes", "print_c
 
 def find_run(args, default_name: str) -> str:
     """The experiment dir --resume continues: the one given, else the run of that name. Several runs with one
-    name (started side by side, rlhpc.experiment.claim): the one this Slurm job started, else a list to pick from."""
+    name (started side by side, experiment.claim): the one this Slurm job started, else a list to pick from."""
     if isinstance(args.resume, str):
         return os.path.abspath(os.path.expanduser(args.resume))
     name = args.name or default_name
     runs = experiment.runs_named(args.storage_path, name)
-    if len(runs) < 2:  # none: rlhpc.experiment.find_resume says there is nothing to resume
+    if len(runs) < 2:  # none: rlhpc.run.experiment.find_resume says there is nothing to resume
         return runs[0] if runs else experiment.experiment_dir(args.storage_path, name)
     job = experiment.slurm_job()
     mine = [run for run in runs if job and job in started_or_resumed_by(experiment.read_record(run))]
@@ -134,7 +134,7 @@ def merge_assignments(recorded: list, given: list, flag: str) -> tuple:
     """KEY=VALUE lists: the recorded ones, each key given now replacing its own -> (merged, changes)."""
     old = {".".join(path): value for path, value in parse_assignments(recorded, flag)}
     new = {".".join(path): value for path, value in parse_assignments(given, flag)}
-    from rlhpc.config import PLACEMENT_KEYS  # --set num_env_runners=... says where, not what
+    from rlhpc.run.algorithms import PLACEMENT_KEYS  # --set num_env_runners=... says where, not what
 
     changes = [change(f"{flag} {key}", old.get(key), value, trains=flag == "--env-config" or key not in PLACEMENT_KEYS)
                for key, value in new.items() if key not in old or old[key] != value]

@@ -36,8 +36,8 @@ from collections import deque
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from rlhpc.multi_agent import policy_returns
-from rlhpc.results import (
+from rlhpc.envs.multi_agent import policy_returns
+from rlhpc.run.results import (
     BEST_CHECKPOINT,
     BEST_EVAL_RETURN_METRIC,
     BEST_RECORD,

@@ -6,12 +6,12 @@ An env is named in one of these ways (`--name-env`):
     my_package.envs:MyEnv-v0          Gymnasium's syntax: import the module (it registers the id), then make
     path/to/my_env.py:MyEnv           a class (or env_config -> env function) in a file
     my_package.envs:MyEnv             the same from an importable module
-    BasicEnv                          a name a trainer script hands to rlhpc.trainer.main(envs={...}), or one
+    BasicEnv                          a name a trainer script hands to rlhpc.train.trainer.main(envs={...}), or one
                                       given to ray.tune.registry.register_env before main() runs
 
-`find` turns the name into an EnvSource: where the env comes from, as data a run records (rlhpc.experiment),
+`find` turns the name into an EnvSource: where the env comes from, as data a run records (rlhpc.run.experiment),
 so evaluate rebuilds the same env later without being told again. `probe` builds it once on the driver, so a
-typo or a bad env_config fails before Ray starts; old-`gym`-API classes are adapted there (rlhpc.gym_compat).
+typo or a bad env_config fails before Ray starts; old-`gym`-API classes are adapted there (rlhpc.envs.gym_compat).
 `register_with_ray` ships a class's module to every node (pickled by value: env runners on other nodes cannot
 import a script that sits next to the driver).
 """
@@ -75,7 +75,7 @@ def time_steps(env) -> tuple:
     """-> (mean seconds per step, steps timed) over random actions; (None, 0) if the env cannot be stepped so."""
     import time
 
-    from rlhpc.gym_compat import is_multi_agent
+    from rlhpc.envs.gym_compat import is_multi_agent
 
     def sample(obs):  # a multi-agent env takes an action for each agent that has an observation
         if is_multi_agent(env):
@@ -121,7 +121,7 @@ def agent_spaces(env) -> dict:
 
 
 def _look(env, timed: bool) -> dict:
-    from rlhpc.gym_compat import is_multi_agent, to_gymnasium_space
+    from rlhpc.envs.gym_compat import is_multi_agent, to_gymnasium_space
 
     seen = {}
     if is_multi_agent(env):  # spaces by agent; the env-wide ones are None or a Dict of them
@@ -251,7 +251,7 @@ def probe(source: EnvSource, creator, env_config: dict, *, warn=None, timed: boo
 
                 env = creator(EnvContext(env_config, worker_index=0))
             else:
-                from rlhpc.gym_compat import check_and_adapt
+                from rlhpc.envs.gym_compat import check_and_adapt
 
                 creator = check_and_adapt(creator, env_config, warn=warn,
                                           on_built=lambda built: seen.update(_look(built, timed)))
@@ -282,7 +282,7 @@ def register_with_ray(source: EnvSource, probed: Probe) -> None:
     from ray import cloudpickle
     from ray.tune.registry import register_env
 
-    from rlhpc.gym_compat import AdaptedEnvCreator
+    from rlhpc.envs.gym_compat import AdaptedEnvCreator
 
     creator = probed.creator
     original = creator.env_creator if isinstance(creator, AdaptedEnvCreator) else creator
@@ -302,7 +302,7 @@ def make(source: EnvSource, creator, env_config: dict, render_mode=None):
             warnings.simplefilter("ignore")
             if source.kind == GYMNASIUM:
                 return gymnasium.make(gymnasium_id(source), render_mode=render_mode, **env_config)
-            from rlhpc.gym_compat import check_and_adapt
+            from rlhpc.envs.gym_compat import check_and_adapt
 
             try:
                 adapted = check_and_adapt(creator, dict(env_config), warn=lambda text: None)

@@ -1,0 +1,1 @@
+"""From a RunSpec to an RLlib AlgorithmConfig, and the RLlib callbacks every run trains with."""

@@ -1,0 +1,1 @@
+"""What a run shows and leaves: its printed report, and comparing and evaluating runs afterwards."""
