@@ -9,8 +9,13 @@ For a multi-agent env the return is the episode's total over agents; `--per-poli
 line for each policy's share (its agents' returns).
 
 Trials that differ only by their seed (`--seeds`, or runs started one per seed) are one group: their
-mean, with a 95 % bootstrap confidence band, and a line with the final return's mean and interval and
-the time and env steps to the run's stop reward.
+mean, with a band, and a line with the final return's mean and interval and the time and env steps to the
+run's stop reward. The band is a 95 % bootstrap confidence interval of the mean from CI_MIN_SEEDS seeds on;
+with fewer it is the seeds' range (min to max), drawn with each seed's own line and called a range: a
+bootstrap "CI" of 2 seeds is exactly their min and max. A band covers the x range every seed of its group
+reached (the mean past the shortest seed's end would be the mean of fewer seeds).
+
+Runs of different envs are drawn in panels of their own, each titled with its algorithm and env.
 """
 
 import argparse
@@ -42,8 +47,13 @@ KEY_ORDER = ("env", "policies", "num_env_runners", "num_envs_per_env_runner", "n
              "env_config", "model_config")
 MAX_LABEL_KEYS = 4
 BOOTSTRAP_SAMPLES, CONFIDENCE = 2000, 0.95
+# From this many seeds a group's band is a bootstrap CI of the mean; below, the seeds' range. A percentile
+# bootstrap of n values draws from n^n resamples of which few are distinct for small n (2 seeds: the band is
+# their min and max exactly); 5 is the fewest seeds Henderson et al. (2018, "Deep RL that matters") advise.
+CI_MIN_SEEDS = 5
+Y_LABEL = "return: mean of the last 100 episodes (exploring policy)"
 GRID_POINTS = 200  # where a group's runs are interpolated to be averaged
-FIGSIZE, DPI = (8, 5), 100  # 800 x 500 pixels
+FIGSIZE, DPI = (8, 5), 100  # one panel: 800 x 500 pixels at the default --dpi
 
 
 @dataclasses.dataclass
@@ -165,7 +175,8 @@ def _label(runs, ignore=()) -> None:
     differing.sort(key=lambda k: (KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER), k))
     shown = differing[:MAX_LABEL_KEYS]
     for run, flat in zip(runs, flats, strict=True):
-        parts = [f"{k}={flat.get(k, '-')}" for k in shown]
+        # A key a run does not set (null, or absent) is left out of its label rather than shown as "null".
+        parts = [f"{k}={flat[k]}" for k in shown if flat.get(k) not in (None, "null")]
         run.label = run.path.parent.name + (f" ({', '.join(parts)})" if parts else "")
     labels = [run.label for run in runs]
     for run in runs:
@@ -212,8 +223,8 @@ def seed_groups(runs) -> list:
 
 
 def band(group: Group, x: str, column: str = "return"):
-    """-> (grid, mean, low, high): the runs interpolated onto one x grid (within each run's own range), their
-    mean and a bootstrap confidence band of it (points where fewer than 2 runs reach are dropped)."""
+    """-> (grid, mean, low, high, name) or None: the runs interpolated onto one x grid over the range every run
+    covers (from the latest first value to the earliest last one), their mean and its band (spread())."""
     import numpy as np
 
     curves = [(run.data[x].to_numpy(dtype=float), run.data[column].to_numpy(dtype=float)) for run in group.runs]
@@ -221,14 +232,20 @@ def band(group: Group, x: str, column: str = "return"):
     curves = [(xs, ys) for xs, ys in curves if len(xs)]
     if len(curves) < 2:
         return None
-    grid = np.linspace(min(xs[0] for xs, _ in curves), max(xs[-1] for xs, _ in curves), GRID_POINTS)
-    values = np.array([np.where((grid >= xs[0]) & (grid <= xs[-1]), np.interp(grid, xs, ys), np.nan)
-                       for xs, ys in curves])
-    keep = (~np.isnan(values)).sum(axis=0) >= 2
-    grid, values = grid[keep], values[:, keep]
-    mean = np.nanmean(values, axis=0)
-    low, high = np.array([interval(column_values[~np.isnan(column_values)]) for column_values in values.T]).T
-    return grid, mean, low, high
+    start, end = max(xs[0] for xs, _ in curves), min(xs[-1] for xs, _ in curves)
+    if start > end:
+        return None  # the runs share no stretch of x
+    grid = np.linspace(start, end, GRID_POINTS)
+    values = np.array([np.interp(grid, xs, ys) for xs, ys in curves])
+    low, high = np.array([spread(column_values)[:2] for column_values in values.T]).T
+    return grid, values.mean(axis=0), low, high, spread(values[:, 0])[2]
+
+
+def spread(values) -> tuple:
+    """-> (low, high, what it is): the 95 % bootstrap CI of the mean from CI_MIN_SEEDS values on, else their range."""
+    if len(values) >= CI_MIN_SEEDS:
+        return (*interval(values), f"{CONFIDENCE:.0%} CI")
+    return float(min(values)), float(max(values)), f"range of {len(values)} seeds"
 
 
 def interval(values) -> tuple:
@@ -242,34 +259,76 @@ def interval(values) -> tuple:
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
-def plot(groups, x: str, out, title=None, per_policy=False) -> None:
+def env_and_algo(run) -> tuple:
+    """(env, algorithm) of a run, from its params.json and its run record ("?" where neither says)."""
+    from rlhpc.run.experiment import read_run_record
+
+    algo = read_run_record(run.path).algo or run.path.name.split("_", 1)[0] or "?"
+    return str(run.params.get("env") or "?"), algo
+
+
+def panels(groups) -> list:
+    """[(env, algorithms, groups)]: one panel per env, so that returns on different scales never share an axis."""
+    by_env: dict = {}
+    for group in groups:
+        env, algo = env_and_algo(group.runs[0])
+        algos, members = by_env.setdefault(env, ([], []))
+        if algo not in algos:
+            algos.append(algo)
+        members.append(group)
+    return [(env, algos, members) for env, (algos, members) in by_env.items()]
+
+
+def draw(groups, x: str, title=None, per_policy=False, dpi: float = DPI):
+    """The figure (matplotlib's, open: the caller saves and closes it): a panel per env, a line per run, a mean
+    and band per seed group, one legend entry per group."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on compute nodes
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
-    for group in groups:
-        drawn = band(group, x) if len(group.runs) > 1 else None
-        if drawn is not None:
-            grid, mean, low, high = drawn
-            [line] = ax.plot(grid, mean, label=f"{group.label}: mean", linewidth=1.5)
-            ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.25, linewidth=0,
-                            label=f"{group.label}: {CONFIDENCE:.0%} CI")
-            continue
-        for run in group.runs:
-            [line] = ax.plot(run.data[x], run.data["return"], label=run.label, linewidth=1.5)
-            for policy in policies(run.data) if per_policy else ():
-                ax.plot(run.data[x], run.data["policy:" + policy], label=f"{run.label}: {policy}", linewidth=1,
-                        linestyle="--", color=line.get_color(), alpha=0.7)
-    ax.set_xlabel(X_LABELS[x])
-    ax.set_ylabel("mean episode return")
-    ax.set_title(title if title is not None else f"mean episode return vs {X_LABELS[x]}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small" if len(groups) <= 6 else "x-small")
-    fig.tight_layout()  # inside the fixed figure size: the PNG is always FIGSIZE * DPI pixels
+    laid_out = panels(groups)
+    fig, axes = plt.subplots(1, len(laid_out), figsize=(FIGSIZE[0] * len(laid_out), FIGSIZE[1]), dpi=dpi,
+                             squeeze=False)
+    for ax, (env, algos, members) in zip(axes[0], laid_out, strict=True):
+        for group in members:
+            _draw_group(ax, group, x, per_policy)
+        ax.set_xlabel(X_LABELS[x])
+        ax.set_ylabel(Y_LABEL)
+        ax.set_title(f"{', '.join(algos)} on {env}" if title is None or len(laid_out) > 1 else title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small" if len(members) <= 6 else "x-small")
+    if title is not None and len(laid_out) > 1:
+        fig.suptitle(title)
+    fig.tight_layout()  # inside the fixed figure size: the PNG is always panels x FIGSIZE x dpi pixels
+    return fig
+
+
+def _draw_group(ax, group: Group, x: str, per_policy: bool) -> None:
+    drawn = band(group, x) if len(group.runs) > 1 else None
+    if drawn is not None:
+        grid, mean, low, high, name = drawn
+        [line] = ax.plot(grid, mean, linewidth=1.5)
+        color = line.get_color()
+        ax.fill_between(grid, low, high, color=color, alpha=0.25, linewidth=0)
+        if len(group.runs) < CI_MIN_SEEDS:  # a range of a few seeds: show the seeds themselves too
+            for run in group.runs:
+                ax.plot(run.data[x], run.data["return"], color=color, linewidth=0.7, alpha=0.5)
+        line.set_label(f"{group.label}: mean, band = {name}")  # the one legend entry of the group
+        return
+    for run in group.runs:
+        [line] = ax.plot(run.data[x], run.data["return"], label=run.label, linewidth=1.5)
+        for policy in policies(run.data) if per_policy else ():
+            ax.plot(run.data[x], run.data["policy:" + policy], label=f"{run.label}: {policy}", linewidth=1,
+                    linestyle="--", color=line.get_color(), alpha=0.7)
+
+
+def plot(groups, x: str, out, title=None, per_policy=False, dpi: float = DPI) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = draw(groups, x, title, per_policy, dpi)
     try:
-        fig.savefig(out, dpi=DPI)
+        fig.savefig(out, dpi=dpi)
     except (OSError, ValueError) as e:  # unwritable dir, unknown image suffix
         raise UserError(f"cannot write {out}: {getattr(e, 'strerror', None) or e}") from None
     finally:
@@ -297,9 +356,9 @@ def group_line(group: Group) -> str:
     seeds = ", ".join(str(run.params.get("seed")) for run in group.runs)
     text = f"{group.label}: seeds {seeds}"
     if finals:
-        low, high = interval(finals)
-        text += f"; final return {sum(finals) / len(finals):.2f} [{low:.2f}, {high:.2f}] ({CONFIDENCE:.0%} CI)"
-    target = target_reward(read_run_record(group.runs[0].path).get("stop") or {})
+        low, high, name = spread(finals)
+        text += f"; final return {sum(finals) / len(finals):.2f} [{low:.2f}, {high:.2f}] ({name})"
+    target = target_reward(read_run_record(group.runs[0].path).stop)
     if target is None:
         return text
     reached = []
@@ -311,7 +370,7 @@ def group_line(group: Group) -> str:
     if len(reached) >= 2:
         for k, (name, unit) in enumerate((("time", " s"), ("steps", ""))):
             values = [r[k] for r in reached]
-            low, high = interval(values)
+            low, high, _ = spread(values)
             text += (f", {name} {sum(values) / len(values):,.1f}{unit} [{low:,.1f}, {high:,.1f}]" if k == 0 else
                      f", {name} {sum(values) / len(values):,.0f} [{low:,.0f}, {high:,.0f}]")
     return text
@@ -323,7 +382,9 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="experiment dir, trial dir, or a glob (quoted)")
     parser.add_argument("--x", choices=list(X_LABELS), default="iteration", help="x axis (default: iteration)")
     parser.add_argument("--out", default="compare.png", help="image to write (default: compare.png)")
-    parser.add_argument("--title", help="figure title")
+    parser.add_argument("--title", help="figure title (default: each panel's algorithm and env)")
+    parser.add_argument("--dpi", type=float, default=DPI,
+                        help=f"dots per inch; a panel is {FIGSIZE[0]} x {FIGSIZE[1]} inches (default: {DPI})")
     parser.add_argument("--per-policy", action="store_true",
                         help="multi-agent runs: also each policy's share of the return (dashed)")
     args = parser.parse_args(argv)
@@ -332,7 +393,7 @@ def main(argv=None) -> int:
         if args.per_policy and not any(policies(run.data) for run in runs):
             raise UserError("--per-policy: none of these runs is multi-agent (no policy_return_mean_100 columns)")
         groups = seed_groups(runs)
-        plot(groups, args.x, args.out, args.title, args.per_policy)
+        plot(groups, args.x, args.out, args.title, args.per_policy, args.dpi)
     except UserError as e:
         fail(str(e))
     for group in groups:
@@ -341,9 +402,11 @@ def main(argv=None) -> int:
         if len(group.runs) > 1:
             print(group_line(group))
     banded = sum(len(g.runs) > 1 for g in groups)
+    envs = len(panels(groups))
     print(f"wrote {args.out} ({len(runs)} run{'s' if len(runs) > 1 else ''}"
-          + (f", {banded} seed group{'s' if banded > 1 else ''} as mean and band" if banded else "")
-          + f", x = {X_LABELS[args.x]})")
+          + (f", {banded} seed group{'s' if banded > 1 else ''} as mean and band over the x range all its seeds "
+             "reached" if banded else "")
+          + (f", {envs} envs in panels of their own" if envs > 1 else "") + f", x = {X_LABELS[args.x]})")
     return 0
 
 

@@ -1,0 +1,94 @@
+"""rlhpc.compare's figures, read back from the figure's own data: which band a seed group gets (a range below
+CI_MIN_SEEDS seeds, a 95 % CI from there), over which x range, one legend entry per group, titles naming the
+algorithm and env, panels per env, --dpi. Runs are real experiment dirs written here (progress.csv, params.json,
+the run record), as the trainer writes them."""
+
+import csv
+import json
+
+import pytest
+
+from rlhpc.outputs import compare
+
+RETURN = "env_runners/episode_return_mean_100"
+
+
+def write_run(experiment, trial, *, seed, returns, env="CartPole-v1", algo="PPO", seconds_per_iter=1.0):
+    trial_dir = experiment / trial
+    trial_dir.mkdir(parents=True)
+    with open(trial_dir / "progress.csv", "w", newline="") as f:
+        rows = csv.DictWriter(f, ["training_iteration", "num_env_steps_sampled_lifetime", "time_total_s", RETURN])
+        rows.writeheader()
+        for i, value in enumerate(returns, start=1):
+            rows.writerow({"training_iteration": i, "num_env_steps_sampled_lifetime": 1000 * i,
+                           "time_total_s": seconds_per_iter * i, RETURN: value})
+    (trial_dir / "params.json").write_text(json.dumps({"env": env, "seed": seed, "lr": 0.001}))
+    (experiment / "rlhpc_run_spec.json").write_text(json.dumps({"algo": algo, "stop": {RETURN: 450}}))
+    return trial_dir
+
+
+def seeds(tmp_path, count, **kwargs):
+    experiment = tmp_path / "CartPole-v1"
+    for seed in range(count):
+        write_run(experiment, f"PPO_CartPole-v1_{seed}", seed=seed, returns=[10 + seed, 20 + seed, 30 + seed],
+                  **kwargs)
+    return experiment
+
+
+def figure_of(paths, x="iteration", **kwargs):
+    groups = compare.seed_groups(compare.load_runs(paths))
+    return groups, compare.draw(groups, x, **kwargs)
+
+
+def legend_texts(ax):
+    return [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+@pytest.mark.parametrize(("count", "name"), [(2, "range of 2 seeds"), (3, "range of 3 seeds"), (5, "95% CI")])
+def test_a_seed_group_is_one_legend_entry_and_its_band_is_a_ci_only_with_enough_seeds(tmp_path, count, name):
+    groups, fig = figure_of([seeds(tmp_path, count)])
+    [ax] = fig.axes
+    assert legend_texts(ax) == [f"CartPole-v1 ({count} seeds): mean, band = {name}"]
+    [band] = ax.collections
+    ys = band.get_paths()[0].vertices[:, 1]
+    if count < compare.CI_MIN_SEEDS:  # the range: from the lowest seed to the highest, at every point
+        assert ys.min() == pytest.approx(10) and ys.max() == pytest.approx(30 + count - 1)
+    else:  # a CI of the mean lies inside the range
+        assert ys.min() > 10 and ys.max() < 30 + count - 1
+    line = compare.group_line(groups[0])
+    assert f"({name})" in line and "95% CI" not in line.replace(f"({name})", "")
+
+
+def test_a_band_covers_the_x_range_every_seed_reached(tmp_path):
+    """--x time with a slower seed: the band ends where the faster seed's last point is, not past it."""
+    experiment = tmp_path / "CartPole-v1"
+    write_run(experiment, "PPO_a", seed=0, returns=[10, 20, 30], seconds_per_iter=1.0)  # ends at 3 s
+    write_run(experiment, "PPO_b", seed=1, returns=[12, 22, 32, 42], seconds_per_iter=2.0)  # ends at 8 s
+    _, fig = figure_of([experiment], x="time")
+    [band] = fig.axes[0].collections
+    xs = band.get_paths()[0].vertices[:, 0]
+    assert xs.min() == pytest.approx(2.0) and xs.max() == pytest.approx(3.0)
+
+
+def test_the_title_names_the_algorithm_and_env_and_the_y_label_says_which_return(tmp_path):
+    _, fig = figure_of([seeds(tmp_path, 2, algo="APPO")])
+    [ax] = fig.axes
+    assert ax.get_title() == "APPO on CartPole-v1"
+    assert ax.get_ylabel() == "return: mean of the last 100 episodes (exploring policy)"
+
+
+def test_runs_of_different_envs_get_panels_of_their_own(tmp_path):
+    write_run(tmp_path / "cartpole", "PPO_c", seed=None, returns=[10, 20])
+    write_run(tmp_path / "acrobot", "PPO_a", seed=None, returns=[-500, -200], env="Acrobot-v1")
+    _, fig = figure_of([tmp_path / "cartpole", tmp_path / "acrobot"])
+    assert sorted(ax.get_title() for ax in fig.axes) == ["PPO on Acrobot-v1", "PPO on CartPole-v1"]
+    assert all(len(legend_texts(ax)) == 1 for ax in fig.axes)
+    assert not any("null" in text for ax in fig.axes for text in legend_texts(ax))  # no seed=null in labels
+
+
+def test_dpi_sets_the_image_size(tmp_path):
+    from matplotlib.image import imread
+
+    out = tmp_path / "fig.png"
+    assert compare.main([str(seeds(tmp_path, 2)), "--out", str(out), "--dpi", "200"]) == 0
+    assert imread(out).shape[:2] == (5 * 200, 8 * 200)
