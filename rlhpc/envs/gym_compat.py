@@ -36,6 +36,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rlhpc.errors import UserError
 from rlhpc.errors import warn as _default_warn
 
 __all__ = [
@@ -234,6 +235,18 @@ def detect_old_api(env: Any) -> tuple[bool, bool]:
     return old_reset, len(result) == 4
 
 
+def _half_ported(env: Any, old_reset: bool) -> UserError:
+    """A gymnasium.Env subclass on the old API is a bug to fix, not an old env to adapt (adapting would read
+    its `truncated` as `done` and its info as nothing)."""
+    from rlhpc.envs.checks import where
+
+    if old_reset:
+        return UserError(f"{where(env)} subclasses gymnasium.Env, but its reset() returns the observation alone: "
+                         "Gymnasium's reset returns (obs, info)")
+    return UserError(f"{where(env)} subclasses gymnasium.Env, but its step() returns 4 values (obs, reward, done, "
+                     "info): Gymnasium's step returns 5 (obs, reward, terminated, truncated, info)")
+
+
 def old_api_warning(name: str, old_reset: bool = True, old_step: bool = True) -> str:
     """The warning text for an adapted old-API env (printed as ``warning: <text>``)."""
     found, fixed = [], []
@@ -363,8 +376,10 @@ def check_and_adapt(
     try:
         # RLlib's MultiAgentEnv is Gymnasium's API by agent (dicts); there is no old-gym form of it to adapt.
         old_reset, old_step = (False, False) if is_multi_agent(env) else detect_old_api(env)
+        if isinstance(env, gym.Env) and (old_reset or old_step):
+            raise _half_ported(env, old_reset)
         if on_built is not None:  # a look at this build: a slow simulator is not started twice
-            on_built(env)
+            on_built(OldGymAPIAdapter(env, old_reset, old_step) if old_reset or old_step else env)
     finally:
         close = getattr(env, "close", None)
         if callable(close):

@@ -25,6 +25,7 @@ import sys
 import warnings
 
 from rlhpc.errors import UserError
+from rlhpc.errors import warn as default_warn
 
 GYMNASIUM, CLASS, REGISTERED = "gymnasium", "class", "registered"
 
@@ -120,7 +121,10 @@ def agent_spaces(env) -> dict:
     return spaces
 
 
-def _look(env, timed: bool) -> dict:
+def _look(env, timed: bool, warn) -> dict:
+    """The env's spaces, and its step time when `timed`; a single-agent env is also stepped and checked
+    (rlhpc.envs.checks), so that its bugs are one line now rather than a riddle from RLlib later."""
+    from rlhpc.envs import checks
     from rlhpc.envs.gym_compat import is_multi_agent, to_gymnasium_space
 
     seen = {}
@@ -132,7 +136,11 @@ def _look(env, timed: bool) -> dict:
             seen[kind] = to_gymnasium_space(space)
         except TypeError:  # not a space we know (None for RLlib's MultiAgentEnv): as it is
             seen[kind] = space
-    seen["step_seconds"], seen["steps_timed"] = time_steps(env) if timed else (None, 0)
+    if is_multi_agent(env):
+        seen["step_seconds"], seen["steps_timed"] = time_steps(env) if timed else (None, 0)
+        return seen
+    step_seconds, steps = checks.walk(env, warn or default_warn)
+    seen["step_seconds"], seen["steps_timed"] = (step_seconds, steps) if timed and steps else (None, 0)
     return seen
 
 
@@ -254,7 +262,7 @@ def probe(source: EnvSource, creator, env_config: dict, *, warn=None, timed: boo
                 from rlhpc.envs.gym_compat import check_and_adapt
 
                 creator = check_and_adapt(creator, env_config, warn=warn,
-                                          on_built=lambda built: seen.update(_look(built, timed)))
+                                          on_built=lambda built: seen.update(_look(built, timed, warn)))
                 env = None  # built, looked at and closed by check_and_adapt
     except UserError:
         raise
@@ -268,7 +276,7 @@ def probe(source: EnvSource, creator, env_config: dict, *, warn=None, timed: boo
         raise cannot_create_env(source.name, e) from None
     if env is not None:
         try:
-            seen = _look(env, timed)
+            seen = _look(env, timed, warn)
         finally:
             if hasattr(env, "close"):
                 env.close()
