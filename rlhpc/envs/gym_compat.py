@@ -36,6 +36,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rlhpc.envs import pettingzoo
 from rlhpc.errors import UserError
 from rlhpc.errors import warn as _default_warn
 
@@ -144,7 +145,7 @@ class OldGymAPIAdapter(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)  # seeds self.np_random, as Gymnasium expects
-        kwargs = {}
+        kwargs: dict = {}
         if seed is not None:
             if self._reset_takes_seed:
                 kwargs["seed"] = seed
@@ -327,6 +328,15 @@ def is_multi_agent(env) -> bool:
                for cls in type(getattr(env, "unwrapped", env)).__mro__)
 
 
+def _build(env_creator: Callable, env_config: dict | None, takes_config: bool) -> tuple:
+    """-> (the env, the creator to register, whether it takes env_config). A function returning a PettingZoo env
+    (path/to/file.py:make_env) gets RLlib's wrapper around every env it makes."""
+    env = env_creator(env_config) if takes_config else env_creator()
+    if pettingzoo.is_pettingzoo_env(env):
+        return pettingzoo.to_rllib(env), pettingzoo.FactoryCreator(env_creator, takes_config), True
+    return env, env_creator, takes_config
+
+
 def check_and_adapt(
     env_creator: Callable,
     env_config: dict | None = None,
@@ -372,7 +382,7 @@ def check_and_adapt(
         name = getattr(env_creator, "__name__", repr(env_creator))
         raise ValueError(f"{name} takes no config argument, so {', '.join(map(str, env_config))} would be "
                          "ignored: give it a `config` parameter, or drop these keys")
-    env = env_creator(env_config) if takes_config else env_creator()
+    env, env_creator, takes_config = _build(env_creator, env_config, takes_config)
     try:
         # RLlib's MultiAgentEnv is Gymnasium's API by agent (dicts); there is no old-gym form of it to adapt.
         old_reset, old_step = (False, False) if is_multi_agent(env) else detect_old_api(env)

@@ -23,9 +23,15 @@ import inspect
 import os
 import sys
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from rlhpc.envs import pettingzoo
 from rlhpc.errors import UserError
 from rlhpc.errors import warn as default_warn
+
+if TYPE_CHECKING:
+    from gymnasium.envs.registration import EnvSpec
 
 GYMNASIUM, CLASS, REGISTERED = "gymnasium", "class", "registered"
 
@@ -49,17 +55,18 @@ class EnvSource:
 
     @classmethod
     def from_record(cls, record: dict) -> "EnvSource":
-        return cls(**{f.name: record.get(f.name) for f in dataclasses.fields(cls)})
+        fields: dict[str, Any] = {f.name: record.get(f.name) for f in dataclasses.fields(cls)}
+        return cls(**fields)
 
 
 @dataclasses.dataclass(frozen=True)
 class Probe:
     """What building the env once told us."""
 
-    spec: object  # the Gymnasium EnvSpec (reward_threshold), None for classes
+    spec: "EnvSpec | None"  # the Gymnasium EnvSpec (reward_threshold), None for classes
     observation_space: object
     action_space: object
-    creator: object  # env_config -> env, for register_env (None: Gymnasium makes it)
+    creator: Callable | None  # env_config -> env, for register_env (None: Gymnasium makes it)
     step_seconds: float | None = None  # the mean wall time of one step, when timed
     steps_timed: int = 0
     agent_spaces: dict | None = None  # a multi-agent env's {agent: (observation space, action space)}
@@ -127,7 +134,7 @@ def _look(env, timed: bool, warn) -> dict:
     from rlhpc.envs import checks
     from rlhpc.envs.gym_compat import is_multi_agent, to_gymnasium_space
 
-    seen = {}
+    seen: dict = {}
     if is_multi_agent(env):  # spaces by agent; the env-wide ones are None or a Dict of them
         seen["agent_spaces"] = agent_spaces(env)
     for kind in ("observation_space", "action_space"):
@@ -164,7 +171,7 @@ def import_module(where: str, name: str):
             if loaded is not None and os.path.realpath(getattr(loaded, "__file__", "") or "") == file:
                 return loaded
             spec = importlib.util.spec_from_file_location(stem, file)
-            if spec is None:
+            if spec is None or spec.loader is None:
                 raise ImportError(f"not a Python file: {file}")
             module = importlib.util.module_from_spec(spec)
             sys.path.insert(0, os.path.dirname(file))  # for its own imports of neighbouring files
@@ -213,13 +220,27 @@ def find(name: str, known: dict | None = None, *, ray_registry: bool = False):
         _gymnasium_spec(name, name)
         return EnvSource(name, GYMNASIUM), None
     module = import_module(where, name)
-    found = getattr(module, attribute, None)
+    found = _attribute_or_submodule(module, where, attribute)
+    if pettingzoo.is_env_module(found):  # mpe2:simple_spread_v3, pettingzoo.classic:tictactoe_v3
+        return EnvSource(name, CLASS, where, attribute), pettingzoo.EnvModuleCreator(found.__name__)
     if callable(found):
         # A class in a file: recorded by its absolute path, so evaluate finds it from anywhere.
         origin = os.path.realpath(os.path.expanduser(where)) if where.endswith(".py") else where
         return EnvSource(name, CLASS, origin, attribute), found
     _gymnasium_spec(attribute, name)  # importing the module registered the id, or the id is unknown
     return EnvSource(name, GYMNASIUM, where, attribute), None
+
+
+def _attribute_or_submodule(module, where: str, attribute: str):
+    """module.attribute, or the submodule of that name (a PettingZoo package exports its envs as submodules that
+    it does not import itself: mpe2.simple_spread_v3)."""
+    found = getattr(module, attribute, None)
+    if found is None and not where.endswith(".py") and attribute.isidentifier():
+        try:
+            found = importlib.import_module(f"{where}.{attribute}")
+        except ImportError:
+            return None
+    return found
 
 
 def load(source: EnvSource):
@@ -231,7 +252,9 @@ def load(source: EnvSource):
     if source.kind != CLASS or not source.module:
         raise UserError(f"the env {source.name!r} was registered by the training script itself; give "
                         "--name-env path/to/file.py:ClassName")
-    creator = getattr(import_module(source.module, source.name), source.attribute or "", None)
+    creator = _attribute_or_submodule(import_module(source.module, source.name), source.module, source.attribute or "")
+    if pettingzoo.is_env_module(creator):
+        return pettingzoo.EnvModuleCreator(creator.__name__)
     if not callable(creator):
         raise UserError(f"{source.module} has no {source.attribute!r} any more (env {source.name!r}): "
                         "give --name-env path/to/file.py:ClassName")
@@ -239,7 +262,7 @@ def load(source: EnvSource):
 
 
 def gymnasium_id(source: EnvSource) -> str:
-    return source.attribute if source.kind == GYMNASIUM and source.module else source.name
+    return source.attribute if source.kind == GYMNASIUM and source.module and source.attribute else source.name
 
 
 def probe(source: EnvSource, creator, env_config: dict, *, warn=None, timed: bool = False) -> Probe:
@@ -290,10 +313,9 @@ def register_with_ray(source: EnvSource, probed: Probe) -> None:
     from ray import cloudpickle
     from ray.tune.registry import register_env
 
-    from rlhpc.envs.gym_compat import AdaptedEnvCreator
-
     creator = probed.creator
-    original = creator.env_creator if isinstance(creator, AdaptedEnvCreator) else creator
+    assert creator is not None, "a class's probe keeps its creator"
+    original = getattr(creator, "env_creator", creator)  # the user's own class or function inside our adapters
     module = sys.modules.get(getattr(original, "__module__", ""))
     if module is not None and module.__name__ != "__main__" and not module.__name__.startswith("rlhpc"):
         cloudpickle.register_pickle_by_value(module)
