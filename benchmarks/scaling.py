@@ -46,13 +46,13 @@ from rlhpc.run.spec import resolve
 from rlhpc.algo import config as configs
 from rlhpc.envs import sources as envs
 spec = resolve(build_parser("").parse_args(flags))
-envs.register_with_ray(spec.env, spec.probe)
+envs.register_with_ray(spec.env.source, spec.env.probe)
 config = configs.build_config(spec)
 import ray
 # Sleeping envs use no CPU: let Ray place more runners than this machine has cores.
 ray.init(num_cpus=runners + 1, include_dashboard=False, logging_level="ERROR")
-algo = configs.algorithm_class(spec.algo)(config=config)
-per_call = spec.num_envs_per_runner * 50  # 50 steps of every env per sample call
+algo = configs.algorithm_class(spec.training.algo)(config=config)
+per_call = spec.placement.num_envs_per_runner * 50  # 50 steps of every env per sample call
 
 def sample():
     if runners == 0:
@@ -64,7 +64,7 @@ sample()  # warm-up: sub-env processes, first inference
 steps, started = 0, time.perf_counter()
 while time.perf_counter() - started < seconds:
     steps += sample()
-print("RATE", steps / (time.perf_counter() - started), spec.vectorize)
+print("RATE", steps / (time.perf_counter() - started), spec.placement.vectorize)
 algo.stop()
 '''
 

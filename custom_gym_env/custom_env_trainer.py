@@ -1,7 +1,7 @@
 """Train RLlib on your own Gymnasium env: the tutorial's custom_env_trainer.py on today's Ray.
 
-The envs live in custom_env.py (and old_gym_api_env.py, written to the pre-Gymnasium API, and
-multi_agent_env.py, an RLlib MultiAgentEnv);
+The envs live in custom_env.py (and old_gym_api_env.py, written to the pre-Gymnasium API,
+multi_agent_env.py, an RLlib MultiAgentEnv, and masked_env.py, an env with an action mask);
 this script registers them under their class names and trains one with the same flags as
 simple_example/simple_trainer.py:
 
@@ -10,6 +10,7 @@ simple_example/simple_trainer.py:
     python custom_gym_env/custom_env_trainer.py --name-env OldGymCorridorEnv  # adapted, with a warning
     python custom_gym_env/custom_env_trainer.py --name-env SlowCartPole --env-config step_ms=10  # a slow simulator
     python custom_gym_env/custom_env_trainer.py --name-env RendezvousEnv  # two agents, one shared policy
+    python custom_gym_env/custom_env_trainer.py --name-env MaskedDispatchEnv  # an action mask in the observation
 
 By default training stops just under the env's known optimal return.
 """
@@ -21,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the shared rlhpc/ package
 
 from custom_env import BasicEnv, SlipperyCorridorEnv, SlowCartPole
+from masked_env import MaskedDispatchEnv
 from multi_agent_env import RendezvousEnv
 from old_gym_api_env import OldGymCorridorEnv
 
@@ -28,7 +30,7 @@ from rlhpc.train.trainer import main
 
 # The names to give --name-env; each is registered with ray.tune.registry.register_env.
 ENVS = {"BasicEnv": BasicEnv, "SlipperyCorridorEnv": SlipperyCorridorEnv, "OldGymCorridorEnv": OldGymCorridorEnv,
-        "SlowCartPole": SlowCartPole, "RendezvousEnv": RendezvousEnv}
+        "SlowCartPole": SlowCartPole, "RendezvousEnv": RendezvousEnv, "MaskedDispatchEnv": MaskedDispatchEnv}
 
 
 def stop_reward(name, env_config):

@@ -94,6 +94,43 @@ def error_lines(stderr: str) -> list:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+def pytest_collection_modifyitems(items):
+    """tests/unit is the fast in-process set: its tests carry the `unit` marker (`pytest -m unit`, as `pytest
+    tests/unit`); the rest start Python, Ray or a cluster per case."""
+    unit = REPO / "tests" / "unit"
+    for item in items:
+        if unit in item.path.parents:
+            item.add_marker(pytest.mark.unit)
+
+
+# In-process helpers of tests/unit (here, not in a tests/unit/conftest.py: `from conftest import ...` finds one
+# module named conftest, this one).
+@pytest.fixture
+def trainer(monkeypatch, tmp_path, capsys):
+    """main() as a script runs it, here: (exit code, stdout, stderr); a user with no Ray auth configured."""
+    from rlhpc.train.trainer import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "ip_head", "WANDB_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+
+    def run(*argv, num_gpus=0.0):
+        try:
+            code = main([str(a) for a in argv], description="", num_gpus=num_gpus)
+        except SystemExit as e:
+            code = e.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory):
     """The trainer with no flags but where to write (PPO on CartPole-v0 to its threshold, 195), trained once for

@@ -5,7 +5,7 @@ from conftest import RETURN, clean_env, read_progress, run_script
 TRAINER = "simple_example/simple_trainer.py"
 
 
-# The printed settings (Pendulum-v1 vs CartPole-v1, --set over them): test_units.py, in-process.
+# The printed settings (Pendulum-v1 vs CartPole-v1, --set over them): unit/test_flags.py, in-process.
 
 
 def test_ppo_defaults_learn_pendulum(tmp_path):

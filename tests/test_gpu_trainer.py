@@ -20,7 +20,7 @@ def printed_config(*args):
 
 
 @pytest.mark.parametrize("gpus, learners, per_learner, gpu_total", [
-    ("2", 2, 1, 2),  # two remote learners, one GPU each (0, 0.5 and 1: test_units.py, in-process)
+    ("2", 2, 1, 2),  # two remote learners, one GPU each (0, 0.5 and 1: unit/test_flags.py, in-process)
 ])
 def test_print_config_maps_gpus_to_learners(gpus, learners, per_learner, gpu_total):
     summary = printed_config("--num-gpus", gpus)["summary"]

@@ -1,6 +1,6 @@
 """Multi-agent envs end to end: RendezvousEnv (custom_gym_env/multi_agent_env.py) trained to its optimum with a
 shared policy and with one policy per agent (stopped by SIGUSR1 and resumed), then evaluated and compared.
-The refusals before Ray starts are in test_units.py."""
+The refusals before Ray starts are in unit/test_multi_agent_policies.py."""
 
 import re
 import signal

@@ -40,7 +40,7 @@ def test_grid_search_runs_every_trial_and_names_the_fastest(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--grid", "lr=0.1"], "--grid lr needs a non-empty list"),  # the other cases: test_units.py, in-process
+    (["--grid", "lr=0.1"], "--grid lr needs a non-empty list"),  # the other cases: unit/test_flags.py
 ])
 def test_bad_search_spec_is_one_line(args, message, tmp_path):
     out = run_script(TRAINER, *args, env=clean_env(HOME=tmp_path))
@@ -58,7 +58,8 @@ def test_a_metric_that_is_not_a_number_names_no_best_trial(tmp_path):
 
 
 def test_seeds_run_one_trial_each_and_compare_draws_their_band(tmp_path):
-    """--seeds 3: three trials that differ only by seed; compare groups them into a mean with a 95 % band and
+    """--seeds 3: three trials that differ only by seed; compare groups them into a mean with the seeds' range
+    (too few seeds for a confidence interval: rlhpc.outputs.compare.CI_MIN_SEEDS) and
     says how many reached the stop reward, how fast. Tracked through Tune's MLflow callback: one MLflow run per
     trial, with its trial's returns (W&B through Tune: the Slurm chain test)."""
     store = tmp_path / "mlruns"
@@ -79,14 +80,15 @@ def test_seeds_run_one_trial_each_and_compare_draws_their_band(tmp_path):
     tracked = {run.data.tags["trial_name"]: [m.value for m in client.get_metric_history(run.info.run_id, RETURN)]
                for run in runs}
     assert sorted(tracked.values()) == sorted(returns.values()) and len(tracked) == 3
-    assert re.search(r"^seeds: 3 trials, final return [\d.]+ \[[\d.]+, [\d.]+\] \(95% CI\); their mean and band: "
-                     r"python -m rlhpc.compare ", out.stdout, re.MULTILINE), out.stdout
+    assert re.search(r"^seeds: 3 trials, final return [\d.]+ \[[\d.]+, [\d.]+\] \(range of 3 seeds\); "
+                     r"their mean and band: python -m rlhpc.compare ", out.stdout, re.MULTILINE), out.stdout
     figure = tmp_path / "seeds.png"
     compare = run_module("rlhpc.compare", tmp_path / "CartPole-v0", "--out", figure, env=clean_env(HOME=tmp_path))
     assert compare.returncode == 0, compare.stderr[-3000:]
-    assert re.search(r"^CartPole-v0 \(3 seeds\): seeds \d, \d, \d; final return [\d.]+ \[[\d.]+, [\d.]+\] \(95% CI\); "
-                     r"(\d) of 3 reached 30", compare.stdout, re.MULTILINE), compare.stdout
-    assert "(3 runs, 1 seed group as mean and band, x = training iteration)" in compare.stdout
+    assert re.search(r"^CartPole-v0 \(3 seeds\): seeds \d, \d, \d; final return [\d.]+ \[[\d.]+, [\d.]+\] "
+                     r"\(range of 3 seeds\); (\d) of 3 reached 30", compare.stdout, re.MULTILINE), compare.stdout
+    assert "(3 runs, 1 seed group as mean and band over the x range all its seeds reached, x = training iteration)" \
+        in compare.stdout
     from matplotlib.image import imread
 
     rgb = imread(figure)[..., :3] * 255

@@ -1,7 +1,7 @@
 """Tracking (issue 17): a run trained in the trainer's process logs to an offline W&B run and an MLflow file store,
 read back here with those libraries, and a --resume (what the next job of a Slurm chain runs) logs on into the
 same runs. A Tune run's trials (one tracked run each) are checked by test_search.py's seeds test; the refusals
-before Ray by test_units.py."""
+before Ray by unit/test_flags.py."""
 
 import json
 import os

@@ -85,7 +85,7 @@ def test_random_agent_prints_each_step():
 
 
 # One case per error class as a researcher meets it (a script, a fresh process); the other cases of each
-# class run in-process in test_units.py.
+# class run in-process in tests/unit (test_flags.py, ...).
 @pytest.mark.parametrize("args, message", [
     (["--name-env", "NoSuchEnv-v0"], "unknown env 'NoSuchEnv-v0'"),
     (["--num-cpus", "-1"], "argument --num-cpus: expected a whole number >= 0, got '-1'"),

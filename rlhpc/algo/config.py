@@ -6,18 +6,22 @@ Checks happen here, before Ray starts, so a typo costs a second, not a queue wai
 import copy
 import dataclasses
 import difflib
+import functools
 import json
 import warnings
 
+from rlhpc.envs import action_masks
 from rlhpc.errors import UserError
 from rlhpc.run.defaults import tuned_defaults
 
 
 def algorithm_class(name: str):
-    """'PPO' -> the PPO Algorithm class (Tune's trainable)."""
-    from ray.rllib.algorithms.registry import _get_algorithm_class
+    """'PPO' -> the PPO Algorithm class (Tune's trainable). Read from RLlib's registry of algorithms, which imports
+    only that algorithm: Tune's get_trainable_cls registers all of them first, and importing DreamerV3 builds a
+    CartPole whose Gymnasium checker warnings reach stderr."""
+    from ray.rllib.algorithms.registry import ALGORITHMS
 
-    return _get_algorithm_class(name)
+    return ALGORITHMS[name]()[0]
 
 
 def flatten_observations(env=None, spaces=None, device=None):
@@ -27,11 +31,50 @@ def flatten_observations(env=None, spaces=None, device=None):
     return FlattenObservations()
 
 
-def flatten_agents_observations(env=None, spaces=None, device=None):
-    """The same for every agent of a multi-agent env."""
+def flatten_agents_observations(env=None, spaces=None, device=None, agent_ids=None):
+    """The same for every agent of a multi-agent env (or those in agent_ids: the others' go in whole)."""
     from ray.rllib.connectors.env_to_module import FlattenObservations
 
-    return FlattenObservations(multi_agent=True)
+    return FlattenObservations(multi_agent=True, agent_ids=agent_ids)
+
+
+def use_action_masks(config, spec) -> dict:
+    """Agents whose observation carries an action mask (rlhpc.envs.action_masks) get the masking policy network
+    (rlhpc.algo.action_masking). -> {agent: observation key}, agent None for a single-agent env; {} without masks."""
+    probe = getattr(spec.env, "probe", None)
+    masked = action_masks.masked_agents(probe) if probe is not None else {}
+    if not masked:
+        return masked
+    training = spec.training
+    if training.legacy_stack or training.algo != "PPO":
+        drop = "--framework tf2" if training.legacy_stack else "--algo " + training.algo
+        raise UserError(f"the env's observation carries an {action_masks.MASK_KEY!r}: action masks are supported "
+                        f"with PPO on torch (drop {drop})")
+    from ray.rllib.core.rl_module import MultiRLModuleSpec, RLModuleSpec
+
+    from rlhpc.algo.action_masking import ActionMaskingTorchRLModule
+
+    if None in masked:
+        config.rl_module(rl_module_spec=RLModuleSpec(module_class=ActionMaskingTorchRLModule))
+    else:  # policies of unmasked agents keep RLlib's default module
+        policies = sorted({spec.env.agent_policy[agent] for agent in masked})
+        config.rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs={
+            policy: RLModuleSpec(module_class=ActionMaskingTorchRLModule) for policy in policies}))
+    return masked
+
+
+def observation_connector(spec, masked: dict):
+    """FlattenObservations where the spec asks for it, except for observations that carry an action mask: the
+    masking module takes the Dict whole and flattens its inner observation itself."""
+    if not spec.env.flatten_observations or None in masked:
+        return None
+    if not spec.env.agent_policy:
+        return flatten_observations
+    unmasked = [agent for agent in spec.env.agent_policy if agent not in masked]
+    if not masked:
+        return flatten_agents_observations
+    # An empty agent_ids would mean every agent to FlattenObservations.
+    return functools.partial(flatten_agents_observations, agent_ids=unmasked) if unmasked else None
 
 
 def _known_keys(config):
@@ -107,19 +150,19 @@ def apply_overrides(config, pairs, algo_name: str):
             raise UserError(f"cannot set {key}: {e}") from None
 
 
-def build_config(spec):
+def build_config(spec):  # noqa: C901 -- one step per part of the spec, in the order RLlib's config takes them
     """The spec's settings, the tuned defaults, then the user's --set, in that order of precedence."""
-    config = algorithm_class(spec.algo).get_default_config()
-    config.environment(spec.env.name, env_config=dict(spec.env_config))
-    if spec.flatten_observations:
-        config.env_runners(env_to_module_connector=flatten_agents_observations if spec.agent_policy
-                           else flatten_observations)
-    if spec.agent_policy:  # a multi-agent env: its policies, and which agent plays with which
+    config = algorithm_class(spec.training.algo).get_default_config()
+    config.environment(spec.env.source.name, env_config=dict(spec.env.config))
+    connector = observation_connector(spec, use_action_masks(config, spec))
+    if connector:
+        config.env_runners(env_to_module_connector=connector)
+    if spec.env.agent_policy:  # a multi-agent env: its policies, and which agent plays with which
         from rlhpc.envs.multi_agent import AgentToPolicy
 
-        config.multi_agent(policies=set(spec.policies),
-                           policy_mapping_fn=AgentToPolicy(tuple(sorted(spec.agent_policy.items()))))
-    if spec.legacy_stack:
+        config.multi_agent(policies=set(spec.env.policies),
+                           policy_mapping_fn=AgentToPolicy(tuple(sorted(spec.env.agent_policy.items()))))
+    if spec.training.legacy_stack:
         # RLlib's TensorFlow support exists only on the legacy API stack, whose episode_reward_mean
         # is already a 100-episode mean.
         config.api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
@@ -129,43 +172,47 @@ def build_config(spec):
 
         config.callbacks(ReturnOverLast100Episodes)
 
-    defaults = tuned_defaults(spec.algo, spec.env.label)
-    apply_overrides(config, [([k], v) for k, v in defaults.items()], spec.algo)
+    defaults = tuned_defaults(spec.training.algo, spec.env.source.label)
+    apply_overrides(config, [([k], v) for k, v in defaults.items()], spec.training.algo)
 
-    runner_kwargs = {"num_env_runners": spec.num_env_runners, "num_envs_per_env_runner": spec.num_envs_per_runner,
-                     "gym_env_vectorize_mode": spec.vectorize}
-    if spec.runner_resource:
+    runner_kwargs = {"num_env_runners": spec.placement.num_env_runners,
+                     "num_envs_per_env_runner": spec.placement.num_envs_per_runner,
+                     "gym_env_vectorize_mode": spec.placement.vectorize}
+    if spec.placement.runner_resource:
         # A sliver of a custom resource pins runners to the nodes that advertise it (Slurm group 1).
-        runner_kwargs["custom_resources_per_env_runner"] = {spec.runner_resource: 0.01}
+        runner_kwargs["custom_resources_per_env_runner"] = {spec.placement.runner_resource: 0.01}
     config.env_runners(**runner_kwargs)
-    if spec.train_batch_size:
-        config.training(train_batch_size_per_learner=spec.train_batch_size)
+    if spec.placement.train_batch_size:
+        config.training(train_batch_size_per_learner=spec.placement.train_batch_size)
     # A node lost mid-run (pre-emption, OOM) must cost a few samples, not the whole job.
     config.fault_tolerance(restart_failed_env_runners=True)
 
-    if spec.legacy_stack:  # the legacy stack has no learner actors, only num_gpus
-        config.resources(num_gpus=spec.num_gpus_per_learner)
+    if spec.training.legacy_stack:  # the legacy stack has no learner actors, only num_gpus
+        config.resources(num_gpus=spec.placement.num_gpus_per_learner)
     else:
-        learners = {"num_learners": spec.num_learners, "num_gpus_per_learner": spec.num_gpus_per_learner}
-        if spec.learner_resource:
-            learners["custom_resources_per_learner"] = {spec.learner_resource: 0.01}
+        learners = {"num_learners": spec.placement.num_learners,
+                    "num_gpus_per_learner": spec.placement.num_gpus_per_learner}
+        if spec.placement.learner_resource:
+            learners["custom_resources_per_learner"] = {spec.placement.learner_resource: 0.01}
         config.learners(**learners)
-    if spec.eval_interval:  # greedy episodes on RLlib's evaluation env runner (rlhpc.algo.metrics keeps the best)
-        config.evaluation(evaluation_interval=spec.eval_interval, evaluation_duration=spec.eval_episodes,
+    # Greedy episodes on RLlib's evaluation env runner (rlhpc.algo.metrics keeps the best).
+    if spec.training.eval_interval:
+        config.evaluation(evaluation_interval=spec.training.eval_interval,
+                          evaluation_duration=spec.training.eval_episodes,
                           evaluation_duration_unit="episodes", evaluation_config={"explore": False})
-    if spec.seed is not None:
-        config.debugging(seed=spec.seed)
-    apply_overrides(config, [(list(path), value) for path, value in spec.overrides], spec.algo)
-    for path, _, values in spec.search:  # every candidate must be a value the config accepts
+    if spec.training.seed is not None:
+        config.debugging(seed=spec.training.seed)
+    apply_overrides(config, [(list(path), value) for path, value in spec.training.overrides], spec.training.algo)
+    for path, _, values in spec.search.space:  # every candidate must be a value the config accepts
         for value in values:
-            apply_overrides(copy.deepcopy(config), [(list(path), value)], spec.algo)
+            apply_overrides(copy.deepcopy(config), [(list(path), value)], spec.training.algo)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             config.validate()
     except Exception as e:  # noqa: BLE001 -- RLlib's validation raises several types; all are the user's to fix
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"invalid {spec.algo} config: {first_line}") from None
+        raise UserError(f"invalid {spec.training.algo} config: {first_line}") from None
     return config
 
 
@@ -180,7 +227,7 @@ def resource_request(algo_cls, config) -> list:
 
 def total_resources(bundles: list) -> dict:
     """[{'CPU': 1}, {'CPU': 1, 'GPU': 1}] -> {'CPU': 2, 'GPU': 1}"""
-    total = {}
+    total: dict = {}
     for bundle in bundles:
         for res, amount in bundle.items():
             total[res] = total.get(res, 0) + amount
@@ -190,18 +237,18 @@ def total_resources(bundles: list) -> dict:
 def describe(config, spec, bundles: list) -> dict:
     """What --print-config shows: the decisions that matter before a long job, the run spec, then the rest."""
     total = total_resources(bundles)
-    legacy = spec.legacy_stack
+    legacy = spec.training.legacy_stack
     summary = {
-        "algorithm": spec.algo,
+        "algorithm": spec.training.algo,
         "framework": config.framework_str,
         "api_stack": "legacy" if legacy else "new",
-        "env": spec.env.name,
+        "env": spec.env.source.name,
         "env_config": dict(config.env_config),
         "num_env_runners": config.num_env_runners,
         "num_envs_per_env_runner": config.num_envs_per_env_runner,
-        "vectorize": f"{config.gym_env_vectorize_mode} ({spec.vectorize_reason})",
-        "policies": {"agent_policy": dict(spec.agent_policy), "why": spec.policies_reason} if spec.agent_policy
-        else None,
+        "vectorize": f"{config.gym_env_vectorize_mode} ({spec.placement.vectorize_reason})",
+        "policies": {"agent_policy": dict(spec.env.agent_policy), "why": spec.env.policies_reason}
+        if spec.env.agent_policy else None,
         "train_batch_size_per_learner": config.train_batch_size_per_learner,
         "rollout_fragment_length": config.get_rollout_fragment_length(),
         "num_learners": 0 if legacy else config.num_learners,
@@ -209,9 +256,10 @@ def describe(config, spec, bundles: list) -> dict:
         "learner_placement": _learner_placement(config, legacy),
         "resources": total,
         "bundles": bundles,
-        "stop": dict(spec.stop),
+        "stop": dict(spec.stop.criteria),
         "seed": config.seed,
-        "tuned_defaults": tuned_defaults(spec.algo, spec.env.label),  # before --set; from rlhpc/run/defaults.py
+        # before --set; from rlhpc/run/defaults.py
+        "tuned_defaults": tuned_defaults(spec.training.algo, spec.env.source.label),
     }
     full = {}
     for key, value in sorted(config.to_dict().items()):

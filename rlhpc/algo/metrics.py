@@ -25,8 +25,16 @@ exponential moving averages (coefficient 0.01), so after a few iterations they s
 callback inverts the average to get this iteration's seconds, reported as `time_sampling_s` and
 `time_learning_s` beside `time_this_iter_s`: exact where an iteration is one training step (PPO), an
 estimate where it is several (DQN). The previous averages travel in checkpoints like the window.
+
+All of it is per trial, kept in a TrialState that the callback owns: RLlib makes one callback object per algorithm
+(and per env runner, where only on_episode_end runs), so in whichever process a trial trains, its state is there.
+
+Private APIs used here, and why: Tune's `Trainable._storage` (its `trial_fs_path`), the trial's dir under the
+storage path, where the best checkpoint goes in a Tune actor. A class Trainable has no public accessor for it
+(`tune.get_context()` serves function trainables); the in-process backend sets the dir itself.
 """
 
+import dataclasses
 import json
 import math
 import numbers
@@ -60,40 +68,43 @@ RLLIB_EMA_COEFF = 0.01  # MetricsLogger.log_time's default (ray/rllib/utils/metr
 SAVED_TIMERS = "rlhpc_last_timers"  # the averages seen last iteration, in the algorithm's MetricsLogger
 
 
-def last_returns(algorithm) -> deque:
-    """The window lives on the algorithm object: one per trial, in whichever process trains it."""
-    return algorithm.__dict__.setdefault("_rlhpc_last_returns", deque(maxlen=WINDOW))
+@dataclasses.dataclass
+class TrialState:
+    """What the callback remembers of its trial between iterations (and, through the MetricsLogger, checkpoints)."""
+
+    returns: deque = dataclasses.field(default_factory=lambda: deque(maxlen=WINDOW))  # the last 100 episodes'
+    policy_returns: dict = dataclasses.field(default_factory=dict)  # multi-agent: {policy: its window}
+    evaluation: dict = dataclasses.field(default_factory=lambda: {"last": math.nan, "best": math.nan})
+    timers: dict = dataclasses.field(default_factory=dict)  # RLlib's timer averages seen last iteration
+    trial_dir: str | None = None  # where the best checkpoint goes (None: the Tune trial's, found when needed)
 
 
-def policy_windows(algorithm) -> dict:
-    return algorithm.__dict__.setdefault("_rlhpc_policy_returns", {})
+def trial_state(algorithm):
+    """The TrialState of the algorithm's ReturnOverLast100Episodes (None: it has none, e.g. the legacy stack)."""
+    callbacks = algorithm.callbacks if isinstance(algorithm.callbacks, list) else [algorithm.callbacks]
+    return next((c.state for c in callbacks if isinstance(c, ReturnOverLast100Episodes)), None)
 
 
 def as_list(values) -> list:
     """RLlib unwraps a list of one, and reduces an empty one to NaN."""
-    if isinstance(values, numbers.Number):
+    if isinstance(values, numbers.Real):
         return [] if math.isnan(values) else [values]
     return list(values or [])
 
 
-def evaluation(algorithm) -> dict:
-    return algorithm.__dict__.setdefault("_rlhpc_evaluation", {"last": math.nan, "best": math.nan})
-
-
-def trial_dir(algorithm):
+def trial_dir(algorithm, state: TrialState):
     """Where the trial writes: set by the in-process backend; the trial's dir under --storage-path in a Tune
     actor (a shared file system on a cluster, as the trainer requires)."""
-    path = algorithm.__dict__.get("_rlhpc_trial_dir")
-    if path:
-        return path
+    if state.trial_dir:
+        return state.trial_dir
     storage = getattr(algorithm, "_storage", None)  # Tune's StorageContext of the trial
     path = getattr(storage, "trial_fs_path", None)
     return path if path and os.path.isdir(os.path.dirname(path)) else None  # on a file system this node sees
 
 
-def save_best(algorithm, value: float) -> None:
+def save_best(algorithm, state: TrialState, value: float) -> None:
     """The algorithm as <trial>/best_checkpoint, replaced whole (saved beside, then renamed)."""
-    where = trial_dir(algorithm)
+    where = trial_dir(algorithm, state)
     if not where:
         return
     target = os.path.join(where, BEST_CHECKPOINT)
@@ -106,10 +117,10 @@ def save_best(algorithm, value: float) -> None:
     os.replace(saving, target)
 
 
-def keep_best(algorithm, result: dict) -> None:
+def keep_best(algorithm, state: TrialState, result: dict) -> None:
     if not algorithm.config.evaluation_interval:
         return
-    seen = evaluation(algorithm)
+    seen = state.evaluation
     # RLlib evaluates in the iterations that are multiples of the interval, and repeats the last evaluation's
     # results in the others: only a fresh one counts.
     fresh = algorithm.iteration % algorithm.config.evaluation_interval == 0
@@ -119,15 +130,11 @@ def keep_best(algorithm, result: dict) -> None:
         seen["last"] = value
         if not seen["best"] >= value:  # NaN (none yet) or better
             seen["best"] = value
-            save_best(algorithm, value)
+            save_best(algorithm, state, value)
     # From the first row (progress.csv's columns are fixed by it), NaN where no evaluation ran.
     result[EVAL_RETURN_METRIC] = math.nan if value is None else value
     result[BEST_EVAL_RETURN_METRIC] = seen["best"]
     algorithm.metrics.log_value(SAVED_EVALUATION, [seen["last"], seen["best"]], reduce="item")
-
-
-def last_timers(algorithm) -> dict:
-    return algorithm.__dict__.setdefault("_rlhpc_last_timers", {})
 
 
 def this_iteration(average: float, previous, pushes: int) -> float:
@@ -138,8 +145,8 @@ def this_iteration(average: float, previous, pushes: int) -> float:
     return max(0.0, (average - kept * previous) / (1 - kept)) * pushes
 
 
-def split_time(algorithm, result: dict) -> None:
-    timers, seen = result.get("timers") or {}, last_timers(algorithm)
+def split_time(state: TrialState, result: dict) -> None:
+    timers, seen = result.get("timers") or {}, state.timers
     pushes = int(result.get("num_training_step_calls_per_iteration") or 1)
     for key, timer in SPLIT_TIMERS.items():
         average = as_number(timers.get(timer))
@@ -160,6 +167,10 @@ def no_runner_left(algorithm, result: dict) -> None:
 
 
 class ReturnOverLast100Episodes(RLlibCallback):
+    def __init__(self):
+        super().__init__()
+        self.state = TrialState()
+
     def on_episode_end(self, *, episode, env_runner=None, metrics_logger=None, prev_episode_chunks=(), **kwargs):
         if env_runner is not None and env_runner.config.in_evaluation:
             return  # evaluation episodes are not training progress (and would leak the raw list)
@@ -173,14 +184,14 @@ class ReturnOverLast100Episodes(RLlibCallback):
 
     def on_train_result(self, *, algorithm, result, **kwargs):
         no_runner_left(algorithm, result)
-        window = last_returns(algorithm)
+        window = self.state.returns
         result.pop(SAVED_WINDOW, None)  # the copies saved last iteration, reduced into this result
         result.pop(SAVED_TIMERS, None)
         result.pop(SAVED_EVALUATION, None)
-        split_time(algorithm, result)
-        keep_best(algorithm, result)
+        split_time(self.state, result)
+        keep_best(algorithm, self.state, result)
         runners = result.get("env_runners")
-        by_policy = policy_windows(algorithm)
+        by_policy = self.state.policy_returns
         if isinstance(runners, dict):
             window.extend(as_list(runners.pop(RETURNS_THIS_ITERATION, None)))
             # NaN until the first episode ends, as RLlib does: the column is there from the first row
@@ -197,21 +208,21 @@ class ReturnOverLast100Episodes(RLlibCallback):
         algorithm.metrics.log_value(SAVED_WINDOW, list(window), reduce="item")
         for policy, returns in by_policy.items():
             algorithm.metrics.log_value((SAVED_POLICY_WINDOWS, policy), list(returns), reduce="item")
-        seen = last_timers(algorithm)  # as a list of numbers (NaN: not seen), as the window is saved
+        seen = self.state.timers  # as a list of numbers (NaN: not seen), as the window is saved
         algorithm.metrics.log_value(SAVED_TIMERS, [seen.get(t, math.nan) for t in SPLIT_TIMERS.values()],
                                     reduce="item")
 
     def on_checkpoint_loaded(self, *, algorithm, **kwargs):
-        window = last_returns(algorithm)
+        window = self.state.returns
         window.clear()
         # peek(default=None) raises on a key this checkpoint lacks (an older run's): defaults that are not None.
         window.extend(algorithm.metrics.peek(SAVED_WINDOW, default=[]) or [])
-        by_policy = policy_windows(algorithm)
+        by_policy = self.state.policy_returns
         by_policy.clear()
         for policy, returns in (algorithm.metrics.peek(SAVED_POLICY_WINDOWS, default={}) or {}).items():
             by_policy[policy] = deque(as_list(returns), maxlen=WINDOW)
         last_best = algorithm.metrics.peek(SAVED_EVALUATION, default=[]) or [math.nan, math.nan]
-        evaluation(algorithm).update(last=last_best[0], best=last_best[1])
+        self.state.evaluation.update(last=last_best[0], best=last_best[1])
         saved = algorithm.metrics.peek(SAVED_TIMERS, default=[]) or []
         saved = dict(zip(SPLIT_TIMERS.values(), saved, strict=False))  # a checkpoint from before: none saved
-        last_timers(algorithm).update({t: v for t, v in saved.items() if as_number(v) is not None})
+        self.state.timers.update({t: v for t, v in saved.items() if as_number(v) is not None})

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from rlhpc.envs.action_masks import random_action
 from rlhpc.errors import UserError
 
 # Random steps the probe takes at most, and the wall time it spends at most (a slow simulator gets fewer steps and
@@ -52,7 +53,7 @@ def walk(env, warn) -> tuple:
     check_observation(env, space, obs, "reset()", doubt)
     took, steps, ended = 0.0, 0, False
     while steps < CHECK_STEPS and took < CHECK_SECONDS:
-        action = env.action_space.sample()
+        action = random_action(env.action_space, obs)  # within the action mask, for an env that has one
         started = time.perf_counter()
         try:
             obs, reward, terminated, truncated, _ = env.step(action)

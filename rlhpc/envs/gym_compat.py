@@ -37,6 +37,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlhpc.envs import pettingzoo
+from rlhpc.envs.action_masks import random_action
 from rlhpc.errors import UserError
 from rlhpc.errors import warn as _default_warn
 
@@ -224,8 +225,11 @@ def detect_old_api(env: Any) -> tuple[bool, bool]:
     The environment is left mid-episode; reset it before use.
     """
     space = to_gymnasium_space(env.observation_space)
-    old_reset = _reset_is_old(env.reset(), space)
-    result = env.step(to_gymnasium_space(env.action_space).sample())
+    reset = env.reset()
+    old_reset = _reset_is_old(reset, space)
+    obs = reset if old_reset or not isinstance(reset, tuple) else reset[0]
+    # Within the action mask where the observation has one: a masked action may end the episode or raise.
+    result = env.step(random_action(to_gymnasium_space(env.action_space), obs))
     if not isinstance(result, tuple) or len(result) not in (4, 5):
         count = len(result) if isinstance(result, tuple) else type(result).__name__
         raise ValueError(

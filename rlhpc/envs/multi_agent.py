@@ -78,7 +78,7 @@ def resolve(asked: str | None, spaces: dict, env_name: str) -> tuple:
         mapping = _from_function(asked, agents)
     else:
         raise UserError(f"--policies {asked}: give shared, per-agent or module:function")
-    by_policy = {}
+    by_policy: dict[str, list] = {}
     for agent, policy in mapping.items():
         by_policy.setdefault(policy, []).append(agent)
     for policy, members in by_policy.items():
@@ -102,7 +102,7 @@ def not_multi_agent(asked: str | None, env_name: str) -> None:
 
 def policy_returns(episode, chunks=()) -> dict:
     """{policy: its agents' summed return} of a finished multi-agent episode (and its earlier chunks)."""
-    returns = {}
+    returns: dict[str, float] = {}
     for part in (episode, *chunks):
         for agent_episode in (getattr(part, "agent_episodes", None) or {}).values():
             policy = agent_episode.module_id

@@ -14,6 +14,9 @@ so evaluate rebuilds the same env later without being told again. `probe` builds
 typo or a bad env_config fails before Ray starts; old-`gym`-API classes are adapted there (rlhpc.envs.gym_compat).
 `register_with_ray` ships a class's module to every node (pickled by value: env runners on other nodes cannot
 import a script that sits next to the driver).
+
+Private API used: Tune's `ray.tune.registry._global_registry` (find), the only reader of the names given to
+register_env (Tune has register_env, and a getter only for trainables).
 """
 
 import dataclasses
@@ -83,12 +86,13 @@ def time_steps(env) -> tuple:
     """-> (mean seconds per step, steps timed) over random actions; (None, 0) if the env cannot be stepped so."""
     import time
 
+    from rlhpc.envs.action_masks import random_action
     from rlhpc.envs.gym_compat import is_multi_agent
 
     def sample(obs):  # a multi-agent env takes an action for each agent that has an observation
         if is_multi_agent(env):
-            return {agent: env.get_action_space(agent).sample() for agent in obs}
-        return env.action_space.sample()
+            return {agent: random_action(env.get_action_space(agent), o) for agent, o in obs.items()}
+        return random_action(env.action_space, obs)
 
     def ended(flag):
         return flag.get("__all__", False) if isinstance(flag, dict) else flag
@@ -128,7 +132,7 @@ def agent_spaces(env) -> dict:
     return spaces
 
 
-def _look(env, timed: bool, warn) -> dict:
+def _look(env, timed: bool, warn, check: bool = True) -> dict:
     """The env's spaces, and its step time when `timed`; a single-agent env is also stepped and checked
     (rlhpc.envs.checks), so that its bugs are one line now rather than a riddle from RLlib later."""
     from rlhpc.envs import checks
@@ -143,7 +147,7 @@ def _look(env, timed: bool, warn) -> dict:
             seen[kind] = to_gymnasium_space(space)
         except TypeError:  # not a space we know (None for RLlib's MultiAgentEnv): as it is
             seen[kind] = space
-    if is_multi_agent(env):
+    if is_multi_agent(env) or not check:  # a Gymnasium id has Gymnasium's own env checker
         seen["step_seconds"], seen["steps_timed"] = time_steps(env) if timed else (None, 0)
         return seen
     step_seconds, steps = checks.walk(env, warn or default_warn)
@@ -299,7 +303,7 @@ def probe(source: EnvSource, creator, env_config: dict, *, warn=None, timed: boo
         raise cannot_create_env(source.name, e) from None
     if env is not None:
         try:
-            seen = _look(env, timed, warn)
+            seen = _look(env, timed, warn, check=False)
         finally:
             if hasattr(env, "close"):
                 env.close()

@@ -75,7 +75,7 @@ def check_action_space(space, agent=None) -> None:
     if isinstance(space, (gymnasium.spaces.Discrete, gymnasium.spaces.MultiDiscrete)):
         return
     if isinstance(space, gymnasium.spaces.Box):
-        if space.dtype.kind in "iu":
+        if space.dtype is not None and space.dtype.kind in "iu":
             raise UserError(f"action space{whose} {space} is an integer Box: RLlib acts in MultiDiscrete (one "
                             "choice per dimension) or float Box spaces; declare it as one of those")
         if len(space.shape) > 1:
@@ -94,3 +94,35 @@ def check_action_space(space, agent=None) -> None:
     way_out = " (a MultiBinary is MultiDiscrete([2] * n))" if isinstance(space, gymnasium.spaces.MultiBinary) else ""
     raise UserError(f"action space{whose} {space} has no RLlib action distribution: use Discrete, MultiDiscrete, a "
                     f"float Box, or a Dict/Tuple of them{way_out}")
+
+
+def _observation_spaces(probe) -> dict:
+    """{agent: observation space} (agent None for a single-agent env)."""
+    if probe.agent_spaces is not None:
+        return {agent: obs for agent, (obs, _) in probe.agent_spaces.items()}
+    return {None: probe.observation_space}
+
+
+def needs_flattening(probe, *, conv_filters_given: bool = False) -> bool:
+    """Whether any unmasked observation goes through RLlib's FlattenObservations (a masked one goes to the
+    action-masking module whole: rlhpc.envs.action_masks)."""
+    from rlhpc.envs.action_masks import masked_agents
+
+    masked = masked_agents(probe)
+    return any(observation_plan(space, conv_filters_given=conv_filters_given)[0]
+               for agent, space in _observation_spaces(probe).items() if space is not None and agent not in masked)
+
+
+def observation_lines(probe, *, conv_filters_given: bool = False) -> list:
+    """What the first lines say was done to the observations: once per distinct line."""
+    from rlhpc.envs.action_masks import first_line, masked_agents
+
+    masked = masked_agents(probe)
+    lines = [first_line(probe)] if masked else []
+    for agent, space in _observation_spaces(probe).items():
+        if space is None or agent in masked:
+            continue
+        said = observation_plan(space, conv_filters_given=conv_filters_given)[1]
+        if said and said not in lines:
+            lines.append(said)
+    return [line for line in lines if line]

@@ -27,10 +27,14 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rlhpc.errors import UserError, fail, warn
 from rlhpc.run.cli import OneLineParser
 from rlhpc.run.results import LEGACY_RETURN_METRIC, RETURN_METRIC, STEPS_METRIC
+
+if TYPE_CHECKING:
+    import pandas  # for Run's annotation; at run time pandas is imported where a run is read
 
 # progress.csv column -> our name; the first column present wins (legacy API stack names last).
 COLUMNS = {
@@ -60,7 +64,7 @@ FIGSIZE, DPI = (8, 5), 100  # one panel: 800 x 500 pixels at the default --dpi
 class Run:
     label: str
     path: Path  # the trial dir
-    data: "pandas.DataFrame"  # noqa: F821  columns: iteration, steps, time, return
+    data: "pandas.DataFrame"  # columns: iteration, steps, time, return
     params: dict = dataclasses.field(default_factory=dict, repr=False)
 
 
@@ -119,7 +123,9 @@ def policies(data) -> list:
 
 def final_return(data) -> float:
     """The last reported mean return (NaN before the first finished episode); -inf if none."""
-    values = data["return"].dropna() if data is not None else ()
+    if data is None:
+        return -math.inf
+    values = data["return"].dropna()
     return float(values.iloc[-1]) if len(values) else -math.inf
 
 
@@ -196,7 +202,7 @@ def seed_groups(runs) -> list:
     """Runs grouped by every setting but the seed; a group only where the seeds differ."""
     flats = [_comparable(run.params) for run in runs]
     noise = _noise(flats)
-    by_key = {}
+    by_key: dict[tuple, list] = {}
     for run, flat in zip(runs, flats, strict=True):
         key = json.dumps({k: v for k, v in flat.items() if k not in noise and k != "seed"}, sort_keys=True)
         by_key.setdefault((run.path.parent.name.rsplit("_", 1)[0] if re.search(r"_\d+$", run.path.parent.name)

@@ -17,13 +17,18 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from rlhpc.envs import action_masks
 from rlhpc.envs import sources as envs
 from rlhpc.envs.gym_compat import is_multi_agent
 from rlhpc.errors import UserError, fail
 from rlhpc.run.cli import OneLineParser, env_config_from, positive_number
 from rlhpc.run.experiment import read_run_record
 from rlhpc.run.results import BEST_CHECKPOINT, BEST_RECORD
+
+if TYPE_CHECKING:
+    from imageio.core.format import Format
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # Gymnasium's renderers import pygame
 
@@ -57,7 +62,7 @@ def best_checkpoint(trial_dir: Path):
 def chosen(trial_dir: Path, latest: bool) -> Path:
     """A trial's best checkpoint by evaluation (said), unless --latest or it has none; else its latest."""
     best, record = (None, None) if latest else best_checkpoint(trial_dir)
-    if best is None:
+    if best is None or record is None:
         return latest_checkpoint(trial_dir)
     print(f"best checkpoint by evaluation: iteration {record.get('training_iteration', '?')}, evaluation return "
           f"{record.get('evaluation_return', float('nan')):.2f} (--latest for the last one)", flush=True)
@@ -82,7 +87,7 @@ def find_checkpoint(path, latest: bool = False) -> Path:
                         "(give a checkpoint dir, a trial dir or an experiment dir)")
     if len(trials) == 1:
         return chosen(trials[0], latest)
-    evaluated = {t: (best_checkpoint(t)[1] or {}).get("evaluation_return") for t in trials}
+    evaluated: dict[Path, Any] = {t: (best_checkpoint(t)[1] or {}).get("evaluation_return") for t in trials}
     if not latest and all(v is not None for v in evaluated.values()):
         best = max(trials, key=lambda t: evaluated[t])
         print(f"best of {len(trials)} trials by evaluation return: {best.name}", flush=True)
@@ -141,7 +146,7 @@ def load_module(checkpoint: Path, path: Path):
 
 def agent_policies(checkpoint: Path, agents: list, policies: list) -> dict:
     """A multi-agent env's agent -> policy id: as the run recorded it (rlhpc.envs.multi_agent), else the obvious one."""
-    recorded = read_run_record(checkpoint.parent).get("agent_policy") or {}
+    recorded = read_run_record(checkpoint.parent).agent_policy
     if recorded:
         mapping = {agent: recorded.get(agent) for agent in agents}
     elif set(agents) <= set(policies):
@@ -171,7 +176,7 @@ def trial_params(checkpoint: Path) -> dict:
 def env_to_play(checkpoint: Path, params: dict, name_env):
     """-> (EnvSource, creator, env_config): --name-env if given, else the env the run recorded."""
     trained_env = params.get("env")
-    record = read_run_record(checkpoint.parent).get("env")
+    record = read_run_record(checkpoint.parent).env
     if name_env:
         source, creator = envs.find(name_env)
     elif record:
@@ -190,11 +195,21 @@ def env_to_play(checkpoint: Path, params: dict, name_env):
     return source, creator, dict(params.get("env_config") or {}) if same_env else {}
 
 
+def check_masked_spaces(trained, here, name: str) -> None:
+    """A masking policy's Dict against the env's: the same inner observation size and mask, else one line."""
+    key = action_masks.observation_key(here)
+    sizes = [(action_masks.input_size(space[k]), space[action_masks.MASK_KEY].shape) if k else None
+             for space, k in ((trained, action_masks.observation_key(trained)), (here, key))]
+    if sizes[0] != sizes[1]:
+        raise UserError(f"the policy takes observations {trained} with an action mask but {name} gives {here}: "
+                        "is it the env (and env_config) the policy was trained on?")
+
+
 class GreedyPolicy:
     """The module's most likely action (argmax for Discrete, the mean for Box, squashed for SAC).
 
-    Observations and actions pass through what the trainer's connectors did: non-Box observations
-    are flattened (one-hot for Discrete, rlhpc.algo.config.flatten_observations); Box actions are scaled
+    Observations and actions pass through what the trainer's connectors did: observations the default networks
+    cannot take are flattened (one-hot for Discrete, rlhpc.envs.spaces); Box actions are scaled
     from [-1, 1] to the env's bounds (normalize_actions, RLlib's default) or clipped (clip_actions).
     """
 
@@ -205,13 +220,23 @@ class GreedyPolicy:
 
         self.module = module
         self.observation_space, action_space = spaces
-        self.flatten = not isinstance(self.observation_space, gymnasium.spaces.Box)
+        # The trainer flattened what RLlib's default networks cannot take (rlhpc.envs.spaces.observation_plan): a
+        # module that takes a flat vector from an env that gives anything else played flattened observations.
+        trained_on = getattr(module, "observation_space", None)
+        self.flatten = isinstance(trained_on, gymnasium.spaces.Box) and len(trained_on.shape) == 1 and not (
+            isinstance(self.observation_space, gymnasium.spaces.Box) and len(self.observation_space.shape) == 1)
+        # A policy trained with an action mask (rlhpc.algo.action_masking) takes the Dict whole, mask included, and
+        # sets the masked actions' logits to FLOAT_MIN in forward_inference: the greedy action is never masked.
+        self.masked = isinstance(trained_on, gymnasium.spaces.Dict) and \
+            action_masks.observation_key(trained_on) is not None
+        if self.masked:
+            check_masked_spaces(trained_on, self.observation_space, name)
         self.action_struct = get_base_struct_from_space(action_space)
         self.normalize = params.get("normalize_actions", True)
         self.clip = params.get("clip_actions", False)
         self.dist_cls = module.get_inference_action_dist_cls()
         expected = getattr(module.observation_space, "shape", None)
-        got = self.prepare(self.observation_space.sample()).shape
+        got = self.prepare(self.observation_space.sample()).shape if expected is not None else None
         if expected is not None and tuple(expected) != got:
             raise UserError(f"the policy takes observations of shape {tuple(expected)} but {name} gives {got}: "
                             "is it the env (and env_config) the policy was trained on?")
@@ -225,6 +250,8 @@ class GreedyPolicy:
         import gymnasium
         import numpy as np
 
+        if self.masked:  # the module flattens the inner observation itself
+            return {key: np.asarray(value) for key, value in obs.items()}
         if self.flatten:
             obs = gymnasium.spaces.flatten(self.observation_space, obs)
         return np.asarray(obs, dtype=np.float32)
@@ -234,7 +261,10 @@ class GreedyPolicy:
         from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
 
         with torch.no_grad():
-            out = self.module.forward_inference({"obs": torch.from_numpy(self.prepare(obs))[None]})
+            prepared = self.prepare(obs)
+            batch = {key: torch.from_numpy(value)[None] for key, value in prepared.items()} \
+                if isinstance(prepared, dict) else torch.from_numpy(prepared)[None]
+            out = self.module.forward_inference({"obs": batch})
             if "actions" in out:  # e.g. DQN: argmax of the Q-values, already chosen
                 action = out["actions"]
             else:
@@ -254,6 +284,8 @@ class GreedyPolicy:
 
 class VideoRecorder:
     """Streams rgb_array frames into a video file (ffmpeg from imageio-ffmpeg, no system install)."""
+
+    writer: "Format.Writer | None"  # opened at the first frame
 
     def __init__(self, path: Path, fps: int):
         self.path, self.fps, self.writer, self.frames = path, fps, None, 0
@@ -348,7 +380,7 @@ def check_outputs(args) -> None:
                         "on a cluster node record one instead: --video out.mp4")
 
 
-def evaluate(args) -> int:
+def evaluate(args) -> int:  # noqa: C901 -- one story: load, build the env, play; no half video left on a failure
     check_outputs(args)
     checkpoint = find_checkpoint(args.checkpoint, args.latest)
     params = trial_params(checkpoint)
@@ -369,8 +401,9 @@ def evaluate(args) -> int:
             spaces_of = envs.agent_spaces(env)
             mapping = agent_policies(checkpoint, list(spaces_of), list(dirs))
             modules = {policy: load_module(checkpoint, dirs[policy]) for policy in set(mapping.values())}
-            policy = {agent: GreedyPolicy(modules[mapping[agent]], spaces, params, f"{name} ({agent})")
-                      for agent, spaces in spaces_of.items()}
+            policy: dict[str, GreedyPolicy] | GreedyPolicy = {
+                agent: GreedyPolicy(modules[mapping[agent]], spaces, params, f"{name} ({agent})")
+                for agent, spaces in spaces_of.items()}
         elif len(dirs) > 1:
             raise UserError(f"{checkpoint} holds {len(dirs)} policies ({', '.join(dirs)}) but {name} has one "
                             "agent: is it the env the run was trained on?")

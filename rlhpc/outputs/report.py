@@ -8,11 +8,10 @@ import dataclasses
 import json
 import os
 import re
-import signal
 import sys
 import time
 
-from rlhpc.run import tracking_flags
+from rlhpc.run import job_status, tracking_flags
 from rlhpc.run.results import (
     EVAL_RETURN_METRIC,
     as_number,
@@ -22,8 +21,6 @@ from rlhpc.run.results import (
     stop_reached,
     target_reward,
 )
-
-STOP_SIGNALS = ("SIGUSR1", "SIGTERM", "SIGINT")  # Slurm's --signal, scancel/preemption, Ctrl+C
 
 
 @dataclasses.dataclass
@@ -44,26 +41,31 @@ class Outcome:
 
 
 def start_lines(spec, where: str, placement: dict) -> None:
-    print(f"{spec.algo} on {spec.env.name} with {where}: {placement['num_env_runners']} env runner(s) x "
-          f"{placement['num_envs_per_env_runner']} envs, learner: {placement['learner_placement']}", flush=True)
-    if spec.agent_policy:
-        print(f"policies: {spec.policies_reason}: " +
-              ", ".join(f"{agent} -> {policy}" for agent, policy in spec.agent_policy.items()), flush=True)
+    print(f"{spec.training.algo} on {spec.env.source.name} with {where}: {placement['num_env_runners']} env runner(s) "
+          f"x {placement['num_envs_per_env_runner']} envs, learner: {placement['learner_placement']}", flush=True)
+    if spec.env.agent_policy:
+        print(f"policies: {spec.env.policies_reason}: " +
+              ", ".join(f"{agent} -> {policy}" for agent, policy in spec.env.agent_policy.items()), flush=True)
+    if not spec.training.legacy_stack:
+        from rlhpc.envs.spaces import observation_lines
+
+        for line in observation_lines(spec.env.probe):
+            print(line, flush=True)
     envs = max(1, placement["num_env_runners"]) * placement["num_envs_per_env_runner"]
     batch = (f"train batch {placement['train_batch_size_per_learner']:,} = {envs} envs x "
-             f"{placement['rollout_fragment_length']} steps" if spec.train_batch_size else
+             f"{placement['rollout_fragment_length']} steps" if spec.placement.train_batch_size else
              f"{placement['rollout_fragment_length']} steps per env and sample")
     print(f"envs step {placement['vectorize']}; {batch}", flush=True)
-    print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in spec.stop.items()), flush=True)
+    print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in spec.stop.criteria.items()), flush=True)
     for line in tracking_flags.describe(spec):
         print(line, flush=True)
 
 
 def resume_line(spec, iteration: int) -> None:
     """Which run a --resume continues, from where, and what it changed (rlhpc.run.resume)."""
-    changed = "; ".join(f"{flag} {before} -> {after}" for flag, before, after, _ in spec.changes)
-    print(f"resuming {spec.resume_dir} after iteration {iteration}" + (f", changed: {changed}" if changed else ""),
-          flush=True)
+    changed = "; ".join(f"{change.flag} {change.before} -> {change.after}" for change in spec.output.changes)
+    print(f"resuming {spec.output.resume_dir} after iteration {iteration}" +
+          (f", changed: {changed}" if changed else ""), flush=True)
 
 
 class ProgressLine:
@@ -96,26 +98,6 @@ class ProgressLine:
         if sampling is not None and learning is not None:  # rlhpc.algo.metrics: where this iteration's time went
             line += f"  (sampling {sampling:.1f} s, learning {learning:.1f} s)"
         return line
-
-
-class EarlyStop:
-    """A USR1/TERM that comes before a backend installs its own handlers (while Ray starts, ~10 s): kept,
-    so the backend stops after its first iteration, with a checkpoint, instead of the process dying as
-    those signals' defaults would. (Ctrl+C keeps its default: it interrupts the start.)"""
-
-    received = None
-
-    @classmethod
-    def catch(cls) -> None:
-        for name in ("SIGUSR1", "SIGTERM"):
-            signal.signal(getattr(signal, name), cls._on_signal)
-
-    @classmethod
-    def _on_signal(cls, signum, frame):
-        if cls.received:
-            raise KeyboardInterrupt  # a second one: stop now
-        cls.received = signal.Signals(signum).name
-        announce_stop(cls.received)
 
 
 def announce_stop(signal_name: str) -> None:
@@ -156,7 +138,7 @@ def print_trials(trials: list, spec, stop: dict, started: float) -> int:
             print(f"results:    {os.path.join(trial.path, 'progress.csv')}")
         if trial.checkpoint:
             print(f"checkpoint: {trial.checkpoint}")
-        if spec.as_test and not hit:
+        if spec.stop.as_test and not hit:
             exit_code = 1
     return exit_code
 
@@ -164,44 +146,44 @@ def print_trials(trials: list, spec, stop: dict, started: float) -> int:
 def print_best(trials: list, spec) -> None:
     from rlhpc.run.search import METRICS, best_trial, searched_values
 
-    value, best = best_trial(trials, spec.metric, spec.mode, spec.target_reward)
-    what = METRICS.get(spec.metric, (spec.metric, None))[0]
+    value, best = best_trial(trials, spec.search.metric, spec.search.mode, spec.stop.target_reward)
+    what = METRICS.get(spec.search.metric, (spec.search.metric, None))[0]
     if best is None:
         print(f"best: none of {len(trials)} trials has a value for {what}")
     else:
-        print(f"best: {json.dumps(searched_values(best.config, spec.search))}  {what} = {value:g}  "
+        print(f"best: {json.dumps(searched_values(best.config, spec.search.space))}  {what} = {value:g}  "
               f"({os.path.basename(best.path)})", flush=True)
 
 
 def print_seeds(outcome: Outcome, spec) -> None:
     """--seeds: no "best" seed; the spread of the final returns, and where the figure with the band comes from."""
-    from rlhpc.outputs.compare import CONFIDENCE, interval
+    from rlhpc.outputs.compare import spread
 
     finals = [r for r in (episode_return(t.metrics or {}) for t in outcome.trials) if r is not None]
     text = f"seeds: {len(outcome.trials)} trials"
-    if len(finals) >= 2:
-        low, high = interval(finals)
-        text += f", final return {sum(finals) / len(finals):.2f} [{low:.2f}, {high:.2f}] ({CONFIDENCE:.0%} CI)"
+    if len(finals) >= 2:  # a CI from enough seeds, else their range (rlhpc.outputs.compare.CI_MIN_SEEDS)
+        low, high, name = spread(finals)
+        text += f", final return {sum(finals) / len(finals):.2f} [{low:.2f}, {high:.2f}] ({name})"
     print(f"{text}; their mean and band: python -m rlhpc.compare {outcome.experiment_path}", flush=True)
 
 
 def ending(outcome: Outcome, spec) -> str:
-    """How the run ended, for the job that runs it (the sbatch templates requeue "stopped" ones): "failed",
-    "done" (every trial met a stop criterion), "stopped" (before that, by a signal: resumable)."""
-    stop = outcome.stop or dict(spec.stop)
+    """How the run ended, for the job that runs it (rlhpc.slurm.job requeues STOPPED ones): FAILED, DONE (every
+    trial met a stop criterion), STOPPED (before that, by a signal: resumable); see rlhpc.run.job_status."""
+    stop = outcome.stop or dict(spec.stop.criteria)
     if any(trial.error for trial in outcome.trials):
-        return "failed"
+        return job_status.FAILED
     if outcome.trials and all(stop_reached(trial.metrics or {}, stop) for trial in outcome.trials):
-        return "done"
-    return "stopped"  # by a signal (ours, or Tune's own before ours was installed): resumable
+        return job_status.DONE
+    return job_status.STOPPED  # by a signal (ours, or Tune's own before ours was installed): resumable
 
 
 def finish(outcome: Outcome, spec, started: float) -> int:
     """Prints how the run ended and where its files are; returns the exit code."""
-    exit_code = print_trials(outcome.trials, spec, outcome.stop or dict(spec.stop), started)
-    if spec.search and all(path == ("seed",) for path, _, _ in spec.search):
+    exit_code = print_trials(outcome.trials, spec, outcome.stop or dict(spec.stop.criteria), started)
+    if spec.search.space and all(path == ("seed",) for path, _, _ in spec.search.space):
         print_seeds(outcome, spec)
-    elif spec.search:
+    elif spec.search.space:
         print_best(outcome.trials, spec)
     if outcome.stopped_by:
         print(f"stopped by {outcome.stopped_by}; state and checkpoint saved. Continue with: "

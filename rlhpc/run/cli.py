@@ -23,10 +23,17 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def whole_number(text: str) -> int:
+    """'100000', '1e5' or '1_000_000' -> an int: step counts are written all three ways; '1.5' is an error."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not number.is_integer():  # NaN and infinity included
+            raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+        value = int(number)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
@@ -97,9 +104,23 @@ def env_config_from(items) -> dict:
 
 def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "CartPole-v0",
                  prog: str | None = None) -> argparse.ArgumentParser:
-    """The shared parser; scripts change only the defaults that make them what they are."""
+    """The shared parser; scripts change only the defaults that make them what they are. The groups are added in
+    the order --help lists them (and the usage line lists their flags)."""
     parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_tutorial_flags(parser, num_gpus=num_gpus, name_env=name_env)
+    add_cluster_flags(parser)
+    add_stop_flags(parser)
+    add_evaluation_flags(parser)
+    add_algorithm_flags(parser)
+    add_search_flags(parser)
+    results = add_result_flags(parser)
+    add_tracking_flags(parser)
+    add_resume_flags(results)  # in the results group, after tracking's flags: as --help has always listed them
+    return parser
 
+
+def add_tutorial_flags(parser: argparse.ArgumentParser, *, num_gpus: float, name_env: str) -> None:
+    """The tutorial's flags, and the names RLlib users type for them."""
     tutorial = parser.add_argument_group("the tutorial's flags")
     tutorial.add_argument("--num-cpus", type=whole_number, default=0,
                           help="env runners (rollout workers); 0 samples in the driver process "
@@ -123,6 +144,9 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                           help="connect to a running cluster with this auth token (visible to other users "
                                "in `ps`: prefer RAY_AUTH_TOKEN_PATH=<mode-600 file>)")
 
+
+def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the run trains: the Ray cluster, pinned resources, restarts."""
     cluster = parser.add_argument_group("cluster")
     cluster.add_argument("--address", default=os.environ.get("ip_head") or None,
                          help="IP:PORT of a running Ray cluster (default: $ip_head as exported by the "
@@ -135,6 +159,9 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                          help="restart the trial from its last checkpoint this many times after a crash "
                               "(default: 3 on a cluster, 0 locally; rlhpc/run/spec.py)")
 
+
+def add_stop_flags(parser: argparse.ArgumentParser) -> None:
+    """When to stop."""
     stopping = parser.add_argument_group("when to stop (whichever comes first)")
     stopping.add_argument("--stop-reward", type=float,
                           help="mean episode return to reach (default: the env's reward_threshold)")
@@ -145,6 +172,10 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
     stopping.add_argument("--stop-on", choices=["train", "eval"], default="train",
                           help="which return --stop-reward reads: the exploring policy's training return (100 "
                                "episodes) or the greedy evaluation's (needs --eval-interval)")
+
+
+def add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
+    """Greedy evaluations during training."""
     evaluation = parser.add_argument_group("evaluation during training (the best checkpoint is kept)")
     evaluation.add_argument("--eval-interval", type=whole_number, default=0, metavar="N",
                             help="every N iterations play --eval-episodes greedy episodes; the checkpoint with the "
@@ -152,6 +183,9 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
     evaluation.add_argument("--eval-episodes", type=positive_number, default=10, metavar="K",
                             help="episodes per evaluation")
 
+
+def add_algorithm_flags(parser: argparse.ArgumentParser) -> None:
+    """What trains: the algorithm's settings, the env's, seeds, config overrides."""
     algo = parser.add_argument_group("algorithm")
     algo.add_argument("--framework", choices=["torch", "tf2"], default="torch",
                       help="tf2 uses RLlib's legacy API stack and needs the [tf] extra")
@@ -179,6 +213,9 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
     algo.add_argument("--print-config", action="store_true",
                       help="print the resolved config (runners, learners, GPUs, hyperparameters) and exit")
 
+
+def add_search_flags(parser: argparse.ArgumentParser) -> None:
+    """Hyperparameter search."""
     search = parser.add_argument_group("hyperparameter search (trials run side by side as CPUs allow)")
     search.add_argument("--grid", action="append", default=[], metavar="KEY=[V1,V2,...]",
                         help="try every value (repeatable: all combinations), e.g. --grid lr=[1e-3,3e-4]")
@@ -195,6 +232,9 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                         help="whether the metric is better high or low (default: max for return and result "
                              "keys, min for steps_to_reward and time_to_reward)")
 
+
+def add_result_flags(parser: argparse.ArgumentParser):
+    """Where results go. -> the group, which --resume joins (add_resume_flags)."""
     results = parser.add_argument_group("results")
     results.add_argument("--storage-path", default="~/ray_results", help="where experiments are written")
     results.add_argument("--name", help="experiment name (default: the env name)")
@@ -202,6 +242,11 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
                          help="checkpoint every N iterations (0: only at the end); one is also saved at the "
                               "end and when SIGUSR1/SIGTERM/SIGINT stops the run (under Slurm: send USR1; a "
                               "plain scancel stops Ray at the same time)")
+    return results
+
+
+def add_tracking_flags(parser: argparse.ArgumentParser) -> None:
+    """Experiment trackers."""
     tracking = parser.add_argument_group("tracking (rlhpc/train/tracking.py)")
     tracking.add_argument("--wandb", choices=("offline", "online"),
                           help="log each trial to Weights & Biases; offline (compute nodes without internet) "
@@ -209,6 +254,10 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
     tracking.add_argument("--mlflow", metavar="URI",
                           help="log each trial to MLflow: a folder (a file store on the shared filesystem) or a "
                                "tracking server's URI; the experiment is named after --name")
+
+
+def add_resume_flags(results) -> None:
+    """Continuing a run (in the results group)."""
     results.add_argument("--resume", nargs="?", const=True, default=False, metavar="EXPERIMENT_DIR",
                          help="continue the experiment at EXPERIMENT_DIR (default: the run named --name) from "
                               "its last checkpoint, with the flags it was started with; flags given here may "
@@ -216,18 +265,41 @@ def build_parser(description: str, *, num_gpus: float = 0.0, name_env: str = "Ca
     results.add_argument("--allow-changes", action="store_true",
                          help="let --resume change what the run trains (--set, --env-config, --stop-*, ...); "
                               "the run records what changed and from which iteration")
-    return parser
+
+
+TOKEN_SHOWN = "<token>"  # what a log shows in place of the token
+
+
+def token_args(argv) -> list:
+    """For each arg: "flag" (--redis-password, or an abbreviation argparse accepts, with the token after "="),
+    "token" (the value after such a flag) or "" (anything else). The one rule for where a token is in argv."""
+    kinds, after_flag = [], False
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if after_flag:
+            kinds.append("token")
+            after_flag = False
+        elif len(flag) >= len("--red") and "--redis-password".startswith(flag):
+            kinds.append("flag")
+            after_flag = "=" not in arg
+        else:
+            kinds.append("")
+    return kinds
 
 
 def without_token(argv) -> list:
     """argv minus --redis-password and its value, in any form argparse accepts (--redis-pass=X, ...)."""
-    kept, skip_next = [], False
-    for arg in argv:
-        flag = arg.split("=", 1)[0]
-        if skip_next:
-            skip_next = False
-        elif len(flag) >= len("--red") and "--redis-password".startswith(flag):
-            skip_next = "=" not in arg
+    return [arg for arg, kind in zip(argv, token_args(argv), strict=True) if not kind]
+
+
+def redacted(argv) -> list:
+    """argv with the token replaced by TOKEN_SHOWN (--redis-password <token>, --redis-pass=<token>): for logs."""
+    shown = []
+    for arg, kind in zip(argv, token_args(argv), strict=True):
+        if kind == "token":
+            shown.append(TOKEN_SHOWN)
+        elif kind == "flag" and "=" in arg:
+            shown.append(arg.split("=", 1)[0] + "=" + TOKEN_SHOWN)
         else:
-            kept.append(arg)
-    return kept
+            shown.append(arg)
+    return shown

@@ -13,7 +13,14 @@ its hyperparameters.
 A file can instead hold one entry per env (top-level keys are env names, as the zoo's files): the entry for
 --name-env is used (or the only one). `expand` turns the file into flags placed before the command line's, so
 a flag given on the command line wins and every check of the trainer's flags applies to the file's too; an
-unknown key is one line. The run records the expanded flags (what --resume parses again) and the file's text.
+unknown key is one line. The run records the expanded flags (what --resume parses again) and the file
+(rlhpc.run.records.ConfigFile: its path, the entry used, its text).
+
+Why the file becomes flags rather than settings laid over the parsed ones: argparse applies each flag's type and
+choices checks (and their error lines) only to a command line, and the run record keeps the command line that
+--resume reads again (rlhpc.run.resume says why that one is parsed again too).
+
+Private API used: argparse's parser._actions (flag_names), the only list of a parser's flags and their kinds.
 """
 
 import difflib
@@ -21,6 +28,7 @@ import json
 import os
 
 from rlhpc.errors import UserError
+from rlhpc.run.records import ConfigFile
 
 FLAG = "--config-file"
 KEY_VALUE_FLAGS = {"set", "env_config"}  # {key: value} -> --set key=value ...
@@ -72,7 +80,7 @@ def read(path: str):
 def flag_names(parser) -> dict:
     """dest -> the action, for the flags a file may set (not --config-file itself, not --help); a flag's own
     action before its hidden aliases (--env for --name-env)."""
-    known = {}
+    known: dict = {}
     for action in parser._actions:
         if action.option_strings and action.dest not in ("help", "config_file"):
             known.setdefault(action.dest, action)
@@ -98,7 +106,7 @@ def as_text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def to_flags(settings: dict, known: dict, path: str) -> list:
+def to_flags(settings: dict, known: dict, path: str) -> list:  # noqa: C901 -- a branch per kind of flag
     flags = []
     for raw_key, value in settings.items():
         key = str(raw_key).replace("-", "_")
@@ -135,7 +143,7 @@ def to_flags(settings: dict, known: dict, path: str) -> list:
 
 
 def expand(flags: list, parser) -> tuple:
-    """The command line -> (flags with the file's settings first, {"path", "entry", "text"} or None)."""
+    """The command line -> (flags with the file's settings first, the file as a ConfigFile or None)."""
     path, rest = split(flags)
     if path is None:
         return list(flags), None
@@ -147,4 +155,4 @@ def expand(flags: list, parser) -> tuple:
     expanded = to_flags(settings, known, path)
     if env is not None and given_env is None:
         expanded = ["--name-env", env, *expanded]
-    return expanded + rest, {"path": os.path.abspath(os.path.expanduser(path)), "entry": env, "text": text}
+    return expanded + rest, ConfigFile(path=os.path.abspath(os.path.expanduser(path)), entry=env, text=text)

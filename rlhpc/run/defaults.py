@@ -7,7 +7,7 @@ every key here can be overridden from the command line; keys are AlgorithmConfig
 `--print-config` shows which were applied ("tuned_defaults").
 """
 
-ALGO_DEFAULTS = {
+ALGO_DEFAULTS: dict[str, dict] = {
     # Vectorized envs in the sampling process and a mid-size batch: PPO learns CartPole in a
     # few dozen iterations and each iteration is cheap enough to report progress often. A 64x64
     # net (SB3's size) samples and learns ~1.5x faster than RLlib's 256x256 and, with lr 1e-3,
@@ -37,7 +37,7 @@ ALGO_DEFAULTS = {
 # On top of ALGO_DEFAULTS, per env, as rl-baselines3-zoo keeps its hyperparameters: some envs need
 # a different horizon, and no one setting serves them all. An env named by file (path/to/file.py:Class)
 # is found by its class.
-ENV_DEFAULTS = {
+ENV_DEFAULTS: dict[tuple[str, str], dict] = {
     # Pendulum pays -16..0 every step and never ends early: it needs the zoo's short horizon
     # (gamma 0.9, lambda 0.95). With gamma 0.99 it stays near random play (-977 after 90 s).
     ("PPO", "Pendulum-v1"): {

@@ -2,7 +2,8 @@
 
     <storage-path>/<name>/                 the experiment dir: one per run (<name>_2, _3, ... when taken)
         rlhpc_run_spec.json                the resolved run (rlhpc.run.spec) that started it: env source, flags;
-                                           then one entry per --resume (when, which job, what changed)
+                                           then one entry per --resume (when, which job, what changed); its
+                                           JSON form is rlhpc.run.records.RunRecord's
         rlhpc_run.json                     a local in-process run's state (its trial dir, stop, checkpoints)
         experiment_state-*.json, ...       Tune's state, for runs that went through Tune
         <trial>/progress.csv, params.json, result.json, events.out.tfevents.*, checkpoint_NNNNNN/
@@ -17,8 +18,10 @@ import os
 import re
 import time
 from pathlib import Path
+from types import MappingProxyType
 
 from rlhpc.errors import UserError
+from rlhpc.run.records import ResumeEntry, RunRecord
 
 STATE_FILE = "rlhpc_run.json"  # the in-process backend's state
 RUN_SPEC_FILE = "rlhpc_run_spec.json"  # what rlhpc.run.spec resolved for the run, written when it starts
@@ -68,8 +71,14 @@ def runs_named(storage_path: str, name: str) -> list:
     except OSError:
         return []
     found = [os.path.join(root, n) for n in names if pattern.fullmatch(n) and is_run(os.path.join(root, n))
-             and read_record(os.path.join(root, n)).get("name_asked", name) == name]  # not one *named* exp_2
+             and asked_for(read_record(os.path.join(root, n)), name)]
     return sorted(found, key=lambda p: (len(p), p))
+
+
+def asked_for(record: RunRecord | None, name: str) -> bool:
+    """Whether a run's dir was claimed for --name NAME (not a run *named* exp_2); runs without a record, or from
+    before records kept the name asked, count as asked for."""
+    return record is None or record.name_asked is None or record.name_asked == name
 
 
 def check_writable(path: str) -> None:
@@ -125,19 +134,23 @@ def slurm_job() -> str | None:
 def record_run(spec_record: dict, experiment_path: str, name_asked: str) -> None:
     """The resolved run, beside its trials; written once, when the run starts (a resume adds to it)."""
     os.makedirs(experiment_path, exist_ok=True)
-    write_json(os.path.join(experiment_path, RUN_SPEC_FILE),
-               {**spec_record, "name_asked": name_asked, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "slurm_job": slurm_job(), "resumes": []})
+    write_record(experiment_path, RunRecord(spec=MappingProxyType(dict(spec_record)), name_asked=name_asked,
+                                            started=time.strftime("%Y-%m-%d %H:%M:%S"), slurm_job=slurm_job()))
 
 
-def record_resume(experiment_path: str, entry: dict) -> None:
-    """One more entry in the run record's "resumes": when, in which job, from which iteration, what changed."""
+def record_resume(experiment_path: str, from_iteration: int, flags, changes) -> None:
+    """One more entry in the run record's "resumes": when, in which job, from which iteration, the flags given and
+    what they changed (rlhpc.run.records.Change each)."""
     record = read_record(experiment_path)
-    if not record:
+    if record is None:
         return  # a run from before runs had records
-    record.setdefault("resumes", []).append({"at": time.strftime("%Y-%m-%d %H:%M:%S"), "slurm_job": slurm_job(),
-                                             **entry})
-    write_json(os.path.join(experiment_path, RUN_SPEC_FILE), record)
+    entry = ResumeEntry(at=time.strftime("%Y-%m-%d %H:%M:%S"), slurm_job=slurm_job(), from_iteration=from_iteration,
+                        flags=tuple(flags), changes=tuple(changes))
+    write_record(experiment_path, record.with_resume(entry))
+
+
+def write_record(experiment_path: str, record: RunRecord) -> None:
+    write_json(os.path.join(experiment_path, RUN_SPEC_FILE), record.to_json())
 
 
 def last_iteration(experiment_path: str) -> int:
@@ -156,20 +169,20 @@ def last_iteration(experiment_path: str) -> int:
     return last
 
 
-def read_run_record(trial_dir) -> dict:
-    """The run record of the experiment a trial dir belongs to ({} for runs without one)."""
-    return read_record(Path(trial_dir).parent)
+def read_run_record(trial_dir) -> RunRecord:
+    """The run record of the experiment a trial dir belongs to (an empty one for runs without a record)."""
+    return read_record(Path(trial_dir).parent) or RunRecord.from_json({})
 
 
-def read_record(experiment_path) -> dict:
-    """An experiment dir's run record ({} for runs without one, or whose record is still being written)."""
+def read_record(experiment_path) -> RunRecord | None:
+    """An experiment dir's run record (None for runs without one, or whose record is still being written)."""
     path = Path(experiment_path) / RUN_SPEC_FILE
     try:
         with open(path) as f:
             text = f.read()
-        record = json.loads(text) if text else {}  # empty: just claimed, not written yet
+        data = json.loads(text) if text else None  # empty: just claimed, not written yet
     except FileNotFoundError:
-        return {}
+        return None
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {path}: {e}") from None
-    return record if isinstance(record, dict) else {}
+    return RunRecord.from_json(data) if isinstance(data, dict) else None

@@ -7,6 +7,7 @@ stop reward takes it from here, so the trainer, its two backends, search, compar
 
 import math
 import numbers
+from collections.abc import Mapping
 
 # The mean return of the last 100 episodes (rlhpc.algo.metrics); RLlib's own episode_return_mean
 # averages one iteration's episodes only.
@@ -43,12 +44,12 @@ def env_steps(result: dict) -> int:
     return int(value or 0)
 
 
-def target_reward(stop: dict):
+def target_reward(stop: Mapping):
     """The stop reward among the stop criteria, or None when the run stops on something else only."""
     return next((stop[key] for key in RETURN_STOP_KEYS if key in stop), None)
 
 
-def reached(result: dict, stop: dict) -> bool:
+def reached(result: dict, stop: Mapping) -> bool:
     """Whether the result's return (training, or evaluation under --stop-on eval) reached the stop reward."""
     target = target_reward(stop)
     ret = as_number((result or {}).get(EVAL_RETURN_METRIC)) if EVAL_RETURN_METRIC in stop else \
@@ -68,7 +69,7 @@ def flatten(result: dict, prefix: str = "") -> dict:
     return flat
 
 
-def stop_reached(result: dict, stop: dict) -> bool:
+def stop_reached(result: dict, stop: Mapping) -> bool:
     """Whether any stop criterion ({flattened key: value}) is met, as Tune's dict stopper decides."""
     flat = flatten(result)
     return any(flat.get(key) is not None and flat[key] >= value for key, value in stop.items())

@@ -6,16 +6,24 @@ them again and lays the flags given now over them, so `--resume` alone (or with 
   any resume: a requeued job can get another allocation (an elastic resume);
 - what it trains (algorithm, env and env config, --set, seed, stop criteria, search) is the run's own: a
   resume that would change it is refused with the differences listed, unless --allow-changes, and then the
-  run record keeps what changed and from which iteration (rlhpc.train.trainer writes it).
+  run record keeps what changed (rlhpc.run.records.Change) and from which iteration (rlhpc.train.trainer writes it).
+
+Why the recorded flags are parsed again rather than stored as settings: the record holds the command line (its
+format is fixed, and runs recorded before keep only that), and only a command line says which flags were *given*
+rather than left at their defaults; a flag given now overrides the run's, a default must not. argparse knows a
+given flag only while it parses (given_flags), so both sides go through the parser, and what this module hands
+on is settings: the merged namespace and the Change records.
+
+Private API used: argparse's parser._actions (given_flags), the only list of a parser's flags with their defaults.
 """
 
 import argparse
-import json
 import os
 
 from rlhpc.errors import UserError
 from rlhpc.run import experiment
 from rlhpc.run.cli import parse_assignments
+from rlhpc.run.records import Change, RunRecord
 
 # dest -> flag: what the run trains. Changing one on --resume needs --allow-changes.
 RUN_SETTINGS = {
@@ -51,15 +59,15 @@ def find_run(args, default_name: str) -> str:
     raise UserError(f"--resume: {len(runs)} runs are named {name}: {listing}. Pick one with --resume DIR")
 
 
-def started_or_resumed_by(record: dict) -> set:
+def started_or_resumed_by(record: RunRecord | None) -> set:
     """The Slurm jobs that trained a run (a chain started by a resume by hand is that resume's job)."""
-    return {record.get("slurm_job")} | {r.get("slurm_job") for r in record.get("resumes") or []}
+    return record.slurm_jobs() if record else {None}
 
 
 def describe(run_dir: str) -> str:
     record = experiment.read_record(run_dir)
-    facts = [f"started {record['started']}" if record.get("started") else None,
-             f"Slurm job {record['slurm_job']}" if record.get("slurm_job") else None,
+    facts = [f"started {record.started}" if record and record.started else None,
+             f"Slurm job {record.slurm_job}" if record and record.slurm_job else None,
              f"iteration {experiment.last_iteration(run_dir)}"]
     return f"{run_dir} ({', '.join(fact for fact in facts if fact)})"
 
@@ -75,24 +83,24 @@ def given_flags(make_parser, flags) -> set:
 def settings(args, flags, make_parser, default_name: str) -> tuple:
     """-> (the resumed run's args, changes): the recorded flags with the ones given now laid over them.
 
-    changes: [{"flag", "from", "to", "trains"}]; "trains" ones are refused unless --allow-changes.
+    changes: Change each; those that change what the run trains are refused unless --allow-changes.
     A run from before runs recorded their flags resumes with the flags as given (as it always did).
     """
     run_dir = find_run(args, default_name)
-    record = experiment.read_record(run_dir) if os.path.isdir(run_dir) else {}
-    if "flags" not in record:
+    record = experiment.read_record(run_dir) if os.path.isdir(run_dir) else None
+    if record is None or record.flags is None:
         return argparse.Namespace(**{**vars(args), "resume": run_dir}), []
     path = os.path.join(run_dir, experiment.RUN_SPEC_FILE)
-    current = vars(parse_recorded(make_parser, record["flags"], path))
+    current = vars(parse_recorded(make_parser, list(record.flags), path))
     # The run's settings now: as started, with what earlier resumes changed.
-    for earlier in record.get("resumes") or []:
-        if earlier.get("flags") is not None:
-            current, _ = overlay(current, parse_recorded(make_parser, earlier["flags"], path),
-                                 given_flags(make_parser, earlier["flags"]))
-    current["storage_path"] = record.get("storage_path") or current["storage_path"]  # absolute, as resolved
+    for earlier in record.resumes:
+        if earlier.flags is not None:
+            current, _ = overlay(current, parse_recorded(make_parser, list(earlier.flags), path),
+                                 given_flags(make_parser, list(earlier.flags)))
+    current["storage_path"] = record.storage_path or current["storage_path"]  # absolute, as resolved
     merged, changes = overlay(current, args, given_flags(make_parser, flags))
     merged["resume"] = run_dir
-    refused = [c for c in changes if c["trains"]]
+    refused = [c for c in changes if c.trains]
     if refused and not args.allow_changes:
         raise UserError(f"--resume would change what {run_dir} trains: {listing(refused)} (its settings: "
                         f"{os.path.join(run_dir, experiment.RUN_SPEC_FILE)}; add --allow-changes to resume with "
@@ -114,7 +122,7 @@ def overlay(current: dict, args, given: set) -> tuple:
         else:
             merged[dest] = now
             if now != before:
-                changes.append(change(RUN_SETTINGS.get(dest) or "--" + dest.replace("_", "-"), before, now,
+                changes.append(Change(RUN_SETTINGS.get(dest) or "--" + dest.replace("_", "-"), before, now,
                                       trains=dest in RUN_SETTINGS))
     return merged, changes
 
@@ -136,18 +144,11 @@ def merge_assignments(recorded: list, given: list, flag: str) -> tuple:
     new = {".".join(path): value for path, value in parse_assignments(given, flag)}
     from rlhpc.run.algorithms import PLACEMENT_KEYS  # --set num_env_runners=... says where, not what
 
-    changes = [change(f"{flag} {key}", old.get(key), value, trains=flag == "--env-config" or key not in PLACEMENT_KEYS)
+    changes = [Change(f"{flag} {key}", old.get(key), value, trains=flag == "--env-config" or key not in PLACEMENT_KEYS)
                for key, value in new.items() if key not in old or old[key] != value]
     kept = [item for item in recorded if item.partition("=")[0].strip() not in new]
     return kept + list(given), changes
 
 
-def change(flag: str, before, after, *, trains: bool) -> dict:
-    return {"flag": flag, "from": before, "to": after, "trains": trains}
-
-
 def listing(changes: list) -> str:
-    def shown(value):
-        return "(unset)" if value is None else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-
-    return ", ".join(f"{c['flag']} {shown(c['from'])} -> {shown(c['to'])}" for c in changes)
+    return ", ".join(change.shown() for change in changes)

@@ -67,7 +67,7 @@ def score(metrics: dict, metric: str, target):
         if target is None or ret is None or ret < target:
             return None
         return env_steps(metrics) if metric == "steps_to_reward" else metrics.get("time_total_s")
-    node = metrics
+    node: object = metrics
     for part in metric.split("/"):
         node = node.get(part) if isinstance(node, dict) else None
     return as_number(node)  # a --metric naming a dict or a string (a typo'd path) scores no trial

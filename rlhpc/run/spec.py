@@ -7,6 +7,10 @@ Defaults that depend on other flags are decided here and nowhere else: the exper
 criteria, the search metric and its mode, --max-failures, the address, where the learners go, and whether
 the run trains in this process or through Tune. `--print-config` shows the result ("spec"); the run
 records it in its experiment dir (rlhpc.run.experiment).
+
+A RunSpec is made of parts, each a frozen dataclass resolved by one function (resolve_<part>): training (what
+trains), env, placement (where and on how much), stop, search, tracking, output (the experiment dir, and the run
+a --resume continues). RunSpec.record() shows them flat, with the keys runs have always recorded.
 """
 
 import dataclasses
@@ -20,6 +24,7 @@ from rlhpc.errors import UserError, warn
 from rlhpc.run import experiment, tracking_flags
 from rlhpc.run.cli import env_config_from, parse_assignments, without_token
 from rlhpc.run.defaults import tuned_defaults
+from rlhpc.run.records import ConfigFile
 from rlhpc.run.results import EVAL_RETURN_METRIC, LEGACY_RETURN_METRIC, RETURN_METRIC, target_reward
 
 # These learn from recorded data (config key input_), not by acting in an env.
@@ -34,13 +39,44 @@ ASYNC_FROM_MS = 1.0
 MIN_STEPS_PER_ENV = 32
 
 
+# The parts of a RunSpec, each resolved from the flags by one function below (resolve_<part>). The run record and
+# --print-config show them flat (RunSpec.record).
 @dataclasses.dataclass(frozen=True)
-class RunSpec:
+class Training:
+    """What the run trains: the algorithm and its settings."""
+
     algo: str
-    env: env_sources.EnvSource
-    env_config: MappingProxyType
     framework: str
-    # where and with what
+    seed: int | None
+    overrides: tuple  # --set as ((path...), value) pairs, applied last
+    eval_interval: int  # iterations between greedy evaluations (0: none); the best checkpoint is kept
+    eval_episodes: int
+
+    @property
+    def legacy_stack(self) -> bool:
+        return self.framework == "tf2"  # RLlib's TensorFlow support exists only on the legacy API stack
+
+
+@dataclasses.dataclass(frozen=True)
+class Env:
+    """The env it trains on, as probed on the driver, and which policy each agent plays."""
+
+    source: env_sources.EnvSource
+    config: MappingProxyType
+    agent_policy: MappingProxyType  # a multi-agent env's agent -> policy id (rlhpc.envs.multi_agent); empty: one agent
+    policies_reason: str  # how they were chosen, for the first line
+    flatten_observations: bool  # RLlib's default networks take Box observations only
+    probe: env_sources.Probe = dataclasses.field(repr=False, compare=False)  # the env's spaces and creator
+
+    @property
+    def policies(self) -> tuple:
+        return tuple(sorted(set(self.agent_policy.values())))
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where and on how much it runs (what a resume may change)."""
+
     address: str | None  # None: a local Ray
     local_mode: bool
     num_env_runners: int
@@ -53,60 +89,96 @@ class RunSpec:
     num_gpus_per_learner: float
     runner_resource: str | None
     learner_resource: str | None
-    flatten_observations: bool  # RLlib's default networks take Box observations only
-    agent_policy: MappingProxyType  # a multi-agent env's agent -> policy id (rlhpc.envs.multi_agent); empty: one agent
-    policies_reason: str  # how they were chosen, for the first line
-    # what to train
-    seed: int | None
-    overrides: tuple  # --set as ((path...), value) pairs, applied last
-    search: tuple  # ((path...), kind, values) from --grid/--uniform/--loguniform
+    max_failures: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    """When it stops."""
+
+    criteria: MappingProxyType  # result key -> value (rlhpc.run.results.reached)
+    as_test: bool  # exit 1 unless the stop reward was reached
+
+    @property
+    def target_reward(self):
+        return target_reward(self.criteria)
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """The trials: a search space (empty: one trial), and what makes a trial best."""
+
+    space: tuple  # ((path...), kind, values) from --grid/--uniform/--loguniform
     num_samples: int
     metric: str
     mode: str
-    eval_interval: int  # iterations between greedy evaluations (0: none); the best checkpoint is kept
-    eval_episodes: int
-    # when to stop, and where the results go
-    stop: MappingProxyType
-    as_test: bool
-    max_failures: int
-    checkpoint_freq: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Tracking:
     wandb: str | None  # "offline" or "online" (rlhpc.train.tracking)
     mlflow: str | None  # the MLflow tracking URI: a file store's file:///... or a server's
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """Where the results go: the experiment dir, its checkpoints, and the run it continues."""
+
     name: str
     storage_path: str
     experiment_dir: str
+    checkpoint_freq: int
     resume_dir: str | None  # the experiment to continue, None for a new run
-    changes: tuple  # what --resume changed: (flag, from, to, trains) each (rlhpc.run.resume)
+    changes: tuple  # what --resume changed: rlhpc.run.records.Change each (rlhpc.run.resume)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """A run resolved: its parts, and how it was asked for."""
+
+    training: Training
+    env: Env
+    placement: Placement
+    stop: Stop
+    search: Search
+    tracking: Tracking
+    output: Output
     backend: str  # INPROCESS or TUNE
     print_config: bool
     command_line: tuple  # as started, without any token
     flags: tuple  # the trainer's own flags, without any token: what --resume parses again (rlhpc.run.resume)
-    config_file: MappingProxyType | None  # the experiment file among them: path, entry, text (rlhpc.run.config_file)
-    probe: env_sources.Probe = dataclasses.field(repr=False, compare=False)  # the env's spaces and creator
-
-    @property
-    def policies(self) -> tuple:
-        return tuple(sorted(set(self.agent_policy.values())))
-
-    @property
-    def legacy_stack(self) -> bool:
-        return self.framework == "tf2"  # RLlib's TensorFlow support exists only on the legacy API stack
-
-    @property
-    def target_reward(self):
-        return target_reward(self.stop)
+    config_file: ConfigFile | None  # the experiment file among them (rlhpc.run.config_file)
 
     def record(self) -> dict:
-        """The spec as JSON data (what --print-config shows and the run keeps)."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "probe"}
-        data.update(env=self.env.record(), env_config=dict(self.env_config), stop=dict(self.stop),
-                    agent_policy=dict(self.agent_policy),
-                    overrides=[[".".join(path), value] for path, value in self.overrides],
-                    search=[[".".join(path), kind, list(values)] for path, kind, values in self.search],
-                    command_line=list(self.command_line), flags=list(self.flags),
-                    config_file=dict(self.config_file) if self.config_file else None,
-                    changes=[dict(zip(("flag", "from", "to", "trains"), c, strict=True)) for c in self.changes])
-        return data
+        """The spec as JSON data (what --print-config shows and the run keeps): flat, with the keys (in the order)
+        runs have always recorded, which rlhpc.run.records.RunRecord reads back."""
+        training, env, placement, search, output = self.training, self.env, self.placement, self.search, self.output
+        return {
+            "algo": training.algo, "env": env.source.record(), "env_config": dict(env.config),
+            "framework": training.framework, "address": placement.address, "local_mode": placement.local_mode,
+            "num_env_runners": placement.num_env_runners, "num_envs_per_runner": placement.num_envs_per_runner,
+            "vectorize": placement.vectorize, "vectorize_reason": placement.vectorize_reason,
+            "train_batch_size": placement.train_batch_size, "num_gpus": placement.num_gpus,
+            "num_learners": placement.num_learners, "num_gpus_per_learner": placement.num_gpus_per_learner,
+            "runner_resource": placement.runner_resource, "learner_resource": placement.learner_resource,
+            "flatten_observations": env.flatten_observations, "agent_policy": dict(env.agent_policy),
+            "policies_reason": env.policies_reason, "seed": training.seed,
+            "overrides": [[".".join(path), value] for path, value in training.overrides],
+            "search": [[".".join(path), kind, list(values)] for path, kind, values in search.space],
+            "num_samples": search.num_samples, "metric": search.metric, "mode": search.mode,
+            "eval_interval": training.eval_interval, "eval_episodes": training.eval_episodes,
+            "stop": dict(self.stop.criteria), "as_test": self.stop.as_test, "max_failures": placement.max_failures,
+            "checkpoint_freq": output.checkpoint_freq, "wandb": self.tracking.wandb, "mlflow": self.tracking.mlflow,
+            "name": output.name, "storage_path": output.storage_path, "experiment_dir": output.experiment_dir,
+            "resume_dir": output.resume_dir, "changes": [change.to_json() for change in output.changes],
+            "backend": self.backend, "print_config": self.print_config, "command_line": list(self.command_line),
+            "flags": list(self.flags), "config_file": self.config_file.to_json() if self.config_file else None,
+        }
+
+    def with_experiment_dir(self, name: str, experiment_dir: str) -> "RunSpec":
+        """The spec with the experiment dir a new run claimed (rlhpc.run.experiment.claim)."""
+        return dataclasses.replace(self, output=dataclasses.replace(self.output, name=name,
+                                                                      experiment_dir=experiment_dir))
 
 
 def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from_file=None) -> RunSpec:
@@ -114,106 +186,184 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from
 
     envs: {name: env class} a trainer script offers; stop_reward_for(env_name, env_config) -> float | None
     gives a default stop reward for envs without a Gymnasium spec. flags: the command line args was parsed
-    from (recorded for --resume); changes: what --resume changed (rlhpc.run.resume.settings); from_file: the
-    experiment file among those flags (rlhpc.run.config_file).
+    from (recorded for --resume); changes: what --resume changed (rlhpc.run.resume.settings, Change each);
+    from_file: the experiment file among those flags (rlhpc.run.config_file). The parts are resolved in this
+    order (an earlier part's error is the one shown), each by one function.
     """
+    training = resolve_training(args)
+    source, creator, env_config = find_env(args, envs)
+    tuned = tuned_defaults(training.algo, source.label)  # per env by its name: the class for path/to/file.py:Class
+    num_envs = envs_per_runner(args, training, tuned)
+    env = resolve_env(args, training, source, creator, env_config, num_envs)
+    stop = resolve_stop(args, training, env, stop_reward_for)
+    search = resolve_search(args)
+    placement = resolve_placement(args, training, env, num_envs, tuned)
+    tracking = resolve_tracking(args)
+    output = resolve_output(args, source, changes)
+    backend = resolve_backend(args, placement, search, output)
+    placement = batch_kept_on_resume(placement, output.resume_dir)
+    return RunSpec(training=training, env=env, placement=placement, stop=stop, search=search, tracking=tracking,
+                   output=output, backend=backend, print_config=args.print_config,
+                   command_line=tuple(without_token(sys.orig_argv)), flags=tuple(without_token(flags)),
+                   config_file=from_file)
+
+
+def resolve_training(args) -> Training:
     from rlhpc.run.algorithms import resolve_algorithm
-    from rlhpc.run.search import METRICS, parse_search
 
     algo = resolve_algorithm(args.run)
     overrides = tuple((tuple(path), value) for path, value in parse_assignments(args.set, "--set"))
     if algo in OFFLINE_ALGORITHMS and not any(path == ("input_",) for path, _ in overrides):
         raise UserError(f"{algo} learns from recorded data, not from an env: give it --set input_=PATH "
                         "or pick an online algorithm (PPO, DQN, SAC, APPO, IMPALA)")
+    return Training(algo=algo, framework=args.framework, seed=args.seed, overrides=overrides,
+                    eval_interval=args.eval_interval, eval_episodes=args.eval_episodes)
+
+
+def top_level_sets(overrides: tuple) -> dict:
+    """--set keys without a dot -> their values ({("lr",): 0.001})."""
+    return dict((path, value) for path, value in overrides if len(path) == 1)
+
+
+def find_env(args, envs) -> tuple:
+    """-> (EnvSource, creator, env config) for --name-env and --env-config."""
     env_config = env_config_from(args.env_config)
     source, creator = env_sources.find(args.name_env, envs, ray_registry=True)
-    legacy = args.framework == "tf2"
-    tuned = tuned_defaults(algo, source.label)  # per env by its name: the class for path/to/file.py:Class
-    set_keys = dict((path, value) for path, value in overrides if len(path) == 1)
-    num_envs = set_keys.get(("num_envs_per_env_runner",)) or args.num_envs_per_runner \
+    return source, creator, env_config
+
+
+def envs_per_runner(args, training: Training, tuned: dict) -> int:
+    """--set num_envs_per_env_runner, --num-envs-per-runner, the algorithm's tuned default, or 1."""
+    return top_level_sets(training.overrides).get(("num_envs_per_env_runner",)) or args.num_envs_per_runner \
         or tuned.get("num_envs_per_env_runner") or 1
+
+
+def resolve_env(args, training: Training, source, creator, env_config: dict, num_envs: int) -> Env:
+    """The env probed on the driver (spaces, agents, a step's time when --vectorize auto has a choice), and for a
+    multi-agent env which policy each agent plays."""
     probe = env_sources.probe(source, creator, env_config, timed=args.vectorize == "auto" and num_envs > 1)
-    if probe.multi_agent:
-        if legacy:
+    if probe.agent_spaces is not None:  # a multi-agent env (probe.multi_agent)
+        if training.legacy_stack:
             raise UserError(f"{source.name} is a multi-agent env: train it with --framework torch (the new API "
                             "stack); tf2 here runs RLlib's legacy stack")
         agent_policy, policies_reason = multi_agent.resolve(args.policies, probe.agent_spaces, source.name)
     else:
         multi_agent.not_multi_agent(args.policies, source.name)
         agent_policy, policies_reason = {}, "one agent"
+    return Env(source=source, config=MappingProxyType(env_config), agent_policy=MappingProxyType(agent_policy),
+               policies_reason=policies_reason, flatten_observations=needs_flattening(probe, training), probe=probe)
 
+
+def needs_flattening(probe, training: Training) -> bool:
+    """RLlib's default networks take a 1-D Box (and images of a few sizes): rlhpc.envs.spaces decides what else is
+    flattened (the legacy stack flattens observations itself)."""
+    from rlhpc.envs.spaces import needs_flattening as flattened
+
+    return not training.legacy_stack and flattened(probe)
+
+
+def resolve_stop(args, training: Training, env: Env, stop_reward_for) -> Stop:
+    """The stop criteria: the --stop-* flags, else the env's reward threshold (or the script's stop_reward_for)."""
+    probe = env.probe
     default_reward = probe.spec.reward_threshold if probe.spec else (
-        stop_reward_for(args.name_env, env_config) if stop_reward_for else None)
+        stop_reward_for(args.name_env, dict(env.config)) if stop_reward_for else None)
     if args.stop_on == "eval" and not args.eval_interval:
         raise UserError("--stop-on eval stops on the greedy evaluation's return: give --eval-interval N too")
-    if args.eval_interval and legacy:
+    if args.eval_interval and training.legacy_stack:
         raise UserError("--eval-interval needs the new API stack (--framework torch)")
-    stop = stop_criteria(args, default_reward, legacy)
-    search = tuple((tuple(path), kind, tuple(values)) for path, kind, values in parse_search(args))
+    stop = stop_criteria(args, default_reward, training.legacy_stack)
+    return Stop(criteria=MappingProxyType(stop), as_test=args.as_test)
+
+
+def resolve_search(args) -> Search:
+    from rlhpc.run.search import METRICS, parse_search
+
+    space = tuple((tuple(path), kind, tuple(values)) for path, kind, values in parse_search(args))
+    return Search(space=space, num_samples=args.num_samples, metric=args.metric,
+                  mode=args.mode or METRICS.get(args.metric, (None, "max"))[1])
+
+
+def resolve_placement(args, training: Training, env: Env, num_envs: int, tuned: dict) -> Placement:
+    """Where it runs: the cluster, env runners and their envs, learners and GPUs, restarts, the batch size."""
     # The tutorial's --redis-password meant "join the running cluster" (rlhpc.train.cluster.prepare_auth).
     address = args.address or ("auto" if args.redis_password else None)
     max_failures = args.max_failures if args.max_failures is not None else \
         DEFAULT_MAX_FAILURES["cluster" if address else "local"]
-
     num_env_runners = args.num_cpus
     if args.local_mode and num_env_runners:
         warn(f"--local-mode samples in the driver on one core: ignoring --num-cpus {num_env_runners}")
         num_env_runners = 0
-    num_learners, gpus_per_learner = learner_placement(args, legacy)
-    vectorize, vectorize_reason = vectorize_mode(args.vectorize, num_envs, probe, set_keys, legacy)
-    if probe.multi_agent and vectorize == "async":  # rllib/env/vector/registration.py: "not implemented, yet"
+    num_learners, gpus_per_learner = learner_placement(args, training.legacy_stack)
+    set_keys = top_level_sets(training.overrides)
+    vectorize, vectorize_reason = vectorize_for(args, num_envs, env, set_keys, training.legacy_stack)
+    return Placement(
+        address=address, local_mode=args.local_mode, num_env_runners=num_env_runners, num_envs_per_runner=num_envs,
+        vectorize=vectorize, vectorize_reason=vectorize_reason,
+        train_batch_size=batch_size(tuned, set_keys, num_env_runners, num_envs), num_gpus=args.num_gpus,
+        num_learners=num_learners, num_gpus_per_learner=gpus_per_learner, runner_resource=args.runner_resource,
+        learner_resource=args.learner_resource, max_failures=max_failures)
+
+
+def vectorize_for(args, num_envs: int, env: Env, set_keys: dict, legacy: bool) -> tuple:
+    """vectorize_mode, and sync for a multi-agent env (RLlib 2.60 steps its sub-envs only one after another)."""
+    vectorize, vectorize_reason = vectorize_mode(args.vectorize, num_envs, env.probe, set_keys, legacy)
+    if env.probe.multi_agent and vectorize == "async":  # rllib/env/vector/registration.py: "not implemented, yet"
         if args.vectorize == "async" or ("gym_env_vectorize_mode",) in set_keys:
-            raise UserError(f"{source.name} is a multi-agent env, whose sub-envs RLlib 2.60 steps only one after "
+            raise UserError(f"{env.source.name} is a multi-agent env, whose sub-envs RLlib 2.60 steps only one after "
                             "another: drop --vectorize async; for a slow simulator raise --num-cpus (env runners "
                             "step in parallel)")
         vectorize, vectorize_reason = "sync", f"{vectorize_reason}, but RLlib steps multi-agent envs only sync"
+    return vectorize, vectorize_reason
+
+
+def batch_size(tuned: dict, set_keys: dict, num_env_runners: int, num_envs: int) -> int | None:
+    """The tuned batch per learner, raised to keep MIN_STEPS_PER_ENV from every sampling env; None: the
+    algorithm's own, or the user's --set."""
     batch = tuned.get("train_batch_size_per_learner")
     if batch and ("train_batch_size_per_learner",) not in set_keys:
-        batch = max(batch, max(1, num_env_runners) * num_envs * MIN_STEPS_PER_ENV)
-    else:
-        batch = None  # the algorithm's own, or the user's --set
+        return max(batch, max(1, num_env_runners) * num_envs * MIN_STEPS_PER_ENV)
+    return None
 
+
+def resolve_tracking(args) -> Tracking:
     wandb_mode, mlflow_uri = tracking_flags.check(args.wandb, args.mlflow)
+    return Tracking(wandb=wandb_mode, mlflow=mlflow_uri)
+
+
+def resolve_output(args, source, changes) -> Output:
+    """The experiment dir: --name (default: the env's) under --storage-path, or the run --resume continues."""
     name = args.name or experiment.path_safe(source.label)
     storage_path = os.path.abspath(os.path.expanduser(args.storage_path))
     experiment_path = experiment.experiment_dir(storage_path, name)
     resume_dir = experiment.find_resume(args.resume, experiment_path) if args.resume else None
+    return Output(name=name, storage_path=storage_path, experiment_dir=experiment_path,
+                  checkpoint_freq=args.checkpoint_freq, resume_dir=resume_dir, changes=tuple(changes))
+
+
+def resolve_backend(args, placement: Placement, search: Search, output: Output) -> str:
+    """INPROCESS or TUNE: a resumed run keeps its own; a resume that Tune cannot honour is refused."""
+    resume_dir = output.resume_dir
     if resume_dir:
         backend = INPROCESS if experiment.has_inprocess_state(resume_dir) else TUNE
     else:
-        backend = INPROCESS if trains_in_process(address, search, args, max_failures) else TUNE
-    if backend == INPROCESS and address:
+        backend = INPROCESS if trains_in_process(placement.address, search.space, args, placement.max_failures) \
+            else TUNE
+    if backend == INPROCESS and placement.address:
         raise UserError(f"{resume_dir} was trained by a local run in its own process: resume it without an address")
-    trains_changes = [flag for flag, _, _, trains in changes if trains]
+    trains_changes = [change.flag for change in output.changes if change.trains]
     if backend == TUNE and trains_changes:  # Tune restores its trials' configs and stop criteria as saved
         raise UserError(f"{resume_dir} trains through Tune, which resumes a run only as it was started: drop "
                         f"{', '.join(trains_changes)}, or start a new run")
-    if resume_dir and batch is not None:  # more or fewer env runners now: the run keeps its batch size
-        batch = experiment.read_record(resume_dir).get("train_batch_size") or batch
+    return backend
 
-    import gymnasium
 
-    spaces = [obs for obs, _ in probe.agent_spaces.values()] if probe.multi_agent else [probe.observation_space]
-    return RunSpec(
-        algo=algo, env=source, env_config=MappingProxyType(env_config), framework=args.framework,
-        address=address, local_mode=args.local_mode, num_env_runners=num_env_runners,
-        num_envs_per_runner=num_envs, vectorize=vectorize, vectorize_reason=vectorize_reason,
-        train_batch_size=batch, num_gpus=args.num_gpus, num_learners=num_learners,
-        num_gpus_per_learner=gpus_per_learner, runner_resource=args.runner_resource,
-        learner_resource=args.learner_resource,
-        flatten_observations=not legacy and any(space is not None and not isinstance(space, gymnasium.spaces.Box)
-                                                for space in spaces),
-        agent_policy=MappingProxyType(agent_policy), policies_reason=policies_reason,
-        eval_interval=args.eval_interval, eval_episodes=args.eval_episodes,
-        seed=args.seed, overrides=overrides, search=search, num_samples=args.num_samples, metric=args.metric,
-        mode=args.mode or METRICS.get(args.metric, (None, "max"))[1],
-        stop=MappingProxyType(stop), as_test=args.as_test, max_failures=max_failures,
-        checkpoint_freq=args.checkpoint_freq, wandb=wandb_mode, mlflow=mlflow_uri,
-        name=name, storage_path=storage_path, experiment_dir=experiment_path,
-        resume_dir=resume_dir, changes=tuple(changes), backend=backend, print_config=args.print_config,
-        command_line=tuple(without_token(sys.orig_argv)), flags=tuple(without_token(flags)),
-        config_file=MappingProxyType(from_file) if from_file else None, probe=probe,
-    )
+def batch_kept_on_resume(placement: Placement, resume_dir: str | None) -> Placement:
+    """More or fewer env runners now: a resumed run keeps the batch size it started with."""
+    if not resume_dir or placement.train_batch_size is None:
+        return placement
+    record = experiment.read_record(resume_dir)
+    return dataclasses.replace(placement, train_batch_size=(record and record.train_batch_size)
+                               or placement.train_batch_size)
 
 
 def stop_criteria(args, default_reward, legacy: bool) -> dict:

@@ -39,21 +39,21 @@ def mlflow_tracking_uri(text: str) -> str:
 def describe(spec) -> list:
     """What the first lines say about tracking (nothing when there is none)."""
     lines = []
-    if spec.wandb == "offline":
+    if spec.tracking.wandb == "offline":
         lines.append("tracking: W&B offline, each trial's run in <trial>/wandb/offline-run-*; upload it from a "
                      "login node with `wandb sync <trial>/wandb/offline-run-*`")
-    elif spec.wandb == "online":
+    elif spec.tracking.wandb == "online":
         lines.append(f"tracking: W&B online, project {wandb_project(spec)}")
-    if spec.mlflow:
-        store = spec.mlflow.removeprefix("file://")
-        where = f"the file store {store} (mlflow ui --backend-store-uri {store})" if spec.mlflow.startswith("file:") \
-            else spec.mlflow
-        lines.append(f"tracking: MLflow experiment {spec.name} in {where}")
+    if spec.tracking.mlflow:
+        store = spec.tracking.mlflow.removeprefix("file://")
+        where = f"the file store {store} (mlflow ui --backend-store-uri {store})" \
+            if spec.tracking.mlflow.startswith("file:") else spec.tracking.mlflow
+        lines.append(f"tracking: MLflow experiment {spec.output.name} in {where}")
     return lines
 
 
 def wandb_project(spec) -> str:
-    return os.environ.get("WANDB_PROJECT") or spec.name
+    return os.environ.get("WANDB_PROJECT") or spec.output.name
 
 
 def _importable(module: str, flag: str) -> None:

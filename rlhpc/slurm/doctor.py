@@ -29,6 +29,9 @@ import sys
 import time
 from importlib import metadata
 
+from rlhpc.slurm import nodes
+from rlhpc.slurm.findings import FAIL, WARN, Finding, NodeReport
+
 PACKAGES = ("ray", "torch", "gymnasium", "numpy", "rlhpc")  # the same on every node, or workers misbehave
 SOCKET_PATH_LIMIT = 107  # bytes in a unix socket path (sun_path), the limit Ray's raylet and plasma sockets hit
 NETWORK_FILE_SYSTEMS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "ceph", "glusterfs",
@@ -36,10 +39,6 @@ NETWORK_FILE_SYSTEMS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3
 REACH_SECONDS = 5  # a worker node retries the head's port this long (the head's listener may start later)
 FEW_OPEN_FILES = 4096  # Ray keeps a socket and files per worker: below this, big nodes run out
 LITTLE_DISK = 1 << 30  # bytes free under --storage-path
-
-
-def problem(level: str, text: str) -> list:
-    return [level, text]
 
 
 def versions() -> dict:
@@ -79,78 +78,74 @@ def free_bytes(path: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def node_address() -> str | None:
-    """The address slurm/ray_cluster.sh advertises for this node: the first IPv4 of `hostname --ip-address`
-    (then `hostname -I`) that is not loopback."""
-    for flag in ("--ip-address", "-I"):
-        try:
-            out = subprocess.run(["hostname", flag], capture_output=True, text=True, timeout=10, check=False).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        for word in out.split():
-            parts = word.split(".")
-            if len(parts) == 4 and all(p.isdigit() for p in parts) and not word.startswith("127."):
-                return word
-    return None
-
-
-def ray_port() -> int:
-    job = int(os.environ.get("SLURM_JOB_ID", "0") or 0)
-    return int(os.environ.get("RLHPC_RAY_PORT") or 6379 + job % 1000)
-
-
-def check_node(head: bool, storage_path: str, num_gpus: float | None = None) -> dict:
+def check_node(head: bool, storage_path: str, num_gpus: float | None = None) -> NodeReport:
     """This node's facts and problems (run inside the node's srun step, or on this machine). num_gpus: what the
-    trainer will ask for (None: not known)."""
+    trainer will ask for (None: not known). Each check adds what it found to facts, shown in the node's line."""
     host = socket.gethostname().split(".")[0]
-    problems, facts = [], {}
+    facts: dict = {}
+    problems = [*check_cpus(facts), *check_gpus(facts, num_gpus), *check_temp_dir(facts, host), *check_shm(facts),
+                *check_address(facts, head), *check_token(), *check_room(head, storage_path)]
+    return NodeReport(node=host, versions=versions(), facts=facts, problems=problems)
 
-    # CPUs: what Slurm gave the step, what this process may run on.
+
+def check_cpus(facts: dict) -> list:
+    """What Slurm gave the step against what this process may run on."""
     usable = len(os.sched_getaffinity(0))
     given = os.environ.get("SLURM_CPUS_ON_NODE")
     facts["cpus"] = usable
     if given and given.isdigit() and usable < int(given):
-        problems.append(problem("WARN", f"Slurm gave this node {given} CPUs but this step may use {usable}: "
-                                        "run the job's steps with --cpus-per-task (ray_cluster.sh does)"))
+        return [Finding(WARN, f"Slurm gave this node {given} CPUs but this step may use {usable}: "
+                              "run the job's steps with --cpus-per-task (ray_cluster.sh does)")]
+    return []
 
-    # GPUs: those Slurm gave, those CUDA shows.
+
+def check_gpus(facts: dict, num_gpus: float | None) -> list:
+    """The GPUs Slurm gave against those CUDA shows."""
     gpus_given = os.environ.get("SLURM_GPUS_ON_NODE") or ""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     facts["gpus"] = 0
-    if gpus_given.isdigit() and int(gpus_given) > 0:
-        facts["gpus"] = int(gpus_given)
-        try:
-            import torch
+    if not (gpus_given.isdigit() and int(gpus_given) > 0):
+        return []
+    facts["gpus"] = int(gpus_given)
+    try:
+        import torch
 
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        except Exception as e:  # noqa: BLE001 -- any import or driver failure is the finding
-            count, why = 0, f"{type(e).__name__}: {e}"
-        else:
-            why = f"CUDA_VISIBLE_DEVICES={visible!r}"
-        if count == 0:
-            unused = num_gpus == 0  # the trainer will not ask for one: slow nowhere, but say it
-            problems.append(problem("WARN" if unused else "FAIL",
-                                    f"Slurm gave this node {gpus_given} GPU(s) but torch finds none ({why}): load the "
-                                    "CUDA module / install torch with CUDA in this environment" +
-                                    (" (the trainer asks for no GPU: --num-gpus 0)" if unused else "")))
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception as e:  # noqa: BLE001 -- any import or driver failure is the finding
+        count, why = 0, f"{type(e).__name__}: {e}"
+    else:
+        why = f"CUDA_VISIBLE_DEVICES={visible!r}"
+    if count:
+        return []
+    unused = num_gpus == 0  # the trainer will not ask for one: slow nowhere, but say it
+    return [Finding(WARN if unused else FAIL,
+                    f"Slurm gave this node {gpus_given} GPU(s) but torch finds none ({why}): load the "
+                    "CUDA module / install torch with CUDA in this environment" +
+                    (" (the trainer asks for no GPU: --num-gpus 0)" if unused else ""))]
 
-    # Ray's temp dir: node-local, and short enough for its unix sockets.
+
+def check_temp_dir(facts: dict, host: str) -> list:
+    """Ray's temp dir: node-local, and short enough for its unix sockets."""
+    found = []
     root = os.environ.get("RLHPC_RAY_TMP", "/tmp")
     point, fs = mount_of(root)
     facts["temp"] = f"{root} on {fs}"
     if fs in NETWORK_FILE_SYSTEMS:
-        problems.append(problem("FAIL", f"Ray's temp dir root {root} is on {fs} ({point}): unix sockets do not work "
-                                        "there; set RLHPC_RAY_TMP to node-local storage (e.g. /tmp or $TMPDIR)"))
+        found.append(Finding(FAIL, f"Ray's temp dir root {root} is on {fs} ({point}): unix sockets do not work "
+                                   "there; set RLHPC_RAY_TMP to node-local storage (e.g. /tmp or $TMPDIR)"))
     # What Ray makes below it (ray_cluster.sh's layout, Ray's session dir name, its longest socket name).
     session = f"session_{time.strftime('%Y-%m-%d_%H-%M-%S')}_123456_{os.getpid()}"
     sample = os.path.join(root, f"ray-{os.environ.get('SLURM_JOB_ID', '0')}", host, session, "sockets",
                           "plasma_store")
     if len(sample.encode()) > SOCKET_PATH_LIMIT:
-        problems.append(problem("FAIL", f"Ray's socket paths under RLHPC_RAY_TMP={root} would be "
-                                        f"{len(sample.encode())} bytes, over the {SOCKET_PATH_LIMIT}-byte limit: set "
-                                        "RLHPC_RAY_TMP to a shorter path (e.g. /tmp)"))
+        found.append(Finding(FAIL, f"Ray's socket paths under RLHPC_RAY_TMP={root} would be "
+                                   f"{len(sample.encode())} bytes, over the {SOCKET_PATH_LIMIT}-byte limit: set "
+                                   "RLHPC_RAY_TMP to a shorter path (e.g. /tmp)"))
+    return found
 
-    # /dev/shm holds the object store; smaller, and Ray spills to disk (slowly).
+
+def check_shm(facts: dict) -> list:
+    """/dev/shm holds the object store; smaller, and Ray spills to disk (slowly)."""
     wanted = os.environ.get("RLHPC_OBJECT_STORE_MEMORY")
     try:
         shm = os.statvfs("/dev/shm")
@@ -162,32 +157,36 @@ def check_node(head: bool, storage_path: str, num_gpus: float | None = None) -> 
     want = int(wanted) if wanted and wanted.isdigit() else int(0.3 * memory)  # Ray's default: 30 % of RAM
     facts["shm"] = shm_bytes
     if shm_bytes < want:
-        problems.append(problem("FAIL", f"/dev/shm is {mib(shm_bytes)}, Ray's object store wants {mib(want)}: set "
-                                        f"RLHPC_OBJECT_STORE_MEMORY={int(shm_bytes * 0.8)} (else Ray keeps it on "
-                                        "disk, and every sample crosses the disk)"))
+        return [Finding(FAIL, f"/dev/shm is {mib(shm_bytes)}, Ray's object store wants {mib(want)}: set "
+                              f"RLHPC_OBJECT_STORE_MEMORY={int(shm_bytes * 0.8)} (else Ray keeps it on "
+                              "disk, and every sample crosses the disk)")]
+    return []
 
-    # The address Ray will advertise; on the head, whether its port is free.
-    address = node_address()
+
+def check_address(facts: dict, head: bool) -> list:
+    """The address Ray will advertise; on the head, whether its port is free."""
+    address = nodes.node_address()  # the address slurm/ray_cluster.sh advertises for this node
     facts["address"] = address
     if address is None:
-        problems.append(problem("FAIL", "no IPv4 address other than loopback (hostname --ip-address, hostname -I): "
-                                        "other nodes could not reach this one; fix the node's name resolution"))
-    elif head:
-        port = facts["port"] = ray_port()
-        try:
-            socket.create_connection((address, port), timeout=2).close()
-            taken = True
-        except OSError:
-            taken = False
-        facts["port_taken"] = taken  # the reach check below cannot listen there then
-        if taken:
-            fixed = bool(os.environ.get("RLHPC_RAY_PORT"))
-            problems.append(problem("FAIL" if fixed else "WARN",
-                                    f"port {port} on {address} already answers (another job's Ray?): " +
-                                    ("set RLHPC_RAY_PORT to a free port" if fixed else
-                                     "ray_cluster.sh will move to the next free port")))
+        return [Finding(FAIL, "no IPv4 address other than loopback (hostname --ip-address, hostname -I): "
+                              "other nodes could not reach this one; fix the node's name resolution")]
+    if not head:
+        return []
+    port = facts["port"] = nodes.port_setting(os.environ)
+    taken = nodes.port_answers(address, port)
+    facts["port_taken"] = taken  # the reach check below cannot listen there then
+    if not taken:
+        return []
+    fixed = bool(os.environ.get("RLHPC_RAY_PORT"))
+    return [Finding(FAIL if fixed else WARN,
+                    f"port {port} on {address} already answers (another job's Ray?): " +
+                    ("set RLHPC_RAY_PORT to a free port" if fixed else
+                     "ray_cluster.sh will move to the next free port"))]
 
-    # The token: in a mode-600 file every node reads, not in the environment.
+
+def check_token() -> list:
+    """The token: in a mode-600 file every node reads, not in the environment, not on a command line."""
+    found = []
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
     if path:
         try:
@@ -195,32 +194,36 @@ def check_node(head: bool, storage_path: str, num_gpus: float | None = None) -> 
             with open(path):
                 pass
         except OSError as e:
-            problems.append(problem("FAIL", f"the token file {path} cannot be read here: {e.strerror}: put it on a "
-                                            "file system every node of the job sees (RLHPC_JOB_DIR)"))
+            found.append(Finding(FAIL, f"the token file {path} cannot be read here: {e.strerror}: put it on a "
+                                       "file system every node of the job sees (RLHPC_JOB_DIR)"))
         else:
             if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                problems.append(problem("FAIL", f"the token file {path} has mode {stat.S_IMODE(mode):o}: other "
-                                                f"users can read it; chmod 600 {path}"))
+                found.append(Finding(FAIL, f"the token file {path} has mode {stat.S_IMODE(mode):o}: other "
+                                           f"users can read it; chmod 600 {path}"))
     if os.environ.get("RAY_AUTH_TOKEN"):
-        problems.append(problem("WARN", "RAY_AUTH_TOKEN is set in the job's environment (readable in "
-                                        "/proc/<pid>/environ of every process of the job): use "
-                                        "RAY_AUTH_TOKEN_PATH=<mode-600 file>"))
+        found.append(Finding(WARN, "RAY_AUTH_TOKEN is set in the job's environment (readable in "
+                                   "/proc/<pid>/environ of every process of the job): use "
+                                   "RAY_AUTH_TOKEN_PATH=<mode-600 file>"))
     for pid, program in processes_showing(token_texts(path)):
-        problems.append(problem("FAIL", f"the token is on the command line of process {pid} ({program}): every "
-                                        "user of this node sees it with ps; pass it in a mode-600 file "
-                                        "(RAY_AUTH_TOKEN_PATH), never as an argument"))
+        found.append(Finding(FAIL, f"the token is on the command line of process {pid} ({program}): every "
+                                   "user of this node sees it with ps; pass it in a mode-600 file "
+                                   "(RAY_AUTH_TOKEN_PATH), never as an argument"))
+    return found
 
-    # Room for results and checkpoints; enough open files.
+
+def check_room(head: bool, storage_path: str) -> list:
+    """Room for results and checkpoints (on the head, which writes them); enough open files."""
+    found = []
     storage = os.path.abspath(os.path.expanduser(storage_path))
     free = free_bytes(storage)
     if head and free < LITTLE_DISK:
-        problems.append(problem("WARN", f"only {mib(free)} free under {storage}: checkpoints may not fit; "
-                                        "choose another --storage-path"))
+        found.append(Finding(WARN, f"only {mib(free)} free under {storage}: checkpoints may not fit; "
+                                   "choose another --storage-path"))
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < FEW_OPEN_FILES:
-        problems.append(problem("WARN", f"open files limit is {soft}: Ray may run out on a big node; "
-                                        "`ulimit -n 65536` in the job script"))
-    return {"node": host, "versions": versions(), "facts": facts, "problems": problems}
+        found.append(Finding(WARN, f"open files limit is {soft}: Ray may run out on a big node; "
+                                   "`ulimit -n 65536` in the job script"))
+    return found
 
 
 def token_texts(path: str | None) -> list:
@@ -262,6 +265,7 @@ def listen(address: str, port: int, expect: int) -> dict:
     except OSError as e:
         return {"error": f"cannot listen on {address}:{port}: {e.strerror}"}
     server.settimeout(0.2)
+    came: set
     came, deadline = set(), time.monotonic() + REACH_SECONDS + 5
     with server:
         while len(came) < expect and time.monotonic() < deadline:
@@ -300,12 +304,12 @@ def compare(reports: list) -> None:
     """Versions that differ from the head's (the first report) become FAIL lines on the nodes that differ."""
     head = reports[0]
     for report in reports[1:]:
-        for package, version in report.get("versions", {}).items():
-            theirs = head.get("versions", {}).get(package)
+        for package, version in report.versions.items():
+            theirs = head.versions.get(package)
             if theirs is not None and version != theirs:
-                report["problems"].append(problem(
-                    "FAIL", f"{package} {version} here, {theirs} on {head['node']} (the head): use one Python "
-                            "environment on every node (e.g. RLHPC_VENV=/path/to/.venv)"))
+                report.problems.append(Finding(
+                    FAIL, f"{package} {version} here, {theirs} on {head.node} (the head): use one Python "
+                          "environment on every node (e.g. RLHPC_VENV=/path/to/.venv)"))
 
 
 def allocation_nodes() -> list:
@@ -335,7 +339,7 @@ def srun_doctor(steps: list) -> list:
             cmd.append(f"--het-group={group}")
         cmd += [sys.executable, "-m", "rlhpc.doctor", *args]
         running.append((node, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-    results = []
+    results: list = []
     for node, step in running:
         try:
             out, err = step.communicate(timeout=120)
@@ -356,11 +360,11 @@ def run_on_nodes(nodes: list, storage_path: str, num_gpus) -> list:
     reports = []
     steps = [(node, group, common + ["--head"] * (k == 0)) for k, (node, group) in enumerate(nodes)]
     for node, report, why in srun_doctor(steps):
-        reports.append(report or {"node": node, "versions": {}, "facts": {}, "problems": [problem(
-            "FAIL", f"could not run `{sys.executable} -m rlhpc.doctor` there: {why}")]})
+        reports.append(NodeReport.from_json(report) if report else NodeReport(node=node, problems=[Finding(
+            FAIL, f"could not run `{sys.executable} -m rlhpc.doctor` there: {why}")]))
     head = reports[0]
-    address, port = head["facts"].get("address"), head["facts"].get("port")
-    if len(nodes) < 2 or not address or not port or head["facts"].get("port_taken"):
+    address, port = head.facts.get("address"), head.facts.get("port")
+    if len(nodes) < 2 or not address or not port or head.facts.get("port_taken"):
         return reports
     target = f"{address}:{port}"
     steps = [(nodes[0][0], nodes[0][1], ["--listen", target, "--expect", str(len(nodes) - 1)])]
@@ -368,16 +372,16 @@ def run_on_nodes(nodes: list, storage_path: str, num_gpus) -> list:
     results = srun_doctor(steps)
     _, listened, why = results[0]
     if listened is None or "error" in listened:
-        head["problems"].append(problem("FAIL", f"the head's address {target} does not work here: "
-                                                f"{(listened or {}).get('error', why)}: fix the node's name "
-                                                "resolution (hostname --ip-address)"))
+        head.problems.append(Finding(FAIL, f"the head's address {target} does not work here: "
+                                           f"{(listened or {}).get('error', why)}: fix the node's name "
+                                           "resolution (hostname --ip-address)"))
         return reports
     for report, (_, reached, why) in zip(reports[1:], results[1:], strict=True):
         if not (reached or {}).get("reached"):
-            report["problems"].append(problem("FAIL", f"cannot reach the head {head['node']} at {target} "
-                                                      f"({(reached or {}).get('error', why)}): this node's Ray could "
-                                                      "not join; the nodes' firewall must let the job's ports through "
-                                                      "(Ray's head port and 10002-19999)"))
+            report.problems.append(Finding(FAIL, f"cannot reach the head {head.node} at {target} "
+                                                 f"({(reached or {}).get('error', why)}): this node's Ray could "
+                                                 "not join; the nodes' firewall must let the job's ports through "
+                                                 "(Ray's head port and 10002-19999)"))
     return reports
 
 
@@ -385,17 +389,15 @@ def report_lines(reports: list) -> tuple:
     """-> (lines, failures)"""
     lines, failures = [], 0
     for report in reports:
-        facts, v = report.get("facts", {}), report.get("versions", {})
+        facts, v = report.facts, report.versions
         where = facts.get("seen") or (f"{facts.get('cpus')} CPUs, {facts.get('gpus')} GPUs; address "
                                       f"{facts.get('address')}; temp {facts.get('temp')}")
         summary = (f"Python {v.get('python')}, ray {v.get('ray')}, torch {v.get('torch')}, gymnasium "
                    f"{v.get('gymnasium')}; {where}") if v else facts.get("seen", "no report")
-        worst = "FAIL" if any(p[0] == "FAIL" for p in report["problems"]) else \
-            "WARN" if report["problems"] else "ok"
-        lines.append(f"node {report['node']}: {worst} ({summary})")
-        for level, text in report["problems"]:
-            lines.append(f"node {report['node']}: {level} {text}")
-            failures += level == "FAIL"
+        lines.append(f"node {report.node}: {report.worst} ({summary})")
+        for problem in report.problems:
+            lines.append(f"node {report.node}: {problem.level} {problem.text}")
+            failures += problem.level == FAIL
     return lines, failures
 
 
@@ -441,40 +443,38 @@ def check_ray_cluster(address: str) -> int:
         ray_cpus, ray_gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
         seen = (f"Ray: {ray_cpus} CPUs, {ray_gpus} GPUs, object store "
                 f"{mib(int(resources.get('object_store_memory', 0)))}")
-        report = {"node": n["NodeManagerAddress"], "versions": {}, "facts": {"seen": seen}, "problems": []}
+        report = NodeReport(node=n["NodeManagerAddress"], facts={"seen": seen})
         reports.append(report)
+        add = report.problems.append
         if not n["Alive"]:
-            report["problems"].append(problem("WARN", "Ray lists this node as dead (its raylet ended): training "
-                                                      "goes on without it"))
+            add(Finding(WARN, "Ray lists this node as dead (its raylet ended): training goes on without it"))
             continue
         if pending[n["NodeID"]] not in ready:
-            report["problems"].append(problem("FAIL", "a task sent there did not run within 30 s: its workers cannot "
-                                                      "start (see raylet.out in the node's Ray session dir)"))
+            add(Finding(FAIL, "a task sent there did not run within 30 s: its workers cannot start (see raylet.out "
+                              "in the node's Ray session dir)"))
             continue
         try:
             found = ray.get(pending[n["NodeID"]])
         except Exception as e:  # noqa: BLE001 -- e.g. the project does not import in that node's environment
             text = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-            report["problems"].append(problem("FAIL", f"the check could not run there: {text}: use one Python "
-                                                      "environment on every node"))
+            add(Finding(FAIL, f"the check could not run there: {text}: use one Python environment on every node"))
             continue
-        report["node"] = f"{found['host']} ({n['NodeManagerAddress']})"
-        report["versions"] = found["versions"]
-        add = report["problems"].append
+        report.node = f"{found['host']} ({n['NodeManagerAddress']})"
+        report.versions = found["versions"]
         if ray_cpus > found["cpus"]:
-            add(problem("WARN", f"Ray counts {ray_cpus} CPUs here but this node may run on {found['cpus']} (its CPU "
+            add(Finding(WARN, f"Ray counts {ray_cpus} CPUs here but this node may run on {found['cpus']} (its CPU "
                                 "affinity: Slurm's allocation): env runners would share cores; start Ray with "
                                 f"--num-cpus={found['cpus']} (ray_cluster.sh does)"))
         slurm_cpus = int(found["slurm_cpus"]) if (found["slurm_cpus"] or "").isdigit() else 0
         if ray_cpus < slurm_cpus:
-            add(problem("WARN", f"Ray uses {ray_cpus} of the {slurm_cpus} CPUs Slurm gave this node: start Ray "
+            add(Finding(WARN, f"Ray uses {ray_cpus} of the {slurm_cpus} CPUs Slurm gave this node: start Ray "
                                 f"with --num-cpus={slurm_cpus}"))
         slurm_gpus = int(found["slurm_gpus"]) if (found["slurm_gpus"] or "").isdigit() else 0
         if slurm_gpus and not ray_gpus:
-            add(problem("WARN", f"Slurm gave this node {slurm_gpus} GPU(s) but Ray counts none: start Ray with "
+            add(Finding(WARN, f"Slurm gave this node {slurm_gpus} GPU(s) but Ray counts none: start Ray with "
                                 f"--num-gpus={slurm_gpus}"))
         if ray_gpus and not found["cuda"]:
-            add(problem("FAIL", f"Ray counts {ray_gpus} GPU(s) here but torch finds none "
+            add(Finding(FAIL, f"Ray counts {ray_gpus} GPU(s) here but torch finds none "
                                 f"({found.get('cuda_error', 'torch.cuda.device_count() is 0')}): a learner placed "
                                 "here fails; install torch with CUDA in this node's environment"))
     ray.shutdown()
@@ -485,7 +485,7 @@ def check_ray_cluster(address: str) -> int:
 def print_report(reports: list, started: float) -> int:
     """Prints the lines and the count line. -> the exit status (1 when something blocks training)."""
     lines, failures = report_lines(reports)
-    warnings = sum(len(r["problems"]) for r in reports) - failures
+    warnings = sum(len(r.problems) for r in reports) - failures
     for line in lines:
         print(line, flush=True)
     print(f"doctor: {len(reports)} node(s), {failures} failure(s), {warnings} warning(s) "
@@ -507,7 +507,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reach", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.node:
-        print(json.dumps(check_node(args.head, args.storage_path, args.num_gpus)), flush=True)
+        print(json.dumps(check_node(args.head, args.storage_path, args.num_gpus).to_json()), flush=True)
         return 0
     if args.listen or args.reach:
         address, _, port = (args.listen or args.reach).rpartition(":")

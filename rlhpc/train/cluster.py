@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
 from rlhpc.algo.config import total_resources
 from rlhpc.errors import UserError, warn
@@ -113,16 +114,16 @@ def connect(spec) -> str:
     """Starts or joins Ray; returns a short description for the log."""
     import ray
 
-    address = spec.address
-    common = {"logging_level": "WARNING", "log_to_driver": True}
+    address = spec.placement.address
+    common: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": True}
     if address and "TF_USE_LEGACY_KERAS" in os.environ:
         # tf2: Keras 2 must be chosen before TF is imported, also in workers on other nodes. (A local
         # Ray's workers inherit our environment; a runtime env would cost fresh worker processes.)
         common["runtime_env"] = {"env_vars": {"TF_USE_LEGACY_KERAS": os.environ["TF_USE_LEGACY_KERAS"]}}
     if not address:
         # Local: the whole machine (or one core), no dashboard (not installed, and saves ~1 s).
-        ray.init(num_cpus=1 if spec.local_mode else None, include_dashboard=False, **common)
-        return "local Ray" + (" on one core (--local-mode)" if spec.local_mode else "")
+        ray.init(num_cpus=1 if spec.placement.local_mode else None, include_dashboard=False, **common)
+        return "local Ray" + (" on one core (--local-mode)" if spec.placement.local_mode else "")
 
     if address != "auto":
         _check_reachable(address)
@@ -159,12 +160,13 @@ def check_resources(bundles: list, spec) -> None:
 
     need = total_resources(bundles)
     have = ray.cluster_resources()
-    where = "this machine" if not spec.address else "the cluster"
-    runners = spec.num_env_runners
+    where = "this machine" if not spec.placement.address else "the cluster"
+    runners = spec.placement.num_env_runners
     gpus = need.get("GPU", 0)
     if gpus > have.get("GPU", 0):
         has = f"{have.get('GPU', 0):g} GPUs" if have.get("GPU") else "no GPU"
-        raise UserError(f"--num-gpus {spec.num_gpus:g} needs {gpus:g} GPU(s) for the learner(s), but {where} has {has}")
+        raise UserError(f"--num-gpus {spec.placement.num_gpus:g} needs {gpus:g} GPU(s) for the learner(s), but {where} "
+                        f"has {has}")
     cpus = need.get("CPU", 0)
     if cpus > have.get("CPU", 0):
         most = int(have.get("CPU", 0) - (cpus - runners))
@@ -183,13 +185,14 @@ def check_resources(bundles: list, spec) -> None:
 
 def check_cuda(spec) -> None:
     """Ray counts the GPUs a node declares; PyTorch must also find CUDA where the learner runs."""
-    if spec.num_gpus <= 0 or spec.local_mode or spec.framework != "torch":
+    if spec.placement.num_gpus <= 0 or spec.placement.local_mode or spec.training.framework != "torch":
         return  # --local-mode trains on the CPU (spec.learner_placement)
     import ray
 
-    resources = {spec.learner_resource: 0.01} if spec.learner_resource else None
+    resources = {spec.placement.learner_resource: 0.01} if spec.placement.learner_resource else None
 
-    @ray.remote(num_cpus=0, num_gpus=min(spec.num_gpus, 1), resources=resources)
+    # ray.remote takes resources=None (its default), though its typed overload names only a dict.
+    @ray.remote(num_cpus=0, num_gpus=min(spec.placement.num_gpus, 1), resources=resources)  # type: ignore[arg-type]
     def cuda_on_this_node():
         import torch
 

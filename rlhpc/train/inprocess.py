@@ -7,30 +7,38 @@ Tune would, where Tune would: <storage>/<name>/<trial>/ with progress.csv, resul
 params.json, TensorBoard events and checkpoint_NNNNNN dirs. It stops and checkpoints on the same
 signals and resumes with --resume. Searches and cluster runs keep Tune (placement, retries);
 rlhpc.run.spec decides which backend a run gets.
+
+What a trial does is shared with the Tune backend: the files are rlhpc.train.trial_files', the stop rule
+rlhpc.train.stop_signal's, the tracking rlhpc.train.tracking's, and the 100-episode window, evaluation and best
+checkpoint the RLlib callback's (rlhpc.algo.metrics). What is this module's own is Tune's part: the loop, when to
+checkpoint, and the run's state file (its checkpoints), which Tune keeps in its experiment state.
+
+Private APIs used here, and why: `Algorithm._iteration` and `_time_total`, Trainable's counters. Restoring from a
+checkpoint path restarts them at 0 (Tune keeps them in its own trial state and hands them to restore() in a private
+_TrainingResult); setting them is the only way for the restored trial's results to go on counting.
 """
 
-import csv
 import json
 import logging
 import os
-import signal
 import traceback
 import uuid
 from datetime import datetime
+from typing import Any
 
+from rlhpc.algo import metrics
 from rlhpc.algo.config import algorithm_class
 from rlhpc.outputs.report import (
-    STOP_SIGNALS,
-    EarlyStop,
     Outcome,
     ProgressLine,
     TrialOutcome,
-    announce_stop,
     training_failed,
 )
 from rlhpc.run import experiment
-from rlhpc.run.results import as_number, stop_reached
+from rlhpc.run.results import stop_reached
 from rlhpc.train import tracking
+from rlhpc.train.stop_signal import StopSignal
+from rlhpc.train.trial_files import TrialFiles
 
 
 def warm_up() -> None:
@@ -42,89 +50,27 @@ def warm_up() -> None:
     threading.Thread(target=__import__, args=("torch._dynamo",), daemon=True).start()
 
 
-class TrialFiles:
-    """progress.csv, result.json and TensorBoard events, as Tune's logger callbacks write them."""
-
-    def __init__(self, trial_dir: str, config_dict: dict):
-        from ray.tune.utils.util import SafeFallbackEncoder
-
-        self.dir = trial_dir
-        os.makedirs(trial_dir, exist_ok=True)
-        params = os.path.join(trial_dir, "params.json")
-        if not os.path.exists(params):  # a resumed trial keeps the config it started with
-            with open(params, "w") as f:
-                json.dump(config_dict, f, indent=2, sort_keys=True, cls=SafeFallbackEncoder)
-        self._encoder = SafeFallbackEncoder
-        progress = os.path.join(trial_dir, "progress.csv")
-        header = experiment.progress_header(trial_dir)  # a resumed run keeps the columns it started with
-        self._csv_file = open(progress, "a", newline="")  # noqa: SIM115 -- open for the whole run
-        self._csv = csv.DictWriter(self._csv_file, header, extrasaction="ignore") if header else None
-        self._json_file = open(os.path.join(trial_dir, "result.json"), "a")  # noqa: SIM115
-        self._tb = None
-
-    def write(self, result: dict) -> None:
-        from ray.tune.utils import flatten_dict
-
-        flat = flatten_dict({k: v for k, v in result.items() if k != "config"}, delimiter="/")
-        if self._csv is None:
-            self._csv = csv.DictWriter(self._csv_file, list(flat), extrasaction="ignore")
-            self._csv.writeheader()
-        self._csv.writerow(flat)
-        self._csv_file.flush()
-        self._json_file.write(json.dumps(result, cls=self._encoder) + "\n")
-        self._json_file.flush()
-        self._tensorboard(flat)
-
-    def _tensorboard(self, flat: dict) -> None:
-        from tensorboardX import SummaryWriter
-
-        if self._tb is None:
-            self._tb = SummaryWriter(self.dir, flush_secs=30)
-        step = flat["training_iteration"]
-        for key, value in flat.items():
-            if as_number(value) is not None:
-                self._tb.add_scalar(f"ray/tune/{key}", value, global_step=step)
-        self._tb.flush()
-
-    def close(self) -> None:
-        for f in (self._csv_file, self._json_file):
-            f.close()
-        if self._tb is not None:
-            self._tb.close()
-
-
-class SignalFlag:
-    """The first SIGUSR1/SIGTERM/SIGINT asks for a checkpoint after this iteration; a second stops now."""
-
-    def __init__(self):
-        self.received = EarlyStop.received
-        for name in STOP_SIGNALS:
-            signal.signal(getattr(signal, name), self._on_signal)
-
-    def _on_signal(self, signum, frame):
-        if self.received:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-        announce_stop(self.received)
-
-
-def train(spec, config) -> Outcome:
+def train(spec, config, stop_signal: StopSignal) -> Outcome:  # noqa: C901 -- the trial loop: stop, checkpoint, cleanup
     """Builds (or restores) the algorithm here and trains until a stop criterion or a signal."""
-    experiment_dir = spec.resume_dir or spec.experiment_dir
+    experiment_dir = spec.output.resume_dir or spec.output.experiment_dir
     state_path = os.path.join(experiment_dir, experiment.STATE_FILE)
-    if spec.resume_dir:  # as with Tune, a resumed run keeps the stop criteria it started with ...
+    if spec.output.resume_dir:  # as with Tune, a resumed run keeps the stop criteria it started with ...
         with open(state_path) as f:
             state = json.load(f)
-        if any(flag.startswith("--stop") for flag, *_ in spec.changes):  # ... unless --allow-changes changed them
-            state["stop"] = dict(spec.stop)
+        # ... unless --allow-changes changed them
+        if any(change.flag.startswith("--stop") for change in spec.output.changes):
+            state["stop"] = dict(spec.stop.criteria)
     else:
-        trial = f"{spec.algo}_{experiment.path_safe(spec.env.label)}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
+        trial = f"{spec.training.algo}_{experiment.path_safe(spec.env.source.label)}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
         # The id Tune would give the trial (W&B names its run by it), kept for resumes.
-        state = {"trial": trial, "trial_id": uuid.uuid4().hex[:8], "stop": dict(spec.stop), "checkpoints": []}
+        state = {"trial": trial, "trial_id": uuid.uuid4().hex[:8], "stop": dict(spec.stop.criteria), "checkpoints": []}
     stop = state["stop"]
     trial_dir = os.path.join(experiment_dir, state["trial"])
 
-    progress, flag = ProgressLine(), SignalFlag()
+    progress, flag = ProgressLine(), stop_signal
+    flag.catch_all()  # a second signal raises KeyboardInterrupt here
+    result: dict
+    algo: Any  # the RLlib Algorithm, once built (checkpoint() saves it)
     result, error, algo, files, tracked = {}, None, None, None, None
 
     def checkpoint():
@@ -140,9 +86,9 @@ def train(spec, config) -> Outcome:
     os.makedirs(trial_dir, exist_ok=True)
     experiment.write_json(state_path, state)  # killed before the first checkpoint, --resume still finds the run
     try:
-        algo = _build(algorithm_class(spec.algo), config, trial_dir, state["checkpoints"])
+        algo = _build(algorithm_class(spec.training.algo), config, trial_dir, state["checkpoints"])
         config_dict = config.to_dict()
-        files = TrialFiles(trial_dir, config_dict)
+        files = TrialFiles(trial_dir, config_dict, tensorboard=True)
         trial_id = state.get("trial_id") or state["trial"]  # runs started before trial ids were kept: the name
         tracked = tracking.InProcessTracking(spec, tracking.InProcessTrial(trial_dir, trial_id, config_dict))
         while True:
@@ -151,7 +97,7 @@ def train(spec, config) -> Outcome:
             tracked.result(result)
             print(progress.line(result), flush=True)
             done = stop_reached(result, stop)
-            periodic = spec.checkpoint_freq and result["training_iteration"] % spec.checkpoint_freq == 0
+            periodic = spec.output.checkpoint_freq and result["training_iteration"] % spec.output.checkpoint_freq == 0
             if periodic or done or flag.received:
                 checkpoint()
             if done or flag.received:
@@ -170,8 +116,8 @@ def train(spec, config) -> Outcome:
         if algo:
             algo.stop()
     last_checkpoint = os.path.join(trial_dir, state["checkpoints"][-1]["dir"]) if state["checkpoints"] else None
-    trial = TrialOutcome(path=trial_dir, metrics=result, checkpoint=last_checkpoint, error=error)
-    return Outcome(experiment_dir, [trial], None if error else flag.received, stop)
+    outcome = TrialOutcome(path=trial_dir, metrics=result, checkpoint=last_checkpoint, error=error)
+    return Outcome(experiment_dir, [outcome], None if error else flag.received, stop)
 
 
 def _build(algo_cls, config, trial_dir: str, checkpoints: list):
@@ -182,7 +128,9 @@ def _build(algo_cls, config, trial_dir: str, checkpoints: list):
     # OMP_NUM_THREADS=1); on 2 cores a second torch thread fights the env: 20 % slower, measured.
     torch.set_num_threads(1)
     algo = algo_cls(config=config)
-    algo.__dict__["_rlhpc_trial_dir"] = trial_dir  # rlhpc.algo.metrics saves the best checkpoint there
+    state = metrics.trial_state(algo)
+    if state:  # rlhpc.algo.metrics saves the best checkpoint there
+        state.trial_dir = trial_dir
     try:  # outside Tune a Trainable also makes an empty dir under ~/ray_results; ours is trial_dir
         os.rmdir(algo.logdir)
     except OSError:

@@ -5,6 +5,12 @@ Compute nodes usually have no internet. `--wandb offline` writes each trial's W&
 to an MLflow file store, a folder on the shared filesystem that `mlflow ui --backend-store-uri PATH` reads.
 A Tune run gets the callbacks in its RunConfig; a run trained in this process (rlhpc.train.inprocess) drives the same
 callbacks with a stand-in for Tune's trial, so both backends log the same names, config and metrics.
+
+Why a stand-in (InProcessTrial): Tune's W&B and MLflow callbacks are written against its Trial, and they are the one
+tracking path both backends share. A real ray.tune Trial needs Tune's StorageContext (its paths would point into a
+Ray session's staging dir, not the trial dir) and names itself `<trainable>_<id>`, so the in-process run's W&B and
+MLflow runs would change names; our own W&B/MLflow code would be a second path to keep equal to Tune's. The stand-in
+has only what those callbacks read.
 """
 
 import os
@@ -16,9 +22,9 @@ from rlhpc.run.tracking_flags import wandb_project
 def prepare(spec) -> None:
     """What the callbacks need in this process's environment; also for a resumed Tune run, whose callbacks
     Tune restores from the experiment instead of calling callbacks()."""
-    if spec.wandb:
-        os.environ["WANDB_MODE"] = spec.wandb  # Tune's callback wants an API key unless this says offline
-    if spec.mlflow and spec.mlflow.startswith("file:"):
+    if spec.tracking.wandb:
+        os.environ["WANDB_MODE"] = spec.tracking.wandb  # Tune's callback wants an API key unless this says offline
+    if spec.tracking.mlflow and spec.tracking.mlflow.startswith("file:"):
         # MLflow 3 refuses its file store unless asked for it; on an offline node it is the store that
         # needs no server and no database (SQLite on a shared filesystem is not safe across nodes).
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -27,8 +33,8 @@ def prepare(spec) -> None:
 def callbacks(spec) -> list:
     """Tune's logger callbacks for the run's tracking (empty without any). Call after ray.init."""
     prepare(spec)
-    found = []
-    if spec.wandb:
+    found: list = []
+    if spec.tracking.wandb:
         import wandb
 
         from rlhpc.train.tracking_callbacks import WandbTrialDirCallback
@@ -39,13 +45,14 @@ def callbacks(spec) -> list:
         # trial dir for `wandb sync`. The W&B run's id is the trial's: resume="allow" lets a trial that
         # continues (--resume, the next job of a chain) log on into it; offline, each job writes its own
         # offline-run-* dir with that id.
-        found.append(WandbTrialDirCallback(project=wandb_project(spec), group=spec.name, mode=spec.wandb,
+        found.append(WandbTrialDirCallback(project=wandb_project(spec), group=spec.output.name,
+                                           mode=spec.tracking.wandb,
                                            upload_timeout=60, settings=wandb.Settings(silent=True),
                                            reinit="finish_previous", resume="allow"))
-    if spec.mlflow:
+    if spec.tracking.mlflow:
         from rlhpc.train.tracking_callbacks import MLflowMetricsCallback
 
-        found.append(MLflowMetricsCallback(tracking_uri=spec.mlflow, experiment_name=spec.name))
+        found.append(MLflowMetricsCallback(tracking_uri=spec.tracking.mlflow, experiment_name=spec.output.name))
     return found
 
 

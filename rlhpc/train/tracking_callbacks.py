@@ -20,6 +20,7 @@ class MLflowMetricsCallback(MLflowLoggerCallback):
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=self.tracking_uri)
+        assert self.mlflow_util.experiment_id is not None  # set by setup(), before the first trial starts
         runs = client.search_runs([self.mlflow_util.experiment_id], max_results=5000)
         earlier = [run.info.run_id for run in runs if run.data.tags.get(TRIAL_DIR_TAG) == trial.path]
         if earlier:

@@ -1,14 +1,15 @@
 """What every trainer script does, in the tutorial's order: flags, spec, env, config, Ray, backend, report."""
 
-import dataclasses
 import json
 import logging
 import os
 import sys
 import time
+import types
 import warnings
 
 from rlhpc.errors import UserError, fail
+from rlhpc.run import job_status
 from rlhpc.run.cli import build_parser
 
 
@@ -70,9 +71,11 @@ def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, 
     from rlhpc.train.cluster import prepare_auth
 
     prepare_auth(args)  # first: Ray reads RAY_AUTH_* once, when it is imported
-    from rlhpc.outputs.report import EarlyStop
+    from rlhpc.train.stop_signal import StopSignal
 
-    EarlyStop.catch()  # a wall-time signal while Ray starts still ends in a checkpoint
+    # The run's one stop signal, handed to the backend: a wall-time signal while Ray starts still ends in a checkpoint.
+    stop_signal = StopSignal()
+    stop_signal.catch()
     if args.framework == "tf2":
         from rlhpc.algo.tf_support import prepare_tensorflow
 
@@ -95,10 +98,10 @@ def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, 
             if by_name else args.name
         args, changes = resume.settings(args, flags, make_parser, default_name)
     spec = resolve(args, envs=envs, stop_reward_for=stop_reward_for, flags=flags, from_file=from_file,
-                   changes=[(c["flag"], c["from"], c["to"], c["trains"]) for c in changes])
-    env_sources.register_with_ray(spec.env, spec.probe)
+                   changes=changes)
+    env_sources.register_with_ray(spec.env.source, spec.env.probe)
     config = configs.build_config(spec)
-    bundles = configs.resource_request(configs.algorithm_class(spec.algo), config)
+    bundles = configs.resource_request(configs.algorithm_class(spec.training.algo), config)
     description = configs.describe(config, spec, bundles)
     if spec.print_config:
         print(json.dumps(description, indent=2, default=repr))
@@ -106,7 +109,8 @@ def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, 
 
     from rlhpc.train.cluster import check_cuda, check_resources, connect
 
-    experiment.check_writable(spec.storage_path)
+    experiment.check_writable(spec.output.storage_path)
+    backend: types.ModuleType  # either backend module: train(spec, config, stop_signal) -> Outcome
     if spec.backend == INPROCESS:
         from rlhpc.train import inprocess as backend
 
@@ -114,23 +118,22 @@ def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, 
     else:
         from rlhpc.train import tune_run as backend
     where = connect(spec)
-    EarlyStop.catch()  # again: ray.init makes SIGTERM exit at once
+    stop_signal.catch()  # again: ray.init makes SIGTERM exit at once
     check_resources(bundles, spec)
     check_cuda(spec)
-    if spec.resume_dir:  # the record keeps how the run started; each resume adds an entry
-        resumed_at = experiment.last_iteration(spec.resume_dir)
-        experiment.record_resume(spec.resume_dir, {"from_iteration": resumed_at, "flags": list(spec.flags),
-                                                   "changes": spec.record()["changes"]})
+    if spec.output.resume_dir:  # the record keeps how the run started; each resume adds an entry
+        resumed_at = experiment.last_iteration(spec.output.resume_dir)
+        experiment.record_resume(spec.output.resume_dir, resumed_at, spec.flags, spec.output.changes)
         report.resume_line(spec, resumed_at)
     else:  # its own experiment dir, whatever else starts beside it with this --name
-        name, path = experiment.claim(spec.storage_path, spec.name)
-        if name != spec.name:
-            print(f"results in {path}: {spec.name} holds another run", flush=True)
-        asked, spec = spec.name, dataclasses.replace(spec, name=name, experiment_dir=path)
-        experiment.record_run(spec.record(), spec.experiment_dir, name_asked=asked)
+        name, path = experiment.claim(spec.output.storage_path, spec.output.name)
+        if name != spec.output.name:
+            print(f"results in {path}: {spec.output.name} holds another run", flush=True)
+        asked, spec = spec.output.name, spec.with_experiment_dir(name, path)
+        experiment.record_run(spec.record(), spec.output.experiment_dir, name_asked=asked)
     report.start_lines(spec, where, description["summary"])
-    write_status(spec, "running")
-    outcome = backend.train(spec, config)
+    write_status(spec, job_status.RUNNING)
+    outcome = backend.train(spec, config, stop_signal)
     exit_code = report.finish(outcome, spec, started)
     write_status(spec, report.ending(outcome, spec))
     return exit_code
@@ -138,12 +141,12 @@ def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, 
 
 def write_status(spec, ending: str) -> None:
     """For the job running the trainer (RLHPC_STATUS_FILE, set by slurm/ray_cluster.sh): which run, how it
-    ended ("running" until it does), how far it got. The templates requeue a job whose run was "stopped"."""
+    ended (RUNNING until it does), how far it got. rlhpc.slurm.job requeues a job whose run was STOPPED."""
     path = os.environ.get("RLHPC_STATUS_FILE")
     if not path:
         return
     from rlhpc.run import experiment
 
-    run_dir = spec.resume_dir or spec.experiment_dir
-    experiment.write_json(path, {"experiment": run_dir, "ending": ending,
-                                 "iteration": experiment.last_iteration(run_dir)})
+    run_dir = spec.output.resume_dir or spec.output.experiment_dir
+    status = job_status.Status(experiment=run_dir, ending=ending, iteration=experiment.last_iteration(run_dir))
+    experiment.write_json(path, status.as_json())

@@ -1,28 +1,35 @@
 """The Tune backend: searches, cluster runs and GPU runs, as Tune trials, with our progress line,
 checkpoints on signals, resume, and the outcome in rlhpc.outputs.report's shape.
+
+Its trials write their files with rlhpc.train.trial_files (Tune's own CSV/JSON loggers are turned off), stop by the
+trainer's rlhpc.train.stop_signal.StopSignal and log to W&B/MLflow with rlhpc.train.tracking's callbacks, as the
+in-process trial does.
+
+Private APIs used here, and why: `LoggerCallback._restore_from_remote` fetches a restored trial's files from the
+storage path into Tune's staging dir (a new, empty one in each job), as Tune's own loggers do; there is no public
+call for it. `Tuner._local_tuner.get_run_config()`: Tune restores a run with the callbacks it pickled at its start,
+and gives no public way to hand a restored run this process's callbacks (the StopSignal, this allocation's
+placement); ours are swapped in there.
 """
 
-import csv
 import os
 import signal
 
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.logger import LoggerCallback, TBXLoggerCallback
 
 from rlhpc.algo.config import algorithm_class
 from rlhpc.errors import UserError, warn
 from rlhpc.outputs.report import (
-    STOP_SIGNALS,
-    EarlyStop,
     Outcome,
     ProgressLine,
     TrialOutcome,
-    announce_stop,
     training_failed,
 )
-from rlhpc.run import experiment
 from rlhpc.run.algorithms import PLACEMENT_KEYS
 from rlhpc.train import tracking
+from rlhpc.train.stop_signal import StopSignal
+from rlhpc.train.trial_files import TrialFiles
 
 
 class TuneProgressLine(tune.Callback):
@@ -40,36 +47,33 @@ class TuneProgressLine(tune.Callback):
         print(line, flush=True)
 
 
-class ResumableCSVLogger(CSVLoggerCallback):
-    """progress.csv that stays aligned across --resume.
+class TrialFilesCallback(LoggerCallback):
+    """Each trial's progress.csv, result.json, params.json and params.pkl, written by rlhpc.train.trial_files in
+    Tune's staging dir for the trial (Tune copies it to the storage path, as it does its own loggers' files)."""
 
-    Tune appends to an existing progress.csv under its old header but with the columns of the
-    resumed process's first result, in whatever order they come: after a resume the return
-    column then holds another metric. Here the existing header decides the columns.
-    """
+    FILES = ("progress.csv", "result.json", "params.json", "params.pkl")
+
+    def __init__(self):
+        self._files = {}  # trial -> TrialFiles
+
+    def log_trial_start(self, trial):
+        if trial in self._files:  # Tune restarted a failed trial
+            self._files.pop(trial).close()
+        trial.init_local_path()
+        # A restored trial's staging dir starts empty: its files come back from the storage path first.
+        for name in self.FILES:
+            self._restore_from_remote(name, trial)
+        self._files[trial] = TrialFiles(trial.local_path, trial.config, params_pickle=True)
 
     def log_trial_result(self, iteration, trial, result):
-        if trial not in self._trial_files:
-            self._setup_trial(trial)
-        if self._trial_csv[trial] is None and self._trial_continue[trial]:
-            header = experiment.progress_header(trial.local_path)
-            if header:
-                self._trial_csv[trial] = csv.DictWriter(self._trial_files[trial], header, extrasaction="ignore")
-        super().log_trial_result(iteration, trial, result)
+        if trial not in self._files:
+            self.log_trial_start(trial)
+        self._files[trial].write(result)
 
-
-class FirstParamsJsonLogger(JsonLoggerCallback):
-    """result.json as Tune writes it, but params.json stays the config the trial started with: Tune
-    rewrites it on every restore, and the run's record of how it started would be lost."""
-
-    def update_config(self, trial, config):
-        self._trial_configs[trial] = config
-        # Tune writes a trial's files in a staging dir and copies them to the storage path: a restored
-        # trial's staging dir starts empty, so fetch the first params.json back (as Tune does for progress.csv).
-        for name in ("params.json", "params.pkl"):
-            self._restore_from_remote(name, trial)
-        if not os.path.exists(os.path.join(trial.local_path, "params.json")):
-            super().update_config(trial, config)
+    def log_trial_end(self, trial, failed=False):
+        files = self._files.pop(trial, None)
+        if files:
+            files.close()
 
 
 class ElasticResume(tune.Callback):
@@ -77,27 +81,25 @@ class ElasticResume(tune.Callback):
     resources) instead of the one saved with them: a requeued job may have another allocation, and
     Tune would otherwise wait for the old one (Ray #36761). What a trial trains stays as saved.
 
-    Part of every Tune run's callbacks, since Tune restores a run with the callbacks it started with;
-    `placement` is set by train() for the restore."""
+    placement: {config key: value} of this run's config, only when resuming (None: nothing to change)."""
 
-    placement = None  # {config key: value} of this run's config, only when resuming
-
-    def __init__(self):
+    def __init__(self, placement=None):
+        self.placement = placement
         self._done = False
 
     def on_step_begin(self, iteration, trials, **info):
-        if self._done or not ElasticResume.placement:
+        if self._done or not self.placement:
             return
         self._done = True
         for trial in trials:
             if trial.status in (trial.PENDING, trial.PAUSED, trial.ERROR):
-                config = {**trial.config, **ElasticResume.placement}
+                config = {**trial.config, **self.placement}
                 trial.set_config(config)
                 trial.update_resources(algorithm_class(trial.trainable_name).default_resource_request(config))
 
 
 class StopOnSignal(tune.Callback):
-    """SIGUSR1/SIGTERM/SIGINT: checkpoint every running trial at its next result, then stop Tune.
+    """The trainer's StopSignal for Tune: checkpoint every running trial at its next result, then stop Tune.
 
     Tune alone stops on SIGUSR1/SIGINT but keeps only the last periodic checkpoint, and dies on
     SIGTERM. Slurm sends SIGUSR1 before the wall-time limit (`#SBATCH --signal=B:USR1@N`): the next
@@ -105,10 +107,16 @@ class StopOnSignal(tune.Callback):
     at once, Ray's included, so the save is attempted but not assured there (slurm/README.md).
     """
 
-    received = None  # the signal name, shared with the summary
-
-    def __init__(self):
+    def __init__(self, stop: StopSignal):
+        self.stop = stop
         self._installed = False
+        self._pending: set = set()
+        self._tune_handler: object = None  # Tune's SIGUSR1 handler, as signal.getsignal gives it
+
+    def __getstate__(self):
+        # Pickled with Tune's experiment (unused: a resumed run gets this process's callbacks); Tune's
+        # signal handler is this process's own.
+        return {**self.__dict__, "_tune_handler": None}
 
     def on_step_begin(self, iteration, trials, **info):
         # Installed here, after Tune set its own SIGUSR1/SIGINT handlers, so ours win.
@@ -116,24 +124,16 @@ class StopOnSignal(tune.Callback):
             return
         self._installed = True
         self._pending = set()
-        StopOnSignal.received = StopOnSignal.received or EarlyStop.received
         self._tune_handler = signal.getsignal(signal.SIGUSR1)
-        for name in STOP_SIGNALS:
-            signal.signal(getattr(signal, name), self._on_signal)
-
-    def _on_signal(self, signum, frame):
-        if StopOnSignal.received:  # a second signal: stop now, as Tune would
-            return self._interrupt_tune()
-        StopOnSignal.received = signal.Signals(signum).name
-        announce_stop(StopOnSignal.received)
+        self.stop.catch_all(on_second=self._interrupt_tune)  # a second signal: stop now, as Tune would
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if StopOnSignal.received and trial.trial_id not in self._pending:
+        if self.stop.received and trial.trial_id not in self._pending:
             result["should_checkpoint"] = True  # Tune reads this after the callbacks ran
             self._pending.add(trial.trial_id)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        if not StopOnSignal.received:
+        if not self.stop.received:
             return
         running = {t.trial_id for t in trials if t.status == "RUNNING"}
         if running <= self._pending:
@@ -147,48 +147,67 @@ class StopOnSignal(tune.Callback):
             self._tune_handler(signal.SIGUSR1, None)  # sets Tune's "interrupted" flag: state is saved
 
 
-def make_tuner(spec, param_space):
-    algo_cls = algorithm_class(spec.algo)
-    if spec.resume_dir:
+OUR_CALLBACKS = (TuneProgressLine, StopOnSignal, TrialFilesCallback, TBXLoggerCallback, ElasticResume)
+
+
+def our_callbacks(stop: StopSignal, placement=None) -> list:
+    """What every Tune run of ours has besides tracking. Tune's default loggers are off (train()): the files are
+    TrialFilesCallback's, the TensorBoard events Tune's own logger's, as before."""
+    return [TuneProgressLine(), StopOnSignal(stop), TrialFilesCallback(), TBXLoggerCallback(), ElasticResume(placement)]
+
+
+def make_tuner(spec, param_space, stop: StopSignal, placement=None):
+    """placement: this run's placement keys, given to restored trials (ElasticResume); only when resuming."""
+    algo_cls = algorithm_class(spec.training.algo)
+    if spec.output.resume_dir:
         tracking.prepare(spec)  # the tracking callbacks come back with the experiment, not their environment
-        if any(flag in ("--wandb", "--mlflow") for flag, *_ in spec.changes):
-            warn(f"{spec.resume_dir} trains through Tune, which resumes with the tracking it started with: "
+        if any(change.flag in ("--wandb", "--mlflow") for change in spec.output.changes):
+            warn(f"{spec.output.resume_dir} trains through Tune, which resumes with the tracking it started with: "
                  "--wandb/--mlflow given now are not used")
         # Stop criteria and callbacks come back from the saved experiment; the config is given
         # again because it holds objects Tune cannot always re-create on its own.
         try:
-            return tune.Tuner.restore(spec.resume_dir, trainable=algo_cls, resume_unfinished=True,
-                                      resume_errored=True, param_space=param_space)
+            tuner = tune.Tuner.restore(spec.output.resume_dir, trainable=algo_cls, resume_unfinished=True,
+                                       resume_errored=True, param_space=param_space)
         except ValueError as e:  # e.g. a custom resource for env runners that the run did not have
             first = str(e).strip().splitlines()[0]
-            raise UserError(f"cannot resume {spec.resume_dir} with this config: {first} (Tune needs the keys "
+            raise UserError(f"cannot resume {spec.output.resume_dir} with this config: {first} (Tune needs the keys "
                             "the run started with: resume with the flags it was started with)") from None
+        # Our callbacks as this process made them, the tracking ones as the run started with them.
+        assert tuner._local_tuner is not None  # a Tuner made in this process (not through Ray Client)
+        callbacks = tuner._local_tuner.get_run_config().callbacks
+        assert callbacks is not None  # the run started with ours
+        callbacks[:] = [*our_callbacks(stop, placement), *(c for c in callbacks if not isinstance(c, OUR_CALLBACKS))]
+        return tuner
     run_config = tune.RunConfig(
-        name=spec.name,
-        storage_path=spec.storage_path,
-        stop=dict(spec.stop),
+        name=spec.output.name,
+        storage_path=spec.output.storage_path,
+        stop=dict(spec.stop.criteria),
         verbose=0,  # ProgressLine prints instead
-        callbacks=[TuneProgressLine(), StopOnSignal(), ResumableCSVLogger(), FirstParamsJsonLogger(),
-                   ElasticResume(), *tracking.callbacks(spec)],
-        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=spec.checkpoint_freq, checkpoint_at_end=True),
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        callbacks=[*our_callbacks(stop), *tracking.callbacks(spec)],
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=spec.output.checkpoint_freq,
+                                                checkpoint_at_end=True),
+        failure_config=tune.FailureConfig(max_failures=spec.placement.max_failures),
     )
     return tune.Tuner(algo_cls, param_space=param_space, run_config=run_config,
-                      tune_config=tune.TuneConfig(num_samples=spec.num_samples))
+                      tune_config=tune.TuneConfig(num_samples=spec.search.num_samples))
 
 
-def train(spec, config) -> Outcome:
+def train(spec, config, stop: StopSignal) -> Outcome:
     """Runs (or restores) the Tune experiment until every trial stopped; Tune restarts crashed trials."""
-    param_space = search_space(config, spec.search) if spec.search else config
-    if spec.resume_dir:
-        placement = config.to_dict()
-        ElasticResume.placement = {key: placement[key] for key in PLACEMENT_KEYS if key in placement}
-    grid = make_tuner(spec, param_space).fit()
+    param_space = search_space(config, spec.search.space) if spec.search.space else config
+    placement = None
+    if spec.output.resume_dir:
+        ours = config.to_dict()
+        placement = {key: ours[key] for key in PLACEMENT_KEYS if key in ours}
+    # Tune's own CSV/JSON loggers off (read when fit() makes its default callbacks): TrialFilesCallback writes.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    grid = make_tuner(spec, param_space, stop, placement).fit()
     trials = [TrialOutcome(path=r.path, metrics=r.metrics or {}, checkpoint=r.checkpoint.path if r.checkpoint else None,
                            config=r.config or {},
                            error=training_failed(str(r.error), r.error, r.path) if r.error else None)
               for r in grid]
-    return Outcome(grid.experiment_path, trials, StopOnSignal.received)
+    return Outcome(grid.experiment_path, trials, stop.received)
 
 
 def search_space(config, specs) -> dict:

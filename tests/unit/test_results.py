@@ -1,0 +1,64 @@
+"""What a run's results say, read in this process: failure lines, the results helpers (returns, steps, stops),
+an iteration's time recovered from RLlib's moving average, and how a run ended for the job that requeues it."""
+
+import math
+
+import pytest
+from conftest import RETURN
+
+from rlhpc.outputs.report import failure_line
+from rlhpc.run import results
+
+
+def test_failure_line_prefers_the_env_error_over_rllibs_bare_runtime_error():
+    text = ("Traceback (most recent call last):\n  File \"env.py\", line 3, in step\n"
+            "ValueError: simulator diverged at t=12\n\nThe above exception was the direct cause:\n"
+            "Traceback (most recent call last):\nRuntimeError\n")
+    assert failure_line(text, RuntimeError()) == "ValueError: simulator diverged at t=12"
+    assert failure_line("", KeyError("x")) == "KeyError"
+
+
+def test_results_helpers_read_returns_steps_and_stops():
+    result = {"training_iteration": 4, "num_env_steps_sampled_lifetime": 8000,
+              "env_runners": {"episode_return_mean_100": 190.5, "episode_return_mean": 300.0}}
+    assert results.episode_return(result) == 190.5  # the 100-episode mean, not one iteration's
+    assert results.episode_return({"env_runners": {"episode_return_mean_100": math.nan}}) is None
+    assert results.env_steps(result) == 8000
+    assert results.env_steps({"env_runners": {"num_env_steps_sampled_lifetime": 7}}) == 7  # legacy stack
+    stop = {RETURN: 195.0, "training_iteration": 5}
+    assert results.target_reward(stop) == 195.0 and not results.reached(result, stop)
+    assert not results.stop_reached(result, stop)
+    assert results.stop_reached({**result, "training_iteration": 5}, stop)
+    assert results.as_number(True) is None and results.as_number(3) == 3
+    assert results.flatten({"a": {"b": 1, "c": {}}, "d": 2}) == {"a/b": 1, "d": 2}
+
+
+def test_this_iterations_time_is_recovered_from_rllibs_moving_average():
+    from rlhpc.algo.metrics import RLLIB_EMA_COEFF, this_iteration
+
+    seconds, average, previous = [5.0, 1.0, 1.0, 3.0], None, None
+    for value in seconds:  # what RLlib's EmaStats reports after each iteration (the first value as it is)
+        average = value if average is None else (1 - RLLIB_EMA_COEFF) * average + RLLIB_EMA_COEFF * value
+        assert this_iteration(average, previous, 1) == pytest.approx(value, rel=1e-9)
+        previous = average
+    # Several training steps in an iteration (DQN): their sum, exact when they took equal time.
+    after_three = previous
+    for _ in range(3):
+        after_three = (1 - RLLIB_EMA_COEFF) * after_three + RLLIB_EMA_COEFF * 0.5
+    assert this_iteration(after_three, previous, 3) == pytest.approx(1.5, rel=1e-9)
+
+
+@pytest.mark.parametrize("metrics, error, stopped_by, ending", [
+    ({"training_iteration": 5}, None, None, "done"),  # --stop-iters 5 met
+    ({"training_iteration": 3}, None, "SIGUSR1", "stopped"),
+    ({"training_iteration": 5}, None, "SIGUSR1", "done"),  # the signal came in the last iteration
+    ({"training_iteration": 3}, "training failed: ...", None, "failed"),
+])
+def test_how_a_run_ended_for_the_job_that_requeues_it(metrics, error, stopped_by, ending):
+    from rlhpc.outputs.report import Outcome, TrialOutcome
+    from rlhpc.outputs.report import ending as how
+    from rlhpc.run.spec import Stop
+
+    spec = type("Spec", (), {"stop": Stop(criteria={"training_iteration": 5}, as_test=False)})()
+    outcome = Outcome("/x", [TrialOutcome(path="/x/t", metrics=metrics, checkpoint=None, error=error)], stopped_by)
+    assert how(outcome, spec) == ending
