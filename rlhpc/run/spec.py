@@ -212,7 +212,10 @@ def resolve_training(args) -> Training:
     from rlhpc.run.algorithms import resolve_algorithm
 
     algo = resolve_algorithm(args.run)
-    overrides = tuple((tuple(path), value) for path, value in parse_assignments(args.set, "--set"))
+    from rlhpc.run import old_keys
+
+    overrides = old_keys.translate([(tuple(path), value) for path, value in parse_assignments(args.set, "--set")],
+                                   legacy=args.framework == "tf2")  # the tutorial's keys onto the new stack's
     if algo in OFFLINE_ALGORITHMS and not any(path == ("input_",) for path, _ in overrides):
         raise UserError(f"{algo} learns from recorded data, not from an env: give it --set input_=PATH "
                         "or pick an online algorithm (PPO, DQN, SAC, APPO, IMPALA)")
