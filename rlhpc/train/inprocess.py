@@ -88,7 +88,9 @@ def train(spec, config, stop_signal: StopSignal) -> Outcome:  # noqa: C901 -- th
     try:
         algo = _build(algorithm_class(spec.training.algo), config, trial_dir, state["checkpoints"])
         config_dict = config.to_dict()
-        files = TrialFiles(trial_dir, config_dict, tensorboard=True)
+        # Rows after the last checkpoint (all rows, with none) come again: dropped first.
+        after = state["checkpoints"][-1]["training_iteration"] if state["checkpoints"] else 0
+        files = TrialFiles(trial_dir, config_dict, after_iteration=after, tensorboard=True)
         trial_id = state.get("trial_id") or state["trial"]  # runs started before trial ids were kept: the name
         tracked = tracking.InProcessTracking(spec, tracking.InProcessTrial(trial_dir, trial_id, config_dict))
         while True:

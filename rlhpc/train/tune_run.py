@@ -57,13 +57,18 @@ class TrialFilesCallback(LoggerCallback):
         self._files = {}  # trial -> TrialFiles
 
     def log_trial_start(self, trial):
-        if trial in self._files:  # Tune restarted a failed trial
+        restarted = trial in self._files  # Tune restarted a failed trial: this process wrote its files
+        if restarted:
             self._files.pop(trial).close()
         trial.init_local_path()
-        # A restored trial's staging dir starts empty: its files come back from the storage path first.
-        for name in self.FILES:
-            self._restore_from_remote(name, trial)
-        self._files[trial] = TrialFiles(trial.local_path, trial.config, params_pickle=True)
+        # A restored trial's staging dir starts empty: its files come back from the storage path first. Not
+        # those of a trial this process wrote: the copy there lags behind (synced with the checkpoints).
+        if not restarted:
+            for name in self.FILES:
+                self._restore_from_remote(name, trial)
+        checkpointed = trial.latest_checkpoint_result
+        after = checkpointed.metrics.get("training_iteration", 0) if checkpointed else 0
+        self._files[trial] = TrialFiles(trial.local_path, trial.config, after_iteration=after, params_pickle=True)
 
     def log_trial_result(self, iteration, trial, result):
         if trial not in self._files:

@@ -106,3 +106,27 @@ def test_runs_of_a_name_are_those_claimed_for_it(tmp_path):
     for path, asked in (("exp", "exp"), ("exp_2", "exp"), ("exp_1", "exp_1")):
         experiment.record_run({"flags": []}, str(tmp_path / path), name_asked=asked)
     assert experiment.runs_named(str(tmp_path), "exp") == [str(tmp_path / "exp"), str(tmp_path / "exp_2")]
+
+
+@pytest.mark.parametrize("after, kept", [(4, [1, 2, 3, 4]), (2, [1, 2]), (0, [])])
+def test_a_trial_going_on_from_a_checkpoint_drops_the_rows_after_it(tmp_path, after, kept):
+    """Rows written after the checkpoint come again (a crash past it, a resume with none): dropped, so the
+    iterations in progress.csv and result.json stay strictly increasing."""
+    import csv
+
+    from rlhpc.train.trial_files import TrialFiles
+
+    files = TrialFiles(str(tmp_path), {"lr": 1})
+    for i in (1, 2, 3, 4, 5):
+        files.write({"training_iteration": i, "env_runners": {"episode_return_mean": i * 10.0}})
+    files.close()
+    files = TrialFiles(str(tmp_path), {"lr": 2}, after_iteration=after)
+    files.write({"training_iteration": after + 1, "env_runners": {"episode_return_mean": 0.0}})
+    files.close()
+    with open(tmp_path / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["training_iteration"]) for r in rows] == [*kept, after + 1]
+    assert "env_runners/episode_return_mean" in rows[0]  # the header stays, or comes again
+    results = [json.loads(line) for line in (tmp_path / "result.json").read_text().splitlines()]
+    assert [r["training_iteration"] for r in results] == [*kept, after + 1]
+    assert json.loads((tmp_path / "params.json").read_text()) == {"lr": 1}  # the config the trial started with
