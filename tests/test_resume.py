@@ -62,6 +62,14 @@ def test_signal_saves_a_checkpoint_and_resume_continues(tmp_path):
     # The 100-episode window is saved with the checkpoint: the resumed run goes on averaging the same episodes.
     assert_return_is_the_mean_of_the_last_100_episodes(before + after)
 
+    # Resumed again once finished (a requeued job): one line, no new iteration; a lower --stop-iters is allowed.
+    done = int(after[-1]["training_iteration"])
+    out = run_script(TRAINER, "--storage-path", tmp_path, "--name", "run", "--resume", "--stop-iters", done - 1,
+                     env=env, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"{tmp_path / 'run'} already met its stop criteria at iteration {done} (" in out.stdout
+    assert "iter " not in out.stdout and len(read_progress(tmp_path / "run")) == len(before) + len(after)
+
 
 def test_resume_without_an_experiment_is_one_line(tmp_path):
     out = run_script(TRAINER, "--resume", tmp_path / "nothing-here", env=clean_env(HOME=tmp_path))
@@ -71,7 +79,8 @@ def test_resume_without_an_experiment_is_one_line(tmp_path):
 
 
 CRASHING_ENV = '''
-"""CartPole whose simulator fails after CRASH_AFTER_STEPS steps in this process, as a researcher's can."""
+"""CartPole whose simulator fails at every step after CRASH_AFTER_STEPS steps in this process (rebuilding the env
+does not help: the env guard gives up and the run fails), as a researcher's can when its licence server is gone."""
 import os
 
 import gymnasium
@@ -80,16 +89,18 @@ from gymnasium.envs.classic_control import CartPoleEnv
 
 class CrashingCartPole(CartPoleEnv):
     steps = 0  # per process: the vectorized copies count together
+    crashing = None  # decided at the first step past the limit
 
     def step(self, action):
         CrashingCartPole.steps += 1
         if CrashingCartPole.steps > int(os.environ.get("CRASH_AFTER_STEPS", 10**12)):
-            marker = os.environ.get("CRASH_ONCE_MARKER")  # crash only the first time, when given
-            if marker and os.path.exists(marker):
-                return super().step(action)
-            if marker:
-                open(marker, "w").close()
-            raise RuntimeError("simulator lost its licence server")
+            if CrashingCartPole.crashing is None:  # CRASH_ONCE_MARKER: crash in the first process that gets here only
+                marker = os.environ.get("CRASH_ONCE_MARKER")
+                CrashingCartPole.crashing = not (marker and os.path.exists(marker))
+                if marker:
+                    open(marker, "w").close()
+            if CrashingCartPole.crashing:
+                raise RuntimeError("simulator lost its licence server")
         return super().step(action)
 
 
@@ -99,29 +110,31 @@ gymnasium.register("rlhpc_tests/CrashingCartPole-v0", entry_point=CrashingCartPo
 
 
 def test_a_crash_in_training_keeps_the_results_and_resume_continues(tmp_path):
-    """The env fails in iteration 5: progress and the iteration-4 checkpoint stay, the traceback goes to
-    error.txt, the console gets one line; with the env fixed, --resume carries on from iteration 4."""
+    """The env fails in iteration 6 at every step (the env guard rebuilds it, then gives up): progress stays, the
+    last finished iteration (5) is saved beside the periodic checkpoint of 4, the traceback goes to error.txt, the
+    console gets one line; with the env fixed, --resume carries on from iteration 5."""
     (tmp_path / "crashing_env.py").write_text(CRASHING_ENV)
     env = clean_env(HOME=tmp_path, PYTHONPATH=tmp_path)
     # A namespaced id (ns/Name-v0) too: its trial dir must still be one directory (the globs below).
     args = ["--name-env", "crashing_env:rlhpc_tests/CrashingCartPole-v0", "--storage-path", tmp_path / "results",
             "--name", "run", "--checkpoint-freq", 2]
-    out = run_script(TRAINER, *args, env={**env, "CRASH_AFTER_STEPS": "9000"})  # iteration 5 (2,000 steps each)
+    out = run_script(TRAINER, *args, env={**env, "CRASH_AFTER_STEPS": "11000"})  # iteration 6 (2,000 steps each)
     assert out.returncode == 1, out.stderr[-3000:]
     [error] = error_lines(out.stderr)
     assert error.startswith("error: training failed: RuntimeError: simulator lost its licence server")
+    assert error.endswith("; iteration 5 saved in checkpoint_000002")
     assert "Traceback" not in out.stderr
     [error_txt] = (tmp_path / "results" / "run").glob("*/error.txt")
     assert "Traceback" in error_txt.read_text() and "licence server" in error_txt.read_text()
     before = read_progress(tmp_path / "results" / "run")
-    assert [int(r["training_iteration"]) for r in before] == [1, 2, 3, 4]
+    assert [int(r["training_iteration"]) for r in before] == [1, 2, 3, 4, 5]
     assert list((tmp_path / "results" / "run").glob("*/checkpoint_000001")), "iteration 4's checkpoint is gone"
 
     out = run_script(TRAINER, *args, "--resume", "--as-test", env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "(iteration 4)" in out.stdout
+    assert "(iteration 5)" in out.stdout
     after = read_progress(tmp_path / "results" / "run")[len(before):]
-    assert int(after[0]["training_iteration"]) == 5
+    assert int(after[0]["training_iteration"]) == 6
     assert after[-1][RETURN] >= 195
     assert_return_is_the_mean_of_the_last_100_episodes(before + after)
 

@@ -22,7 +22,7 @@ def test_a_run_and_its_resume_are_one_wandb_run_and_one_mlflow_run(tmp_path):
     assert "wandb:" not in first.stdout + first.stderr, "W&B's banner is not silenced"
     # The tracking flags come back from the run's record, as its other flags do.
     resumed = run_script(TRAINER, "--resume", "--name-env", "CartPole-v1", "--storage-path", results,
-                         "--stop-iters", 5, "--allow-changes", env=clean_env(HOME=tmp_path))
+                         "--stop-iters", 5, env=clean_env(HOME=tmp_path))  # train longer: no --allow-changes
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     (trial,) = [p for p in (results / "CartPole-v1").iterdir() if p.is_dir()]
     progress = [row[RETURN] for row in read_progress(trial.parent)]

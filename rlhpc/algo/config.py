@@ -14,6 +14,8 @@ from rlhpc.envs import action_masks
 from rlhpc.errors import UserError
 from rlhpc.run.defaults import tuned_defaults
 
+DEFAULT_SAMPLE_TIMEOUT_S = 60.0  # RLlib's own, kept as the floor
+
 
 def algorithm_class(name: str):
     """'PPO' -> the PPO Algorithm class (Tune's trainable). Read from RLlib's registry of algorithms, which imports
@@ -202,6 +204,7 @@ def build_config(spec):  # noqa: C901 -- one step per part of the spec, in the o
                           evaluation_duration_unit="episodes", evaluation_config={"explore": False})
     if spec.training.seed is not None:
         config.debugging(seed=spec.training.seed)
+    config.env_runners(sample_timeout_s=sample_timeout(config, spec))
     apply_overrides(config, [(list(path), value) for path, value in spec.training.overrides], spec.training.algo)
     for path, _, values in spec.search.space:  # every candidate must be a value the config accepts
         for value in values:
@@ -214,6 +217,16 @@ def build_config(spec):  # noqa: C901 -- one step per part of the spec, in the o
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"invalid {spec.training.algo} config: {first_line}") from None
     return config
+
+
+def sample_timeout(config, spec) -> float:
+    """RLlib drops what an env runner has not sampled within `sample_timeout_s` (60 s by default): a healthy but
+    slow simulator trained on nothing (Grid2Op's 29 ms steps, 1,000-step fragments). The limit here is three times
+    a runner's share of the batch at the step time measured on the driver (plus RLlib's ~1 ms a step), and one
+    env timeout more, since a hung step is given up only after that (rlhpc.envs.guard)."""
+    step_s = spec.env.probe.step_seconds or 0.0
+    per_runner = (config.train_batch_size_per_learner or config.train_batch_size or 0) / max(1, config.num_env_runners)
+    return max(DEFAULT_SAMPLE_TIMEOUT_S, 3 * per_runner * (step_s + 0.001)) + spec.env.step_timeout_s
 
 
 def resource_request(algo_cls, config) -> list:
@@ -251,6 +264,8 @@ def describe(config, spec, bundles: list) -> dict:
         if spec.env.agent_policy else None,
         "train_batch_size_per_learner": config.train_batch_size_per_learner,
         "rollout_fragment_length": config.get_rollout_fragment_length(),
+        "sample_timeout_s": config.sample_timeout_s,
+        "env_timeout_s": f"{spec.env.step_timeout_s:g} ({spec.env.timeout_reason})",
         "num_learners": 0 if legacy else config.num_learners,
         "num_gpus_per_learner": config.num_gpus if legacy else config.num_gpus_per_learner,
         "learner_placement": _learner_placement(config, legacy),

@@ -1,5 +1,5 @@
-"""The mean return of the last 100 episodes, where an iteration's time went (sampling vs learning), and an
-end to training when no env runner is left.
+"""The mean return of the last 100 episodes, where an iteration's time went (sampling vs learning), env copies
+rebuilt, and an end to training when no env runner is left or no sample came.
 
 RLlib 2.60's `env_runners/episode_return_mean` averages only the episodes that ended in the
 last iteration (its windowed stats are emptied at every reduce), so on CartPole one lucky
@@ -24,7 +24,14 @@ Where the time goes: RLlib's timers (`timers/env_runner_sampling_timer`, `timers
 exponential moving averages (coefficient 0.01), so after a few iterations they say little about this one. The
 callback inverts the average to get this iteration's seconds, reported as `time_sampling_s` and
 `time_learning_s` beside `time_this_iter_s`: exact where an iteration is one training step (PPO), an
-estimate where it is several (DQN). The previous averages travel in checkpoints like the window.
+estimate where it is several (DQN). DQN (and SAC, TQC) time each of the many learner updates of a training step,
+none before learning starts: the number of updates is read from the steps trained (timer_pushes); counted as one
+per training step, the estimate read `learning 0.0 s` for a 2.5 s iteration. The previous averages travel in
+checkpoints like the window.
+
+Env copies that crashed or hung (rlhpc.envs.guard, which rebuilds them) are counted per iteration as
+`env_runners/env_restarts` and `env_runners/env_timeouts`, and their cut-short episodes are left out of the window.
+An iteration that collected no env steps at all ends training (no_samples) rather than reporting 0 steps for ever.
 
 All of it is per trial, kept in a TrialState that the callback owns: RLlib makes one callback object per algorithm
 (and per env runner, where only on_episode_end runs), so in whichever process a trial trains, its state is there.
@@ -44,6 +51,8 @@ from collections import deque
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
+from rlhpc.algo.quiet import quiet_rllib_noise
+from rlhpc.envs.guard import RESTART_INFO, TIMEOUT_INFO
 from rlhpc.envs.multi_agent import policy_returns
 from rlhpc.run.results import (
     BEST_CHECKPOINT,
@@ -55,6 +64,7 @@ from rlhpc.run.results import (
 )
 
 WINDOW = 100
+ENV_RESTARTS, ENV_TIMEOUTS = "env_restarts", "env_timeouts"  # env copies rebuilt in an iteration (rlhpc.envs.guard)
 RETURNS_THIS_ITERATION = "rlhpc_episode_returns"  # raw per-episode list; removed from the result
 RETURN_LAST_100 = RETURN_METRIC.removeprefix("env_runners/")
 SAVED_WINDOW = "rlhpc_last_returns"  # the window as a list, in the algorithm's MetricsLogger
@@ -145,14 +155,36 @@ def this_iteration(average: float, previous, pushes: int) -> float:
     return max(0.0, (average - kept * previous) / (1 - kept)) * pushes
 
 
-def split_time(state: TrialState, result: dict) -> None:
+def timer_pushes(config, result: dict) -> dict:
+    """timer -> how many times RLlib timed it in this iteration (its average moved that many steps). PPO: once
+    per training step each. DQN and its subclasses (SAC, TQC), whose training step samples `store` times and, once
+    learning has started, updates the learner `train` times (calculate_rr_weights, from training_intensity): the
+    updates are counted from the steps trained this iteration, one train batch each (0 before learning starts)."""
+    steps = int(result.get("num_training_step_calls_per_iteration") or 1)
+    from ray.rllib.algorithms.dqn.dqn import DQN, calculate_rr_weights
+
+    if config is None or not issubclass(config.algo_class or object, DQN):
+        return {timer: steps for timer in SPLIT_TIMERS.values()}
+    store, _ = calculate_rr_weights(config)
+    learned = ((result.get("learners") or {}).get("__all_modules__") or {}).get("num_env_steps_trained")
+    batch = config.total_train_batch_size
+    return {SPLIT_TIMERS["time_sampling_s"]: store * steps,
+            SPLIT_TIMERS["time_learning_s"]: round((as_number(learned) or 0) / batch) if batch else steps}
+
+
+def split_time(state: TrialState, result: dict, config=None) -> None:
+    """This iteration's seconds sampling and learning (time_sampling_s, time_learning_s) from RLlib's timers."""
     timers, seen = result.get("timers") or {}, state.timers
-    pushes = int(result.get("num_training_step_calls_per_iteration") or 1)
+    pushes = timer_pushes(config, result)
     for key, timer in SPLIT_TIMERS.items():
+        if pushes[timer] == 0:  # not run in this iteration (DQN before learning starts): its average is last one's
+            result[key] = 0.0
+            continue
         average = as_number(timers.get(timer))
         if average is None:
             continue
-        result[key] = this_iteration(average, seen.get(timer), pushes)
+        result[key] = min(this_iteration(average, seen.get(timer), pushes[timer]),
+                          as_number(result.get("time_this_iter_s")) or math.inf)  # an estimate, never over the whole
         seen[timer] = average
 
 
@@ -166,10 +198,37 @@ def no_runner_left(algorithm, result: dict) -> None:
                            "raised (its traceback is in the env runners' lines of the log) or their nodes were lost")
 
 
+def count_env_failures(episode, metrics_logger) -> bool:
+    """An env copy that crashed or hung (rlhpc.envs.guard) ended its episode with a step whose info says so: counted
+    per iteration as env_runners/env_restarts and env_runners/env_timeouts. -> whether this episode ended so."""
+    try:
+        info = episode.get_infos(-1)
+    except (IndexError, AttributeError, TypeError, KeyError):  # no step yet, or a multi-agent episode (no guard)
+        return False
+    failed = False
+    for key, metric in ((RESTART_INFO, ENV_RESTARTS), (TIMEOUT_INFO, ENV_TIMEOUTS)):
+        if isinstance(info, dict) and info.get(key):
+            metrics_logger.log_value(metric, 1, reduce="sum")
+            failed = True
+    return failed
+
+
+def no_samples(algorithm, result: dict) -> None:
+    """Ends training when an iteration collected no env steps: RLlib then trains on nothing and reports an
+    iteration of 0 steps, for ever (its sample timeout dropped every runner's fragment)."""
+    runners = result.get("env_runners") or {}
+    if isinstance(runners, dict) and not runners.get("num_env_steps_sampled"):
+        raise RuntimeError(
+            f"iteration {result.get('training_iteration')} collected no env steps within RLlib's sample timeout "
+            f"({algorithm.config.sample_timeout_s:g} s, set from the env's step time; --set sample_timeout_s=S to "
+            "raise it): the env runners failed or a fragment takes longer than that")
+
+
 class ReturnOverLast100Episodes(RLlibCallback):
     def __init__(self):
         super().__init__()
         self.state = TrialState()
+        quiet_rllib_noise()  # RLlib builds this in each env runner (and Tune's trial actor) before the env and module
 
     def on_episode_end(self, *, episode, env_runner=None, metrics_logger=None, prev_episode_chunks=(), **kwargs):
         if env_runner is not None and env_runner.config.in_evaluation:
@@ -178,17 +237,20 @@ class ReturnOverLast100Episodes(RLlibCallback):
         # passed along (RLlib sums them the same way for its own metrics).
         ret = episode.get_return() + sum(chunk.get_return() for chunk in prev_episode_chunks or ())
         if metrics_logger is not None:
+            if count_env_failures(episode, metrics_logger):
+                return  # cut short by a crash or hang: its return is not the policy's
             metrics_logger.log_value(RETURNS_THIS_ITERATION, float(ret), reduce="item_series")
             for policy, share in policy_returns(episode, prev_episode_chunks or ()).items():
                 metrics_logger.log_value((POLICY_RETURNS_THIS_ITERATION, policy), share, reduce="item_series")
 
     def on_train_result(self, *, algorithm, result, **kwargs):
         no_runner_left(algorithm, result)
+        no_samples(algorithm, result)
         window = self.state.returns
         result.pop(SAVED_WINDOW, None)  # the copies saved last iteration, reduced into this result
         result.pop(SAVED_TIMERS, None)
         result.pop(SAVED_EVALUATION, None)
-        split_time(self.state, result)
+        split_time(self.state, result, algorithm.config)
         keep_best(algorithm, self.state, result)
         runners = result.get("env_runners")
         by_policy = self.state.policy_returns
@@ -197,6 +259,8 @@ class ReturnOverLast100Episodes(RLlibCallback):
             # NaN until the first episode ends, as RLlib does: the column is there from the first row
             # (progress.csv's header is fixed by it, and Tune warns about a missing stop metric).
             runners[RETURN_LAST_100] = sum(window) / len(window) if window else math.nan
+            for metric in (ENV_RESTARTS, ENV_TIMEOUTS):  # columns from the first row: progress.csv's header is fixed
+                runners[metric] = as_number(runners.get(metric)) or 0  # RLlib reduces a sum of nothing to NaN
             for policy, returns in (runners.pop(POLICY_RETURNS_THIS_ITERATION, None) or {}).items():
                 by_policy.setdefault(policy, deque(maxlen=WINDOW)).extend(as_list(returns))
             if algorithm.config.is_multi_agent:

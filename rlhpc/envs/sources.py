@@ -218,7 +218,9 @@ def find(name: str, known: dict | None = None, *, ray_registry: bool = False):
         from ray.tune.registry import ENV_CREATOR, _global_registry
 
         if _global_registry.contains(ENV_CREATOR, name):
-            return EnvSource(name, REGISTERED), _global_registry.get(ENV_CREATOR, name)
+            registered = _global_registry.get(ENV_CREATOR, name)
+            if not isinstance(registered, _guarded_creator_class()):  # ours (an earlier run in this process): not
+                return EnvSource(name, REGISTERED), registered       # the user's registration
     where, _, attribute = name.rpartition(":")
     if not where:
         _gymnasium_spec(name, name)
@@ -310,20 +312,50 @@ def probe(source: EnvSource, creator, env_config: dict, *, warn=None, timed: boo
     return Probe(spec, creator=None if source.kind == GYMNASIUM else creator, **seen)
 
 
-def register_with_ray(source: EnvSource, probed: Probe) -> None:
-    """Makes a class's env buildable on every node: its module travels with the creator."""
-    if source.kind != CLASS:
-        return  # Gymnasium ids are made by RLlib; register_env names are the user's registration
+def register_with_ray(source: EnvSource, probed: Probe, step_timeout_s: float, num_envs: int | None = None,
+                      guard: bool = True) -> None:
+    """Makes the env buildable on every node, each copy in a guard (rlhpc.envs.guard) with its identity: a class's
+    module travels with the creator; a Gymnasium id is made by gymnasium.make in the guard. guard=False: RLlib's
+    legacy stack (tf2), which builds its envs itself. Names given to register_env are the user's registration."""
+    if source.kind == REGISTERED or (source.kind == GYMNASIUM and not guard):
+        return
     from ray import cloudpickle
     from ray.tune.registry import register_env
 
-    creator = probed.creator
-    assert creator is not None, "a class's probe keeps its creator"
-    original = getattr(creator, "env_creator", creator)  # the user's own class or function inside our adapters
+    from rlhpc.envs.guard import GuardedCreator
+
+    if source.kind == GYMNASIUM:
+        build: Callable = GymnasiumMaker(source.name)
+    else:
+        assert probed.creator is not None, "a class's probe keeps its creator"
+        build = probed.creator
+    original = getattr(build, "env_creator", build)  # the user's own class or function inside our adapters
     module = sys.modules.get(getattr(original, "__module__", ""))
     if module is not None and module.__name__ != "__main__" and not module.__name__.startswith("rlhpc"):
         cloudpickle.register_pickle_by_value(module)
-    register_env(source.name, creator)
+    register_env(source.name, GuardedCreator(build, step_timeout_s, num_envs) if guard else build)
+
+
+def _guarded_creator_class():
+    from rlhpc.envs.guard import GuardedCreator
+
+    return GuardedCreator
+
+
+class GymnasiumMaker:
+    """env_config -> gymnasium.make(name, **env_config), as RLlib makes a Gymnasium id (`module:Id-v0` imports the
+    module that registers it, in whichever process the copy is built)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, env_config):
+        import gymnasium
+
+        return gymnasium.make(self.name, **env_config)
+
+    def __repr__(self) -> str:
+        return f"GymnasiumMaker({self.name!r})"
 
 
 def make(source: EnvSource, creator, env_config: dict, render_mode=None):

@@ -56,6 +56,11 @@ def start_lines(spec, where: str, placement: dict) -> None:
              f"{placement['rollout_fragment_length']} steps" if spec.placement.train_batch_size else
              f"{placement['rollout_fragment_length']} steps per env and sample")
     print(f"envs step {placement['vectorize']}; {batch}", flush=True)
+    if not spec.training.legacy_stack and not spec.env.agent_policy:  # rlhpc.envs.guard
+        limit = (f"a step over {spec.env.step_timeout_s:g} s is abandoned ({spec.env.timeout_reason})"
+                 if spec.env.step_timeout_s else "no time limit (--env-timeout 0)")
+        print(f"env copies that crash are rebuilt; {limit}; RLlib's sample timeout "
+              f"{placement['sample_timeout_s']:g} s", flush=True)
     print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in spec.stop.criteria.items()), flush=True)
     for line in tracking_flags.describe(spec):
         print(line, flush=True)
@@ -64,8 +69,9 @@ def start_lines(spec, where: str, placement: dict) -> None:
 def resume_line(spec, iteration: int) -> None:
     """Which run a --resume continues, from where, and what it changed (rlhpc.run.resume)."""
     changed = "; ".join(f"{change.flag} {change.before} -> {change.after}" for change in spec.output.changes)
-    print(f"resuming {spec.output.resume_dir} after iteration {iteration}" +
-          (f", changed: {changed}" if changed else ""), flush=True)
+    where = f"after iteration {iteration}" if iteration else \
+        "from the start: it has no checkpoint (the rows it wrote are replaced)"
+    print(f"resuming {spec.output.resume_dir} {where}" + (f", changed: {changed}" if changed else ""), flush=True)
 
 
 class ProgressLine:
@@ -97,6 +103,12 @@ class ProgressLine:
         sampling, learning = result.get("time_sampling_s"), result.get("time_learning_s")
         if sampling is not None and learning is not None:  # rlhpc.algo.metrics: where this iteration's time went
             line += f"  (sampling {sampling:.1f} s, learning {learning:.1f} s)"
+        runners = result.get("env_runners") or {}
+        rebuilt = [f"{runners[key]:g} env {word}" for key, word in (("env_restarts", "restarts"),
+                                                                       ("env_timeouts", "timeouts"))
+                   if as_number(runners.get(key))]
+        if rebuilt:  # env copies that crashed or hung and were rebuilt (rlhpc.envs.guard)
+            line += "  [" + ", ".join(rebuilt) + "]"
         return line
 
 

@@ -46,6 +46,16 @@ def positive_number(text: str) -> int:
     return value
 
 
+def non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
 def gpu_count(text: str) -> float:
     try:
         value = float(text)
@@ -195,6 +205,10 @@ def add_algorithm_flags(parser: argparse.ArgumentParser) -> None:
                       help="step each env runner's envs one after another (sync) or in parallel processes "
                            "(async: pays when a step takes milliseconds, as a simulator's does); auto times a "
                            "few steps of the env before Ray starts and picks (rlhpc/run/spec.py)")
+    algo.add_argument("--env-timeout", type=non_negative_seconds, metavar="SECONDS",
+                      help="an env copy whose step takes longer (a reset: 5x longer) is abandoned and rebuilt, as "
+                           "one that raises is (default: 1000x a step's time measured before Ray starts, at least "
+                           "60 s; 0: no limit; rlhpc/envs/guard.py)")
     algo.add_argument("--policies", metavar="shared|per-agent|MODULE:FUNCTION",
                       help="multi-agent envs: one policy for all agents (shared, the default), one per agent "
                            "(per-agent), or FUNCTION(agent_id, episode) -> policy id (rlhpc/envs/multi_agent.py)")

@@ -40,9 +40,7 @@ def claim(storage_path: str, name: str) -> tuple:
     """A new run's own experiment dir -> (name, path): <name>, else <name>_2, <name>_3, ... for the first one
     no other run holds. Claimed by creating its run record exclusively, so runs that start at the same moment
     with one --name (a job array) each get their own dir, trials and resumable state."""
-    for k in range(1, 10_000):
-        candidate = name if k == 1 else f"{name}_{k}"
-        path = experiment_dir(storage_path, candidate)
+    for candidate, path in candidates(storage_path, name):
         if is_run(path):
             continue
         try:
@@ -54,6 +52,20 @@ def claim(storage_path: str, name: str) -> tuple:
             raise UserError(f"cannot start a run in {path}: {e.strerror or e}") from None
         return candidate, path
     raise UserError(f"no free experiment name like {name!r} in {storage_path}")
+
+
+def candidates(storage_path: str, name: str):
+    """(name, path) of the dirs claim tries, in its order: <name>, <name>_2, <name>_3, ..."""
+    for k in range(1, 10_000):
+        candidate = name if k == 1 else f"{name}_{k}"
+        yield candidate, experiment_dir(storage_path, candidate)
+
+
+def dir_to_claim(storage_path: str, name: str) -> tuple:
+    """(name, path) of the dir claim would take now, creating nothing (--print-config shows it; a run starting
+    beside it may still take it first)."""
+    return next(((candidate, path) for candidate, path in candidates(storage_path, name) if not is_run(path)),
+                (name, experiment_dir(storage_path, name)))
 
 
 def is_run(path: str) -> bool:

@@ -4,7 +4,8 @@ Every run records the flags it was started with (rlhpc_run_spec.json, rlhpc.run.
 them again and lays the flags given now over them, so `--resume` alone (or with --name) is enough:
 - where and on how much it runs (env runners, envs per runner, GPUs, the cluster, checkpoints) may change on
   any resume: a requeued job can get another allocation (an elastic resume);
-- what it trains (algorithm, env and env config, --set, seed, stop criteria, search) is the run's own: a
+- how long it trains (--stop-*) may change too: raised to train longer, lowered below what is done to end at once;
+- what it trains (algorithm, env and env config, --set, seed, search) is the run's own: a
   resume that would change it is refused with the differences listed, unless --allow-changes, and then the
   run record keeps what changed (rlhpc.run.records.Change) and from which iteration (rlhpc.train.trainer writes it).
 
@@ -28,12 +29,14 @@ from rlhpc.run.records import Change, RunRecord
 # dest -> flag: what the run trains. Changing one on --resume needs --allow-changes.
 RUN_SETTINGS = {
     "run": "--run", "name_env": "--name-env", "env_config": "--env-config", "set": "--set",
-    "framework": "--framework", "policies": "--policies", "seed": "--seed", "seeds": "--seeds",
-    "stop_reward": "--stop-reward", "stop_iters": "--stop-iters", "stop_timesteps": "--stop-timesteps",
-    "stop_time": "--stop-time", "grid": "--grid", "uniform": "--uniform", "loguniform": "--loguniform",
+    "framework": "--framework", "policies": "--policies", "seed": "--seed", "seeds": "--seeds", "grid": "--grid",
+    "uniform": "--uniform", "loguniform": "--loguniform",
     "num_samples": "--num-samples", "metric": "--metric", "mode": "--mode", "stop_on": "--stop-on",
     "eval_interval": "--eval-interval", "eval_episodes": "--eval-episodes",
 }
+# dest -> flag: how long it trains. "Train it longer" is the most common reason to resume: allowed, recorded.
+HOW_LONG = {"stop_reward": "--stop-reward", "stop_iters": "--stop-iters", "stop_timesteps": "--stop-timesteps",
+            "stop_time": "--stop-time"}
 KEY_VALUE = {"set": "--set", "env_config": "--env-config"}  # merged key by key
 # Always this command's: the cluster of this job (the sbatch templates export its address) and its token,
 # and what only says how to resume or how this command reports.
@@ -122,7 +125,8 @@ def overlay(current: dict, args, given: set) -> tuple:
         else:
             merged[dest] = now
             if now != before:
-                changes.append(Change(RUN_SETTINGS.get(dest) or "--" + dest.replace("_", "-"), before, now,
+                changes.append(Change(RUN_SETTINGS.get(dest) or HOW_LONG.get(dest) or "--" + dest.replace("_", "-"),
+                                      before, now,
                                       trains=dest in RUN_SETTINGS))
     return merged, changes
 

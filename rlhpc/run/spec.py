@@ -31,6 +31,8 @@ from rlhpc.run.results import EVAL_RETURN_METRIC, LEGACY_RETURN_METRIC, RETURN_M
 OFFLINE_ALGORITHMS = {"BC", "CQL", "IQL", "MARWIL"}
 DEFAULT_MAX_FAILURES = {"cluster": 3, "local": 0}  # a cluster loses nodes; a local crash is the env's bug
 INPROCESS, TUNE = "inprocess", "tune"
+# --env-timeout's default: this many times a step's measured time, and never less than the floor.
+ENV_TIMEOUT_FACTOR, ENV_TIMEOUT_FLOOR_S = 1000, 60
 # --vectorize auto: sub-envs step in parallel processes when one step takes at least this long. Below it the
 # pipes to and from the processes cost more than the step (benchmarks/README.md, "sync or async").
 ASYNC_FROM_MS = 1.0
@@ -66,6 +68,8 @@ class Env:
     agent_policy: MappingProxyType  # a multi-agent env's agent -> policy id (rlhpc.envs.multi_agent); empty: one agent
     policies_reason: str  # how they were chosen, for the first line
     flatten_observations: bool  # RLlib's default networks take Box observations only
+    step_timeout_s: float  # a step of one env copy longer than this is abandoned (rlhpc.envs.guard); 0: none
+    timeout_reason: str  # why that limit, for the first line
     probe: env_sources.Probe = dataclasses.field(repr=False, compare=False)  # the env's spaces and creator
 
     @property
@@ -161,7 +165,8 @@ class RunSpec:
             "train_batch_size": placement.train_batch_size, "num_gpus": placement.num_gpus,
             "num_learners": placement.num_learners, "num_gpus_per_learner": placement.num_gpus_per_learner,
             "runner_resource": placement.runner_resource, "learner_resource": placement.learner_resource,
-            "flatten_observations": env.flatten_observations, "agent_policy": dict(env.agent_policy),
+            "flatten_observations": env.flatten_observations, "env_timeout_s": env.step_timeout_s,
+            "env_timeout_reason": env.timeout_reason, "agent_policy": dict(env.agent_policy),
             "policies_reason": env.policies_reason, "seed": training.seed,
             "overrides": [[".".join(path), value] for path, value in training.overrides],
             "search": [[".".join(path), kind, list(values)] for path, kind, values in search.space],
@@ -244,7 +249,7 @@ def envs_per_runner(args, training: Training, tuned: dict) -> int:
 def resolve_env(args, training: Training, source, creator, env_config: dict, num_envs: int) -> Env:
     """The env probed on the driver (spaces, agents, a step's time when --vectorize auto has a choice), and for a
     multi-agent env which policy each agent plays."""
-    probe = env_sources.probe(source, creator, env_config, timed=args.vectorize == "auto" and num_envs > 1)
+    probe = env_sources.probe(source, creator, env_config, timed=True)
     if probe.agent_spaces is not None:  # a multi-agent env (probe.multi_agent)
         if training.legacy_stack:
             raise UserError(f"{source.name} is a multi-agent env: train it with --framework torch (the new API "
@@ -253,8 +258,21 @@ def resolve_env(args, training: Training, source, creator, env_config: dict, num
     else:
         multi_agent.not_multi_agent(args.policies, source.name)
         agent_policy, policies_reason = {}, "one agent"
+    step_timeout, timeout_reason = env_timeout(args.env_timeout, probe.step_seconds)
     return Env(source=source, config=MappingProxyType(env_config), agent_policy=MappingProxyType(agent_policy),
-               policies_reason=policies_reason, flatten_observations=needs_flattening(probe, training), probe=probe)
+               policies_reason=policies_reason, flatten_observations=needs_flattening(probe, training),
+               step_timeout_s=step_timeout, timeout_reason=timeout_reason, probe=probe)
+
+
+def env_timeout(asked: float | None, step_seconds: float | None) -> tuple:
+    """-> (seconds, why): --env-timeout, else far above the step time measured on the driver, with a floor for
+    steps that vary (a solver that converges slowly now and then) and for envs that could not be timed."""
+    if asked is not None:
+        return asked, "--env-timeout" if asked else "--env-timeout 0: no limit"
+    if step_seconds is None:
+        return ENV_TIMEOUT_FLOOR_S, "a step could not be timed"
+    limit = max(ENV_TIMEOUT_FLOOR_S, ENV_TIMEOUT_FACTOR * step_seconds)
+    return limit, f"{ENV_TIMEOUT_FACTOR}x a step's {step_seconds * 1000:.3g} ms, at least {ENV_TIMEOUT_FLOOR_S} s"
 
 
 def needs_flattening(probe, training: Training) -> bool:

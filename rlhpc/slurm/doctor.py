@@ -29,6 +29,8 @@ import sys
 import time
 from importlib import metadata
 
+from rlhpc.errors import UserError
+from rlhpc.run.address import check_reachable
 from rlhpc.slurm import nodes
 from rlhpc.slurm.findings import FAIL, WARN, Finding, NodeReport
 
@@ -39,6 +41,7 @@ NETWORK_FILE_SYSTEMS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3
 REACH_SECONDS = 5  # a worker node retries the head's port this long (the head's listener may start later)
 FEW_OPEN_FILES = 4096  # Ray keeps a socket and files per worker: below this, big nodes run out
 LITTLE_DISK = 1 << 30  # bytes free under --storage-path
+DEFAULT_STORAGE = "~/ray_results"  # the trainer's --storage-path default (rlhpc.run.cli)
 
 
 def versions() -> dict:
@@ -213,8 +216,8 @@ def check_token() -> list:
 
 def check_room(head: bool, storage_path: str) -> list:
     """Room for results and checkpoints (on the head, which writes them); enough open files."""
-    found = []
     storage = os.path.abspath(os.path.expanduser(storage_path))
+    found = check_storage(storage) if head else []
     free = free_bytes(storage)
     if head and free < LITTLE_DISK:
         found.append(Finding(WARN, f"only {mib(free)} free under {storage}: checkpoints may not fit; "
@@ -224,6 +227,25 @@ def check_room(head: bool, storage_path: str) -> list:
         found.append(Finding(WARN, f"open files limit is {soft}: Ray may run out on a big node; "
                                    "`ulimit -n 65536` in the job script"))
     return found
+
+
+def check_storage(storage: str) -> list:
+    """--storage-path: a dir, or one the trainer can create (it makes the missing dirs, so a typo trains into a
+    new tree)."""
+    if os.path.isdir(storage):
+        return []
+    if os.path.exists(storage):
+        return [Finding(FAIL, f"--storage-path {storage} is not a directory: choose another --storage-path")]
+    parent = storage
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        return [Finding(FAIL, f"--storage-path {storage} does not exist and cannot be created ({parent} is not a "
+                              "writable directory): choose another --storage-path")]
+    if storage == os.path.expanduser(DEFAULT_STORAGE):
+        return []  # the trainer's default, made by the first run: no typo to catch
+    return [Finding(WARN, f"--storage-path {storage} does not exist: the trainer will create it (below {parent}); "
+                          "check the path for a typo")]
 
 
 def token_texts(path: str | None) -> list:
@@ -417,6 +439,18 @@ def ray_node_facts() -> dict:
     return found
 
 
+def unreachable(address: str) -> int:
+    """Before Ray: a closed port or a wrong host is one line and exit status 2 (ray.init retries for minutes,
+    printing Ray's connection errors); 0 when something answers there."""
+    try:
+        if address != "auto":
+            check_reachable(address)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def check_ray_cluster(address: str) -> int:
     """What a running Ray cluster sees on each node, against what each node has. -> the exit status."""
     import logging
@@ -495,7 +529,7 @@ def print_report(reports: list, started: float) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlhpc.doctor", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--storage-path", default="~/ray_results", help="where the run will write its results")
+    parser.add_argument("--storage-path", default=DEFAULT_STORAGE, help="where the run will write its results")
     parser.add_argument("--num-gpus", type=float, help="GPUs the trainer will ask for (0: a GPU torch cannot use "
                                                        "is a warning, not a failure)")
     parser.add_argument("--address", help="check this running Ray cluster (HOST:PORT) instead of the allocation")
@@ -515,7 +549,7 @@ def main(argv=None) -> int:
         print(json.dumps(found), flush=True)
         return 0
     if args.address:
-        return check_ray_cluster(args.address)
+        return unreachable(args.address) or check_ray_cluster(args.address)
     started = time.monotonic()
     nodes = allocation_nodes()
     reports = run_on_nodes(nodes, args.storage_path, args.num_gpus) if nodes else \

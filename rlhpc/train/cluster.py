@@ -6,7 +6,6 @@ RAY_AUTH_TOKEN, with RAY_AUTH_MODE=token. We never put the token in argv or in a
 """
 
 import os
-import socket
 import stat
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from typing import Any
 
 from rlhpc.algo.config import total_resources
 from rlhpc.errors import UserError, warn
+from rlhpc.run.address import check_reachable
 from rlhpc.run.cli import without_token
 
 # ray.init against a port that accepts but never answers can otherwise wait for minutes.
@@ -53,18 +53,6 @@ def prepare_auth(args) -> None:
             warn(f"the token file {path} is readable by other users: chmod 600 {path}")
     if "RAY_AUTH_MODE" not in os.environ and (path or os.environ.get("RAY_AUTH_TOKEN")):
         os.environ["RAY_AUTH_MODE"] = "token"
-
-
-def _check_reachable(address: str) -> None:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise UserError(f"bad --address {address!r}: expected IP:PORT, e.g. 10.0.0.1:6379")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as e:
-        reason = e.strerror or str(e) or type(e).__name__
-        raise UserError(f"cannot reach the Ray cluster at {address}: {reason} "
-                        "(is the head node up? see `ray start --head --port=...`)") from None
 
 
 class _CapturedStderr:
@@ -126,7 +114,7 @@ def connect(spec) -> str:
         return "local Ray" + (" on one core (--local-mode)" if spec.placement.local_mode else "")
 
     if address != "auto":
-        _check_reachable(address)
+        check_reachable(address)
     started = time.time()
     with _CapturedStderr() as captured:
         try:

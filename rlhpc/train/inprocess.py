@@ -110,6 +110,7 @@ def train(spec, config, stop_signal: StopSignal) -> Outcome:  # noqa: C901 -- th
         with open(os.path.join(trial_dir, "error.txt"), "w") as f:
             f.write(traceback.format_exc())
         error = training_failed(traceback.format_exc(), e, trial_dir)
+        error += _save_last_iteration(algo, result, state, checkpoint)
     finally:
         if files:
             files.close()
@@ -120,6 +121,54 @@ def train(spec, config, stop_signal: StopSignal) -> Outcome:  # noqa: C901 -- th
     last_checkpoint = os.path.join(trial_dir, state["checkpoints"][-1]["dir"]) if state["checkpoints"] else None
     outcome = TrialOutcome(path=trial_dir, metrics=result, checkpoint=last_checkpoint, error=error)
     return Outcome(experiment_dir, [outcome], None if error else flag.received, stop)
+
+
+def resumed_from(resume_dir: str) -> tuple:
+    """-> (the stop criteria the resumed run trains under, the result of its last checkpoint or None when it has
+    none): where a --resume goes on from."""
+    with open(os.path.join(resume_dir, experiment.STATE_FILE)) as f:
+        state = json.load(f)
+    if not state["checkpoints"]:
+        return state["stop"], None
+    iteration = state["checkpoints"][-1]["training_iteration"]
+    results = os.path.join(resume_dir, state["trial"], "result.json")
+    last = {"training_iteration": iteration}
+    if os.path.exists(results):
+        with open(results) as f:
+            for line in f:
+                row = json.loads(line) if line.strip() else {}
+                if row.get("training_iteration") == iteration:
+                    last = row
+    return state["stop"], last
+
+
+def finished(spec) -> bool:
+    """A resumed run whose last checkpoint already meets its stop criteria (with the --stop-* given now): one line,
+    and nothing trained (no new iteration, no new checkpoint)."""
+    stop, last = resumed_from(spec.output.resume_dir)
+    if any(change.flag.startswith("--stop") for change in spec.output.changes):
+        stop = dict(spec.stop.criteria)
+    if last is None or not stop_reached(last, stop):
+        return False
+    print(f"{spec.output.resume_dir} already met its stop criteria at iteration {last['training_iteration']} ("
+          + ", ".join(f"{k} >= {v:g}" for k, v in stop.items()) + "): nothing left to train; give a higher --stop-* "
+          "to train longer", flush=True)
+    return True
+
+
+def _save_last_iteration(algo, result: dict, state: dict, checkpoint) -> str:
+    """After a failure: a checkpoint of the last finished iteration when it has none yet, so that nothing trained is
+    lost (the weights are still that iteration's: a failure in sampling comes before the update). -> what to add to
+    the error line."""
+    done = result.get("training_iteration")
+    saved = state["checkpoints"][-1]["training_iteration"] if state["checkpoints"] else None
+    if algo is None or not done or done == saved:
+        return ""
+    try:
+        checkpoint()
+    except Exception as e:  # noqa: BLE001 -- the run is failing already: say the save failed too, keep the cause
+        return f"; no checkpoint of iteration {done} could be saved ({type(e).__name__}: {e})"
+    return f"; iteration {done} saved in {state['checkpoints'][-1]['dir']}"
 
 
 def _build(algo_cls, config, trial_dir: str, checkpoints: list):

@@ -1,12 +1,10 @@
 """What every trainer script does, in the tutorial's order: flags, spec, env, config, Ray, backend, report."""
 
 import json
-import logging
 import os
 import sys
 import time
 import types
-import warnings
 
 from rlhpc.errors import UserError, fail
 from rlhpc.run import job_status
@@ -45,23 +43,9 @@ def quiet_known_noise() -> None:
     """Keep the console to our progress lines: these warnings say nothing a user can act on."""
     # Tune's console output (tables, a TensorBoard hint pointing into /tmp) off: ProgressLine prints.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", module="gymnasium.spaces.box")
+    from rlhpc.algo.quiet import quiet_rllib_noise
 
-    class Drop(logging.Filter):
-        def __init__(self, text):
-            super().__init__()
-            self.text = text
-
-        def filter(self, record):
-            return self.text not in record.getMessage()
-
-    logging.getLogger("ray.rllib.algorithms.algorithm_config").addFilter(Drop("on the new API stack"))
-    # RLlib's own modules use a class it deprecated; shown in the driver since one local trial trains here.
-    logging.getLogger("ray._common.deprecation").addFilter(Drop("RLModule(config="))
-    logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)  # "Install gputil for GPU monitoring"
-    # A local Ray says it turned token auth on; true, and nothing to do about it.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    quiet_rllib_noise()  # the same filters in RLlib's other processes: rlhpc.algo.metrics installs them there
 
 
 def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, from_file=None) -> int:
@@ -99,9 +83,12 @@ def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, 
         args, changes = resume.settings(args, flags, make_parser, default_name)
     spec = resolve(args, envs=envs, stop_reward_for=stop_reward_for, flags=flags, from_file=from_file,
                    changes=changes)
-    env_sources.register_with_ray(spec.env.source, spec.env.probe)
+    env_sources.register_with_ray(spec.env.source, spec.env.probe, spec.env.step_timeout_s,
+                                  spec.placement.num_envs_per_runner, guard=not spec.training.legacy_stack)
     config = configs.build_config(spec)
     bundles = configs.resource_request(configs.algorithm_class(spec.training.algo), config)
+    if spec.print_config and not spec.output.resume_dir:  # the dir the run would claim (<name>_2 when <name> holds
+        spec = spec.with_experiment_dir(*experiment.dir_to_claim(spec.output.storage_path, spec.output.name))  # a run)
     description = configs.describe(config, spec, bundles)
     if spec.print_config:
         print(json.dumps(description, indent=2, default=repr))
@@ -114,6 +101,9 @@ def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, 
     if spec.backend == INPROCESS:
         from rlhpc.train import inprocess as backend
 
+        if spec.output.resume_dir and backend.finished(spec):
+            write_status(spec, job_status.DONE)
+            return 0
         backend.warm_up()
     else:
         from rlhpc.train import tune_run as backend
@@ -122,7 +112,7 @@ def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, 
     check_resources(bundles, spec)
     check_cuda(spec)
     if spec.output.resume_dir:  # the record keeps how the run started; each resume adds an entry
-        resumed_at = experiment.last_iteration(spec.output.resume_dir)
+        resumed_at = resume_point(spec)
         experiment.record_resume(spec.output.resume_dir, resumed_at, spec.flags, spec.output.changes)
         report.resume_line(spec, resumed_at)
     else:  # its own experiment dir, whatever else starts beside it with this --name
@@ -134,9 +124,26 @@ def train(args, *, envs=None, stop_reward_for=None, flags=(), make_parser=None, 
     report.start_lines(spec, where, description["summary"])
     write_status(spec, job_status.RUNNING)
     outcome = backend.train(spec, config, stop_signal)
+    from rlhpc.envs import identity
+
+    identity.cleanup()  # the env copies' scratch folders of runners that have ended (this process's: at exit)
     exit_code = report.finish(outcome, spec, started)
     write_status(spec, report.ending(outcome, spec))
     return exit_code
+
+
+def resume_point(spec) -> int:
+    """The iteration a resume goes on from: its last checkpoint's (the rows after it are dropped,
+    rlhpc.train.trial_files), 0 when it has none: it starts over. A Tune run: its last row."""
+    from rlhpc.run import experiment
+    from rlhpc.run.spec import INPROCESS
+
+    if spec.backend != INPROCESS:
+        return experiment.last_iteration(spec.output.resume_dir)
+    from rlhpc.train.inprocess import resumed_from
+
+    _, last = resumed_from(spec.output.resume_dir)
+    return last["training_iteration"] if last else 0
 
 
 def write_status(spec, ending: str) -> None:

@@ -84,23 +84,33 @@ class TrialFilesCallback(LoggerCallback):
 class ElasticResume(tune.Callback):
     """On --resume, restored trials get this run's placement (env runners, learners, GPUs, custom
     resources) instead of the one saved with them: a requeued job may have another allocation, and
-    Tune would otherwise wait for the old one (Ray #36761). What a trial trains stays as saved.
+    Tune would otherwise wait for the old one (Ray #36761). What a trial trains stays as saved; how long it trains
+    is the resume's when --stop-* changed it (Tune keeps each trial's stop criteria in its saved state).
 
-    placement: {config key: value} of this run's config, only when resuming (None: nothing to change)."""
+    placement: {config key: value} of this run's config, only when resuming (None: nothing to change).
+    stop: the stop criteria, only when a resume changed them."""
 
-    def __init__(self, placement=None):
+    def __init__(self, placement=None, stop=None):
         self.placement = placement
+        self.stop = stop
         self._done = False
 
     def on_step_begin(self, iteration, trials, **info):
-        if self._done or not self.placement:
+        if self._done or not (self.placement or self.stop):
             return
         self._done = True
+        finished = [trial for trial in trials if trial.status == trial.TERMINATED]
+        if self.stop and finished:
+            warn(f"{len(finished)} trial(s) of this Tune run had finished: Tune does not train a finished trial "
+                 "again, so the new --stop-* applies to the unfinished ones only")
         for trial in trials:
             if trial.status in (trial.PENDING, trial.PAUSED, trial.ERROR):
-                config = {**trial.config, **self.placement}
-                trial.set_config(config)
-                trial.update_resources(algorithm_class(trial.trainable_name).default_resource_request(config))
+                if self.stop:
+                    trial.stopping_criterion = dict(self.stop)
+                if self.placement:
+                    config = {**trial.config, **self.placement}
+                    trial.set_config(config)
+                    trial.update_resources(algorithm_class(trial.trainable_name).default_resource_request(config))
 
 
 class StopOnSignal(tune.Callback):
@@ -155,10 +165,11 @@ class StopOnSignal(tune.Callback):
 OUR_CALLBACKS = (TuneProgressLine, StopOnSignal, TrialFilesCallback, TBXLoggerCallback, ElasticResume)
 
 
-def our_callbacks(stop: StopSignal, placement=None) -> list:
+def our_callbacks(stop: StopSignal, placement=None, stop_criteria=None) -> list:
     """What every Tune run of ours has besides tracking. Tune's default loggers are off (train()): the files are
     TrialFilesCallback's, the TensorBoard events Tune's own logger's, as before."""
-    return [TuneProgressLine(), StopOnSignal(stop), TrialFilesCallback(), TBXLoggerCallback(), ElasticResume(placement)]
+    return [TuneProgressLine(), StopOnSignal(stop), TrialFilesCallback(), TBXLoggerCallback(),
+            ElasticResume(placement, stop_criteria)]
 
 
 def make_tuner(spec, param_space, stop: StopSignal, placement=None):
@@ -169,7 +180,8 @@ def make_tuner(spec, param_space, stop: StopSignal, placement=None):
         if any(change.flag in ("--wandb", "--mlflow") for change in spec.output.changes):
             warn(f"{spec.output.resume_dir} trains through Tune, which resumes with the tracking it started with: "
                  "--wandb/--mlflow given now are not used")
-        # Stop criteria and callbacks come back from the saved experiment; the config is given
+        # Stop criteria (unless --stop-* changed them: ElasticResume) and callbacks come back from the saved
+        # experiment; the config is given
         # again because it holds objects Tune cannot always re-create on its own.
         try:
             tuner = tune.Tuner.restore(spec.output.resume_dir, trainable=algo_cls, resume_unfinished=True,
@@ -182,7 +194,9 @@ def make_tuner(spec, param_space, stop: StopSignal, placement=None):
         assert tuner._local_tuner is not None  # a Tuner made in this process (not through Ray Client)
         callbacks = tuner._local_tuner.get_run_config().callbacks
         assert callbacks is not None  # the run started with ours
-        callbacks[:] = [*our_callbacks(stop, placement), *(c for c in callbacks if not isinstance(c, OUR_CALLBACKS))]
+        new_stop = dict(spec.stop.criteria) if any(c.flag.startswith("--stop") for c in spec.output.changes) else None
+        callbacks[:] = [*our_callbacks(stop, placement, new_stop),
+                        *(c for c in callbacks if not isinstance(c, OUR_CALLBACKS))]
         return tuner
     run_config = tune.RunConfig(
         name=spec.output.name,

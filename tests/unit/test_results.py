@@ -62,3 +62,33 @@ def test_how_a_run_ended_for_the_job_that_requeues_it(metrics, error, stopped_by
     spec = type("Spec", (), {"stop": Stop(criteria={"training_iteration": 5}, as_test=False)})()
     outcome = Outcome("/x", [TrialOutcome(path="/x/t", metrics=metrics, checkpoint=None, error=error)], stopped_by)
     assert how(outcome, spec) == ending
+
+
+def test_dqns_learning_time_counts_its_learner_updates_not_its_training_steps():
+    """DQN times each of its learner updates (8 per training step here, none before learning starts); counted as one
+    per training step, a 5.7 s iteration read `learning 0.0 s`."""
+    from ray.rllib.algorithms.dqn import DQNConfig
+
+    from rlhpc.algo.metrics import RLLIB_EMA_COEFF, TrialState, split_time
+
+    config = DQNConfig().environment("CartPole-v1").env_runners(num_env_runners=0, num_envs_per_env_runner=8,
+                                                                rollout_fragment_length=4)
+    config.training(train_batch_size_per_learner=32, training_intensity=8)  # 8 updates of 32 per 32 steps sampled
+    state, steps = TrialState(), 28
+    state.timers = {"env_runner_sampling_timer": 0.02, "learner_update_timer": 0.026}
+    sampling, learning = state.timers["env_runner_sampling_timer"], state.timers["learner_update_timer"]
+    for _ in range(steps):  # each training step: 1 sample of 0.018 s, 8 updates of 0.012 s
+        sampling = (1 - RLLIB_EMA_COEFF) * sampling + RLLIB_EMA_COEFF * 0.018
+        for _ in range(8):
+            learning = (1 - RLLIB_EMA_COEFF) * learning + RLLIB_EMA_COEFF * 0.012
+    result = {"num_training_step_calls_per_iteration": steps, "time_this_iter_s": 5.7,
+              "timers": {"env_runner_sampling_timer": sampling, "learner_update_timer": learning},
+              "learners": {"__all_modules__": {"num_env_steps_trained": steps * 8 * 32}}}
+    split_time(state, result, config)
+    assert result["time_sampling_s"] == pytest.approx(steps * 0.018, rel=1e-6)
+    assert result["time_learning_s"] == pytest.approx(steps * 8 * 0.012, rel=1e-6)  # 2.7 s, not 0.0
+    # Before learning starts (nothing trained): no update ran, 0 s, whatever the average says.
+    result = {"num_training_step_calls_per_iteration": steps, "timers": dict(result["timers"]),
+              "learners": {"__all_modules__": {}}}
+    split_time(state, result, config)
+    assert result["time_learning_s"] == 0.0

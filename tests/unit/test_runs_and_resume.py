@@ -41,8 +41,13 @@ def test_resume_refuses_changes_to_what_the_run_trains_and_names_them(trainer, t
         f"error: --resume would change what {run} trains: --set lr 0.0005 -> 0.001, --set gamma (unset) -> 0.99 "
         f"(its settings: {run}/rlhpc_run_spec.json; add --allow-changes to resume with them, and the run "
         "records what changed)")
-    code, _, err = trainer("--resume", run, "--stop-reward", 100)
-    assert "--stop-reward (unset) -> 100.0 (its settings" in one_error_line(err)
+    # How long it trains is not what it trains: train longer (or to a reward) without --allow-changes, recorded.
+    code, out, err = trainer("--resume", run, "--stop-reward", 100, "--stop-iters", 30, "--print-config")
+    assert code == 0, err
+    spec = json.loads(out)["spec"]
+    assert spec["stop"] == {"env_runners/episode_return_mean_100": 100.0, "training_iteration": 30}
+    assert spec["changes"] == [{"flag": "--stop-reward", "from": None, "to": 100.0, "trains": False},
+                               {"flag": "--stop-iters", "from": 20, "to": 30, "trains": False}]
 
 
 def test_resume_takes_the_runs_own_flags_and_lets_placement_change(trainer, tmp_path):
@@ -130,3 +135,12 @@ def test_a_trial_going_on_from_a_checkpoint_drops_the_rows_after_it(tmp_path, af
     results = [json.loads(line) for line in (tmp_path / "result.json").read_text().splitlines()]
     assert [r["training_iteration"] for r in results] == [*kept, after + 1]
     assert json.loads((tmp_path / "params.json").read_text()) == {"lr": 1}  # the config the trial started with
+
+
+def test_print_config_names_the_dir_the_run_would_claim_and_creates_nothing(trainer, tmp_path):
+    recorded_run(tmp_path / "r" / "Acrobot-v1", ["--name-env", "Acrobot-v1"])
+    code, out, err = trainer("--name-env", "Acrobot-v1", "--storage-path", tmp_path / "r", "--print-config")
+    assert code == 0, err
+    spec = json.loads(out)["spec"]
+    assert (spec["name"], spec["experiment_dir"]) == ("Acrobot-v1_2", str(tmp_path / "r" / "Acrobot-v1_2"))
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["Acrobot-v1"]

@@ -1,0 +1,64 @@
+"""The warnings a run silences or rewrites, in every process that trains: the driver, Tune's trial actor, env runners.
+
+The trainer calls quiet_rllib_noise() before Ray starts; RLlib's other processes never run the trainer's code, so
+the callback every run trains with (rlhpc.algo.metrics) calls it when RLlib builds it there, before the env and the
+RLModule are made. Each filter says why it exists; real warnings (an env's observation outside its space, ...) stay.
+"""
+
+import logging
+import re
+import warnings
+
+from rlhpc.errors import warn
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colour codes gymnasium.logger wraps its messages in
+REPLACED = {"showwarning": warnings.showwarning}  # the warnings.showwarning show_warning stands in for
+
+
+class Drop(logging.Filter):
+    """Drops a logger's records that contain `text`; equal filters are one (addFilter adds each once)."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record):
+        return self.text not in record.getMessage()
+
+    def __eq__(self, other):
+        return isinstance(other, Drop) and other.text == self.text
+
+    def __hash__(self):
+        return hash(self.text)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    """warnings.showwarning, with gymnasium's coloured warnings as one plain `warning:` line: its logger wraps
+    each in ANSI colour codes, which a Slurm log file shows raw ("\\x1b[33mWARN: ...\\x1b[0m")."""
+    text = str(message)
+    if ANSI.search(text):
+        text = ANSI.sub("", text).strip()
+        warn(f"gymnasium: {text.removeprefix('WARN: ')}" if text.startswith(("WARN: ", "ERROR: ")) else text)
+        return
+    REPLACED["showwarning"](message, category, filename, lineno, file, line)
+
+
+def quiet_rllib_noise() -> None:
+    """Installs the filters in this process (again is harmless)."""
+    import gymnasium.logger  # noqa: F401 -- its import puts a "once" filter for its deprecations first; ours go before
+
+    # Deprecations inside Ray, RLlib and Gymnasium (CartPole-v0 "out of date": the tutorial's env, on purpose):
+    # nothing the user can change. Deprecated *flags and keys* of ours are said by rlhpc.run (old_keys, cli).
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # Box's "precision lowered by casting to float32": RLlib's and Gymnasium's own spaces trigger it.
+    warnings.filterwarnings("ignore", module="gymnasium.spaces.box")
+    if getattr(warnings.showwarning, "__name__", "") != show_warning.__name__:
+        REPLACED["showwarning"] = warnings.showwarning
+        warnings.showwarning = show_warning
+    # "You are running PPO on the new API stack! This is the new default ...": said for every config RLlib checks.
+    logging.getLogger("ray.rllib.algorithms.algorithm_config").addFilter(Drop("on the new API stack"))
+    # RLlib's own modules use a class it deprecated (RLModule(config=...)), in every process that builds one.
+    logging.getLogger("ray._common.deprecation").addFilter(Drop("RLModule(config="))
+    logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)  # "Install gputil for GPU monitoring"
+    # A local Ray says it turned token auth on; true, and nothing to do about it.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)

@@ -1,0 +1,64 @@
+"""Simulators that crash and hang, for real: one simulator process of a running job killed, another stopped
+(SIGSTOP); the env guard (rlhpc.envs.guard) rebuilds both copies, counts them, and the run reaches its goal; no
+simulator process outlives the run."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import PYTHON, REPO, RETURN, clean_env, read_progress
+
+TRAINER = "simple_example/simple_trainer.py"
+EXTERNAL_SIM = "custom_gym_env/external_sim_env.py:ExternalSimEnv"
+
+
+def simulator_pids(text: str) -> list:
+    """The processes whose command line names `text` (our scratch root), found in /proc."""
+    pids = []
+    for pid_dir in Path("/proc").iterdir():
+        if pid_dir.name.isdigit():
+            try:
+                cmdline = (pid_dir / "cmdline").read_bytes().decode(errors="replace")
+                state = (pid_dir / "stat").read_text().rpartition(")")[2].split()[0]
+            except OSError:
+                continue
+            if text in cmdline and "external_sim_server" in cmdline and state != "Z":
+                pids.append(int(pid_dir.name))
+    return pids
+
+
+def test_a_killed_and_a_stopped_simulator_are_rebuilt_and_the_run_reaches_its_goal(tmp_path):
+    scratch = tmp_path / "scratch"
+    env = clean_env(HOME=tmp_path, RLHPC_SCRATCH_ROOT=scratch)
+    args = [PYTHON, str(REPO / TRAINER), "--name-env", EXTERNAL_SIM, "--num-cpus", "0", "--num-envs-per-runner",
+            "2", "--vectorize", "async", "--env-timeout", "2", "--stop-reward", "1.0", "--stop-iters", "40",
+            "--storage-path", str(tmp_path / "results"), "--name", "run", "--as-test"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        seen = []
+        for line in proc.stdout:  # damage done once training runs
+            seen.append(line)
+            if line.startswith("iter    1"):
+                break
+        first = simulator_pids(str(scratch))
+        assert len(first) == 2, ("".join(seen), first)
+        os.kill(first[0], signal.SIGKILL)  # a crash
+        os.kill(first[1], signal.SIGSTOP)  # a hang: the step waits on its socket until the guard's timer
+        out, err = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, "".join(seen) + out + err[-3000:]
+    rows = read_progress(tmp_path / "results" / "run")
+    assert sum(row["env_runners/env_restarts"] for row in rows) >= 1, out
+    assert sum(row["env_runners/env_timeouts"] for row in rows) >= 1, out
+    assert rows[-1][RETURN] >= 1.0
+    assert "env restarts" in out and "env timeouts" in out  # the progress line says so where it happened
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 5
+    while simulator_pids(str(scratch)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert simulator_pids(str(scratch)) == [], "a simulator outlived the run"
+    assert first[1] not in simulator_pids(str(scratch)), "the stopped simulator was killed"

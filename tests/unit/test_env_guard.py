@@ -1,0 +1,138 @@
+"""The env guard (rlhpc.envs.guard) on envs that crash and hang for real, in this process: the copy is rebuilt, its
+episode ends truncated with the failure in its info, and a copy that keeps failing ends the run with its own error."""
+
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from rlhpc.algo.metrics import count_env_failures
+from rlhpc.envs import guard
+from rlhpc.envs.guard import RESTART_INFO, TIMEOUT_INFO, EnvGuard, GuardedCreator
+
+
+class Flaky(gym.Env):
+    """Counts up; `fail` (shared by the copies built, like a simulator's licence server) says which step raises or
+    hangs."""
+
+    observation_space = gym.spaces.Box(0, 1000, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+    built = 0
+
+    def __init__(self, fail: dict):
+        Flaky.built += 1
+        self.fail, self.t, self.closed = fail, 0, False
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        if self.fail.get("reset"):
+            raise ConnectionError("simulator did not start")
+        return np.array([0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t in self.fail.get("raise_at", ()):
+            raise RuntimeError(f"solver diverged at step {self.t}")
+        if self.t in self.fail.get("hang_at", ()):
+            time.sleep(3600)
+        return np.array([self.t], np.float32), 1.0, False, False, {}
+
+    def close(self):
+        self.closed = True
+
+
+def guarded(fail: dict, timeout_s: float = 0):
+    built = []
+
+    def build():
+        built.append(Flaky(fail))
+        return built[-1]
+
+    return EnvGuard(build(), build, timeout_s), built
+
+
+def test_a_crash_ends_the_episode_truncated_and_the_next_reset_rebuilds_the_env():
+    env, built = guarded({"raise_at": (3,)})
+    env.reset()
+    env.step(0)
+    env.step(0)
+    observation, reward, terminated, truncated, info = env.step(0)
+    assert (observation.tolist(), reward, terminated, truncated, info) == ([2.0], 0.0, False, True, {RESTART_INFO: 1})
+    assert len(built) == 1
+    env.reset()
+    assert len(built) == 2 and built[0].closed, "the crashed env is closed and a new one built"
+    assert env.step(0)[0].tolist() == [1.0]  # the new one steps
+
+
+def test_a_copy_that_keeps_failing_ends_with_the_simulators_own_error():
+    env, built = guarded({"raise_at": (1,)})
+    env.reset()
+    for _ in range(guard.MAX_FAILURES_IN_A_ROW - 1):
+        assert env.step(0)[3] is True
+        env.reset()
+    with pytest.raises(RuntimeError, match="solver diverged at step 1"):
+        env.step(0)
+    assert len(built) == guard.MAX_FAILURES_IN_A_ROW
+
+
+def test_a_reset_that_fails_is_retried_on_a_new_env_then_gives_up():
+    env, built = guarded({"reset": True})
+    with pytest.raises(ConnectionError, match="simulator did not start"):
+        env.reset()
+    assert len(built) == guard.MAX_FAILURES_IN_A_ROW
+
+
+def test_a_hung_step_is_abandoned_after_the_limit_and_counted_as_a_timeout():
+    env, built = guarded({"hang_at": (2,)}, timeout_s=0.3)
+    env.reset()
+    env.step(0)
+    started = time.monotonic()
+    *_, truncated, info = env.step(0)
+    assert time.monotonic() - started < 2
+    assert truncated and info == {TIMEOUT_INFO: 1}
+    env.reset()
+    assert len(built) == 2 and env.step(0)[0].tolist() == [1.0]
+
+
+def test_the_creator_gives_each_copy_its_identity_and_leaves_multi_agent_envs_unguarded(monkeypatch, tmp_path):
+    from ray.rllib.env.env_context import EnvContext
+
+    from rlhpc.envs import identity
+
+    monkeypatch.setenv(identity.ROOT_VAR, str(tmp_path))
+    creator = GuardedCreator(lambda config: Flaky({}), 0, num_envs=2)
+    context = EnvContext({}, worker_index=1)
+    envs = [creator(context), creator(context)]
+    assert all(isinstance(env, EnvGuard) for env in envs)
+    assert len({p.name for p in tmp_path.rglob("copy-*")}) == 2  # a folder each: copy-0, copy-1
+    for env in envs:
+        env.close()
+
+    from ray.rllib.env.multi_agent_env import MultiAgentEnv
+
+    assert not isinstance(GuardedCreator(lambda config: MultiAgentEnv(), 0)(context), EnvGuard)
+
+
+class Episode:
+    def __init__(self, info):
+        self.info = info
+
+    def get_infos(self, index):
+        return self.info
+
+
+class Logger:
+    def __init__(self):
+        self.logged = []
+
+    def log_value(self, key, value, reduce=None):
+        self.logged.append((key, value, reduce))
+
+
+def test_the_callback_counts_the_failed_episodes_and_leaves_them_out_of_the_returns():
+    logger = Logger()
+    assert count_env_failures(Episode({RESTART_INFO: 1}), logger) is True
+    assert count_env_failures(Episode({TIMEOUT_INFO: 1}), logger) is True
+    assert count_env_failures(Episode({}), logger) is False
+    assert logger.logged == [("env_restarts", 1, "sum"), ("env_timeouts", 1, "sum")]
