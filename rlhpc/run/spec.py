@@ -259,9 +259,24 @@ def resolve_env(args, training: Training, source, creator, env_config: dict, num
         multi_agent.not_multi_agent(args.policies, source.name)
         agent_policy, policies_reason = {}, "one agent"
     step_timeout, timeout_reason = env_timeout(args.env_timeout, probe.step_seconds)
+    if not training.legacy_stack:  # an action space RLlib has no distribution for fails in its catalog, after Ray
+        check_action_spaces(probe, source.name)
     return Env(source=source, config=MappingProxyType(env_config), agent_policy=MappingProxyType(agent_policy),
                policies_reason=policies_reason, flatten_observations=needs_flattening(probe, training),
                step_timeout_s=step_timeout, timeout_reason=timeout_reason, probe=probe)
+
+
+def check_action_spaces(probe, name: str) -> None:
+    """Each agent's action space (the env's, single-agent) is one RLlib can act in, or one line naming the env."""
+    from rlhpc.envs.spaces import check_action_space
+
+    agents = {agent: spaces[1] for agent, spaces in probe.agent_spaces.items()} if probe.agent_spaces is not None \
+        else {None: probe.action_space}
+    try:
+        for agent, space in agents.items():
+            check_action_space(space, agent)
+    except UserError as e:
+        raise UserError(f"{name}: {e}") from None
 
 
 def env_timeout(asked: float | None, step_seconds: float | None) -> tuple:

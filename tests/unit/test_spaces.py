@@ -56,3 +56,20 @@ def test_action_spaces_rllib_cannot_act_in_are_refused_with_the_way_out(space, w
     with pytest.raises(UserError, match=r"^action space .*") as refused:
         check_action_space(space)
     assert way_out in str(refused.value)
+
+
+def test_an_env_whose_action_space_rllib_cannot_act_in_is_one_line_before_ray(trainer, tmp_path):
+    (tmp_path / "switches.py").write_text(
+        "import gymnasium as gym\nimport numpy as np\n\n\n"
+        "class Switches(gym.Env):\n"
+        "    observation_space = gym.spaces.Box(0, 1, (4,), np.float32)\n"
+        "    action_space = gym.spaces.MultiBinary(4)\n\n"
+        "    def reset(self, *, seed=None, options=None):\n"
+        "        return np.zeros(4, np.float32), {}\n\n"
+        "    def step(self, action):\n"
+        "        return np.zeros(4, np.float32), 0.0, True, False, {}\n")
+    code, _, err = trainer("--name-env", tmp_path / "switches.py:Switches", "--print-config")
+    assert code == 2
+    assert err.strip() == (f"error: {tmp_path / 'switches.py'}:Switches: action space MultiBinary(4) has no RLlib "
+                           "action distribution: use Discrete, MultiDiscrete, a float Box, or a Dict/Tuple of them (a "
+                           "MultiBinary is MultiDiscrete([2] * n))")
