@@ -44,6 +44,7 @@ COLUMNS = {
     "return": (RETURN_METRIC, LEGACY_RETURN_METRIC, "episode_reward_mean", "env_runners/episode_return_mean"),
 }
 POLICY_COLUMN = "env_runners/policy_return_mean_100/"  # + policy id: its share (rlhpc.algo.metrics)
+EPISODES_COLUMN = "env_runners/num_episodes"  # RLlib's: episodes that ended in the iteration
 X_LABELS = {"iteration": "training iteration", "steps": "env steps sampled", "time": "training time (s)"}
 # Config keys people vary on purpose, shown first in labels; any other differing key follows.
 KEY_ORDER = ("env", "policies", "num_env_runners", "num_envs_per_env_runner", "num_learners",
@@ -114,6 +115,11 @@ def read_progress(trial_dir):
     for column in frame.columns:
         if column.startswith(POLICY_COLUMN):
             data["policy:" + column.removeprefix(POLICY_COLUMN)] = frame[column]
+    if EPISODES_COLUMN in frame.columns:  # an iteration in which no episode ended (the first after a resume, often)
+        new_episodes = frame[EPISODES_COLUMN] > 0  # carries the window's mean: not a new point of the curve
+        for name in data:
+            if name == "return" or name.startswith("policy:"):
+                data[name] = data[name].where(new_episodes)
     return pandas.DataFrame(data)
 
 
@@ -319,14 +325,21 @@ def _draw_group(ax, group: Group, x: str, per_policy: bool) -> None:
         ax.fill_between(grid, low, high, color=color, alpha=0.25, linewidth=0)
         if len(group.runs) < CI_MIN_SEEDS:  # a range of a few seeds: show the seeds themselves too
             for run in group.runs:
-                ax.plot(run.data[x], run.data["return"], color=color, linewidth=0.7, alpha=0.5)
+                ax.plot(*points(run.data, x, "return"), color=color, linewidth=0.7, alpha=0.5)
         line.set_label(f"{group.label}: mean, band = {name}")  # the one legend entry of the group
         return
     for run in group.runs:
-        [line] = ax.plot(run.data[x], run.data["return"], label=run.label, linewidth=1.5)
+        [line] = ax.plot(*points(run.data, x, "return"), label=run.label, linewidth=1.5)
         for policy in policies(run.data) if per_policy else ():
-            ax.plot(run.data[x], run.data["policy:" + policy], label=f"{run.label}: {policy}", linewidth=1,
+            ax.plot(*points(run.data, x, "policy:" + policy), label=f"{run.label}: {policy}", linewidth=1,
                     linestyle="--", color=line.get_color(), alpha=0.7)
+
+
+def points(data, x: str, column: str) -> tuple:
+    """The (x, y) of a curve's rows that have a value: NaN rows (no episode yet, or none ended in that iteration)
+    are left out rather than breaking the line."""
+    rows = data[column].notna()
+    return data[x][rows], data[column][rows]
 
 
 def plot(groups, x: str, out, title=None, per_policy=False, dpi: float = DPI) -> None:

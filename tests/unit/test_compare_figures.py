@@ -92,3 +92,21 @@ def test_dpi_sets_the_image_size(tmp_path):
     out = tmp_path / "fig.png"
     assert compare.main([str(seeds(tmp_path, 2)), "--out", str(out), "--dpi", "200"]) == 0
     assert imread(out).shape[:2] == (5 * 200, 8 * 200)
+
+
+def test_an_iteration_in_which_no_episode_ended_is_not_drawn_as_a_new_point(tmp_path):
+    """The first iteration after a resume often ends no episode: its return is the window carried over, flagged by
+    RLlib's num_episodes = 0; the curve leaves it out instead of drawing a step."""
+    trial = tmp_path / "run" / "PPO_CartPole-v1_0"
+    trial.mkdir(parents=True)
+    with open(trial / "progress.csv", "w", newline="") as f:
+        rows = csv.DictWriter(f, ["training_iteration", "num_env_steps_sampled_lifetime", "time_total_s", RETURN,
+                                  "env_runners/num_episodes"])
+        rows.writeheader()
+        for i, (value, episodes) in enumerate([(10, 5), (20, 4), (20, 0), (40, 3)], start=1):
+            rows.writerow({"training_iteration": i, "num_env_steps_sampled_lifetime": 1000 * i,
+                           "time_total_s": i, RETURN: value, "env_runners/num_episodes": episodes})
+    (trial / "params.json").write_text(json.dumps({"env": "CartPole-v1", "seed": 0}))
+    _, figure = figure_of([tmp_path / "run"])
+    [line] = figure.axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 2, 4] and list(line.get_ydata()) == [10, 20, 40]
