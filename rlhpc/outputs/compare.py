@@ -115,12 +115,18 @@ def read_progress(trial_dir):
     for column in frame.columns:
         if column.startswith(POLICY_COLUMN):
             data["policy:" + column.removeprefix(POLICY_COLUMN)] = frame[column]
-    if EPISODES_COLUMN in frame.columns:  # an iteration in which no episode ended (the first after a resume, often)
-        new_episodes = frame[EPISODES_COLUMN] > 0  # carries the window's mean: not a new point of the curve
-        for name in data:
+    return without_carried_returns(pandas.DataFrame(data), frame)
+
+
+def without_carried_returns(data, frame):
+    """NaN for the returns of an iteration in which no episode ended (the first after a resume, often): it carries
+    the window's mean, and is not a new point of the curve."""
+    if EPISODES_COLUMN in frame.columns:
+        new_episodes = frame[EPISODES_COLUMN] > 0
+        for name in data.columns:
             if name == "return" or name.startswith("policy:"):
                 data[name] = data[name].where(new_episodes)
-    return pandas.DataFrame(data)
+    return data
 
 
 def policies(data) -> list:

@@ -73,3 +73,9 @@ def stop_reached(result: dict, stop: Mapping) -> bool:
     """Whether any stop criterion ({flattened key: value}) is met, as Tune's dict stopper decides."""
     flat = flatten(result)
     return any(flat.get(key) is not None and flat[key] >= value for key, value in stop.items())
+
+
+def checkpoint_due(result: dict, every: int) -> bool:
+    """Whether --checkpoint-freq asks for a checkpoint after this result: decided here for both backends (the
+    in-process loop, and Tune through rlhpc.train.tune_run.PeriodicCheckpoints)."""
+    return bool(every) and result.get("training_iteration", 0) % every == 0

@@ -35,7 +35,7 @@ from rlhpc.outputs.report import (
     training_failed,
 )
 from rlhpc.run import experiment
-from rlhpc.run.results import stop_reached
+from rlhpc.run.results import checkpoint_due, stop_reached
 from rlhpc.train import tracking
 from rlhpc.train.stop_signal import StopSignal
 from rlhpc.train.trial_files import TrialFiles
@@ -99,8 +99,7 @@ def train(spec, config, stop_signal: StopSignal) -> Outcome:  # noqa: C901 -- th
             tracked.result(result)
             print(progress.line(result), flush=True)
             done = stop_reached(result, stop)
-            periodic = spec.output.checkpoint_freq and result["training_iteration"] % spec.output.checkpoint_freq == 0
-            if periodic or done or flag.received:
+            if checkpoint_due(result, spec.output.checkpoint_freq) or done or flag.received:
                 checkpoint()
             if done or flag.received:
                 break

@@ -27,6 +27,7 @@ from rlhpc.outputs.report import (
     training_failed,
 )
 from rlhpc.run.algorithms import PLACEMENT_KEYS
+from rlhpc.run.results import checkpoint_due
 from rlhpc.train import tracking
 from rlhpc.train.stop_signal import StopSignal
 from rlhpc.train.trial_files import TrialFiles
@@ -162,14 +163,27 @@ class StopOnSignal(tune.Callback):
             self._tune_handler(signal.SIGUSR1, None)  # sets Tune's "interrupted" flag: state is saved
 
 
-OUR_CALLBACKS = (TuneProgressLine, StopOnSignal, TrialFilesCallback, TBXLoggerCallback, ElasticResume)
+class PeriodicCheckpoints(tune.Callback):
+    """--checkpoint-freq for Tune's trials, decided as the in-process loop decides it (rlhpc.run.results.checkpoint_due)
+    rather than by Tune's CheckpointConfig; a resume's --checkpoint-freq applies to restored trials too."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if checkpoint_due(result, self.every):
+            result["should_checkpoint"] = True  # Tune reads this after the callbacks ran
 
 
-def our_callbacks(stop: StopSignal, placement=None, stop_criteria=None) -> list:
+OUR_CALLBACKS = (TuneProgressLine, StopOnSignal, PeriodicCheckpoints, TrialFilesCallback, TBXLoggerCallback,
+                 ElasticResume)
+
+
+def our_callbacks(stop: StopSignal, checkpoint_freq: int, placement=None, stop_criteria=None) -> list:
     """What every Tune run of ours has besides tracking. Tune's default loggers are off (train()): the files are
     TrialFilesCallback's, the TensorBoard events Tune's own logger's, as before."""
-    return [TuneProgressLine(), StopOnSignal(stop), TrialFilesCallback(), TBXLoggerCallback(),
-            ElasticResume(placement, stop_criteria)]
+    return [TuneProgressLine(), StopOnSignal(stop), PeriodicCheckpoints(checkpoint_freq), TrialFilesCallback(),
+            TBXLoggerCallback(), ElasticResume(placement, stop_criteria)]
 
 
 def make_tuner(spec, param_space, stop: StopSignal, placement=None):
@@ -195,7 +209,7 @@ def make_tuner(spec, param_space, stop: StopSignal, placement=None):
         callbacks = tuner._local_tuner.get_run_config().callbacks
         assert callbacks is not None  # the run started with ours
         new_stop = dict(spec.stop.criteria) if any(c.flag.startswith("--stop") for c in spec.output.changes) else None
-        callbacks[:] = [*our_callbacks(stop, placement, new_stop),
+        callbacks[:] = [*our_callbacks(stop, spec.output.checkpoint_freq, placement, new_stop),
                         *(c for c in callbacks if not isinstance(c, OUR_CALLBACKS))]
         return tuner
     run_config = tune.RunConfig(
@@ -203,9 +217,8 @@ def make_tuner(spec, param_space, stop: StopSignal, placement=None):
         storage_path=spec.output.storage_path,
         stop=dict(spec.stop.criteria),
         verbose=0,  # ProgressLine prints instead
-        callbacks=[*our_callbacks(stop), *tracking.callbacks(spec)],
-        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=spec.output.checkpoint_freq,
-                                                checkpoint_at_end=True),
+        callbacks=[*our_callbacks(stop, spec.output.checkpoint_freq), *tracking.callbacks(spec)],
+        checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),  # periodic ones: PeriodicCheckpoints
         failure_config=tune.FailureConfig(max_failures=spec.placement.max_failures),
     )
     return tune.Tuner(algo_cls, param_space=param_space, run_config=run_config,
