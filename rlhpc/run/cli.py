@@ -46,23 +46,27 @@ def positive_number(text: str) -> int:
     return value
 
 
-def non_negative_seconds(text: str) -> float:
+def non_negative(text: str, what: str) -> float:
+    """A finite number >= 0, or argparse's error naming `what` it should be."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected {what} >= 0, got {text!r}")
     return value
+
+
+def non_negative_seconds(text: str) -> float:
+    return non_negative(text, "seconds")
 
 
 def gpu_count(text: str) -> float:
     try:
-        value = float(text)
+        float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a GPU count like 0, 0.5, 1 or 2, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a GPU count >= 0, got {text!r}")
+    value = non_negative(text, "a GPU count")
     if value > 1 and value != int(value):
         raise argparse.ArgumentTypeError(
             f"more than one GPU must be a whole number (one learner per GPU), got {text!r}"

@@ -25,6 +25,7 @@ from rlhpc.run.cli import without_token
     (["--num-cpus", "1.5"], "argument --num-cpus: expected a whole number >= 0, got '1.5'"),
     (["--num-gpus", "1.5"], "more than one GPU must be a whole number"),
     (["--num-gpus", "inf"], "argument --num-gpus: expected a GPU count >= 0, got 'inf'"),
+    (["--env-timeout", "-1"], "argument --env-timeout: expected seconds >= 0, got '-1'"),
     (["--set", "lr"], "malformed --set 'lr': expected KEY=VALUE"),
     (["--set", "=3"], "malformed --set '=3'"),
     (["--set", "learning_rate=0.1"], "PPO has no config key 'learning_rate'"),
