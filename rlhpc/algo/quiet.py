@@ -12,6 +12,9 @@ import warnings
 from rlhpc.errors import warn
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colour codes gymnasium.logger wraps its messages in
+# What Gymnasium's async vector env logs when a sub-env raises, before raising the error again in the runner.
+ASYNC_WORKER_ERRORS = ("ERROR: Received the following error from Worker", "ERROR: Traceback",
+                       "ERROR: Raising the last exception back")
 REPLACED = {"showwarning": warnings.showwarning}  # the warnings.showwarning show_warning stands in for
 
 
@@ -38,6 +41,8 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
     text = str(message)
     if ANSI.search(text):
         text = ANSI.sub("", text).strip()
+        if text.startswith(ASYNC_WORKER_ERRORS):  # raised again in the runner: the trainer's error line and
+            return                                # error.txt have it, once
         warn(f"gymnasium: {text.removeprefix('WARN: ')}" if text.startswith(("WARN: ", "ERROR: ")) else text)
         return
     REPLACED["showwarning"](message, category, filename, lineno, file, line)

@@ -43,10 +43,11 @@ class GuardedCreator:
     """env_config -> the env in an EnvGuard, with the copy's identity. build: env_config -> env (picklable: it
     travels to every env runner). step_timeout_s: 0 for none."""
 
-    def __init__(self, build: Callable, step_timeout_s: float, num_envs: int | None = None):
+    def __init__(self, build: Callable, step_timeout_s: float, num_envs: int | None = None, spaces=None):
         self.build = build
         self.step_timeout_s = step_timeout_s
         self.num_envs = num_envs  # copies per env runner, for dense copy ids (rlhpc.envs.identity)
+        self.spaces = spaces  # (observation, action) space of a single-agent env, as probed; None: unknown
         self.env_creator = getattr(build, "env_creator", build)  # what rlhpc.envs.sources ships to every node
 
     def __call__(self, env_config):
@@ -54,18 +55,41 @@ class GuardedCreator:
         from rlhpc.envs.gym_compat import is_multi_agent
 
         env_config = identity.assign(env_config, self.num_envs)
-        env = self.build(env_config)
+        try:
+            env = self.build(env_config)
+        except Exception as e:
+            if self.spaces is None:
+                raise
+            # Failing to start is failing to reset: retried on a new env at the first reset, then the env's own
+            # error. (In a Gymnasium async sub-env process, an exception here killed the process: the runner saw
+            # only "Connection reset by peer", and the env's traceback went to stderr.)
+            env = Unbuilt(*self.spaces, error=e)
         if is_multi_agent(env) or not isinstance(env, gymnasium.Env):
             return env  # a multi-agent env: identity only
 
         def rebuild():  # the same identity (slot, folder) again
             return self.build(identity.assign(env_config, self.num_envs))
 
-        return EnvGuard(env, rebuild, self.step_timeout_s, name=f"env copy {getattr(env_config, 'copy_id', '?')}",
-                        release=lambda: identity.release(env_config))
+        guard = EnvGuard(env, rebuild, self.step_timeout_s, name=f"env copy {getattr(env_config, 'copy_id', '?')}",
+                         release=lambda: identity.release(env_config))
+        guard._broken = isinstance(env, Unbuilt)
+        return guard
 
     def __repr__(self) -> str:
         return f"GuardedCreator({self.build!r})"
+
+
+class Unbuilt(gymnasium.Env):
+    """Stands in for a copy whose env raised while being built: the guard builds it again at the first reset."""
+
+    def __init__(self, observation_space, action_space, error: Exception):
+        self.observation_space, self.action_space, self.error = observation_space, action_space, error
+
+    def reset(self, *, seed=None, options=None):
+        raise self.error
+
+    def step(self, action):
+        raise self.error
 
 
 class EnvGuard(gymnasium.Wrapper):
@@ -123,12 +147,12 @@ class EnvGuard(gymnasium.Wrapper):
         timed_out = isinstance(error, EnvTimeout)
         what = f"{type(error).__name__}: {error}"
         if self._failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
-            logger.error("%s failed %d times in a row (%s: %s): giving up", self._name, self._failures_in_a_row,
-                         call, what)
+            logger.error("warning: %s failed %d times in a row (%s: %s): giving up", self._name,
+                         self._failures_in_a_row, call, what)
             raise error
         if (call, type(error)) not in self._logged:
             self._logged.add((call, type(error)))
-            logger.warning("%s: %s %s; rebuilding it (logged once per kind)", self._name, call,
+            logger.warning("warning: %s: %s %s; rebuilding it (logged once per kind)", self._name, call,
                            "timed out" if timed_out else f"raised {what}")
         return TIMEOUT_INFO if timed_out else RESTART_INFO
 

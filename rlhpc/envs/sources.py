@@ -333,7 +333,8 @@ def register_with_ray(source: EnvSource, probed: Probe, step_timeout_s: float, n
     module = sys.modules.get(getattr(original, "__module__", ""))
     if module is not None and module.__name__ != "__main__" and not module.__name__.startswith("rlhpc"):
         cloudpickle.register_pickle_by_value(module)
-    register_env(source.name, GuardedCreator(build, step_timeout_s, num_envs) if guard else build)
+    spaces = None if probed.multi_agent else (probed.observation_space, probed.action_space)
+    register_env(source.name, GuardedCreator(build, step_timeout_s, num_envs, spaces) if guard else build)
 
 
 def _guarded_creator_class():

@@ -136,3 +136,28 @@ def test_the_callback_counts_the_failed_episodes_and_leaves_them_out_of_the_retu
     assert count_env_failures(Episode({TIMEOUT_INFO: 1}), logger) is True
     assert count_env_failures(Episode({}), logger) is False
     assert logger.logged == [("env_restarts", 1, "sum"), ("env_timeouts", 1, "sum")]
+
+
+def test_an_env_that_fails_to_start_is_started_again_at_its_first_reset(monkeypatch, tmp_path):
+    """A simulator that fails to start (its licence server busy) once: the copy starts at the next try. In a
+    Gymnasium async sub-env process the exception would have killed the process ("Connection reset by peer")."""
+    from ray.rllib.env.env_context import EnvContext
+
+    from rlhpc.envs import identity
+
+    monkeypatch.setenv(identity.ROOT_VAR, str(tmp_path))
+    attempts = []
+
+    def build(config):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("licence server busy")
+        return Flaky({})
+
+    spaces = (Flaky.observation_space, Flaky.action_space)
+    env = GuardedCreator(build, 0, num_envs=1, spaces=spaces)(EnvContext({}, worker_index=1))
+    assert env.observation_space == Flaky.observation_space  # what the vector env checks before any reset
+    assert env.reset()[0].tolist() == [0.0] and len(attempts) == 2
+    with pytest.raises(ConnectionError, match="licence server busy"):  # unknown spaces: nothing to stand in
+        attempts.clear()
+        GuardedCreator(build, 0)(EnvContext({}, worker_index=1))
