@@ -63,7 +63,8 @@ class GuardedCreator:
             # Failing to start is failing to reset: retried on a new env at the first reset, then the env's own
             # error. (In a Gymnasium async sub-env process, an exception here killed the process: the runner saw
             # only "Connection reset by peer", and the env's traceback went to stderr.)
-            env = Unbuilt(*self.spaces, error=e)
+            observation_space, action_space = self.spaces
+            env = Unbuilt(observation_space, action_space, e)
         if is_multi_agent(env) or not isinstance(env, gymnasium.Env):
             return env  # a multi-agent env: identity only
 
