@@ -30,6 +30,8 @@ ENVS = [
     ("MPE spread", "mpe2:simple_spread_v3", (), 20_000, "PettingZoo Parallel env by name, 3 agents, shared policy"),
     ("tic-tac-toe", "pettingzoo.classic:tictactoe_v3", (), 20_000,
      "PettingZoo AEC (turn-based) env by name; an action mask in a Dict observation"),
+    ("Grid2Op case14", "custom_gym_env/grid2op_env.py:Grid2OpEnv", (), 4_000,
+     "a real power grid (Grid2Op + pandapower, pip install grid2op): 26-240 ms steps, classes made per process"),
 ]
 RANDOM_EPISODES = 20
 
@@ -66,8 +68,8 @@ def random_return(name_env: str, episodes: int = RANDOM_EPISODES) -> float:
 
 def trained(name_env: str, flags, steps: int, storage: str) -> dict:
     out = subprocess.run([sys.executable, str(TRAINER), "--name-env", name_env, "--stop-timesteps", str(steps),
-                          "--storage-path", storage, *map(str, flags)], capture_output=True, text=True, timeout=3600,
-                         check=False)
+                          "--storage-path", storage, *map(str, flags)], capture_output=True, text=True,
+                         timeout=3600, cwd=REPO, check=False)
     said = [line for line in out.stdout.splitlines() if line.startswith(("observation", "action mask", "policies"))]
     summary = re.search(r"return=(\S+)\s+iterations=\d+\s+env_steps=([\d,]+)\s+train_time=([\d.]+)s\s+"
                         r"wall_time=([\d.]+)s", out.stdout)
