@@ -62,6 +62,10 @@ def start_lines(spec, where: str, placement: dict) -> None:
         print(f"env copies that crash are rebuilt; {limit}; RLlib's sample timeout "
               f"{placement['sample_timeout_s']:g} s", flush=True)
     print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in spec.stop.criteria.items()), flush=True)
+    if spec.search.scheduler:
+        search = spec.search
+        print(f"{search.scheduler}: from iteration {search.grace_period} on, only the best 1/{search.reduction_factor} "
+              "of the trials at each rung go on (by their 100-episode return)", flush=True)
     for line in tracking_flags.describe(spec):
         print(line, flush=True)
 
@@ -190,6 +194,25 @@ def ending(outcome: Outcome, spec) -> str:
     return job_status.STOPPED  # by a signal (ours, or Tune's own before ours was installed): resumable
 
 
+def print_stopped_early(outcome: Outcome, spec) -> None:
+    """Which trials the scheduler stopped (neither a stop criterion met nor failed), in one line and in
+    <experiment>/rlhpc_scheduler.json."""
+    from rlhpc.run import experiment
+
+    stop = outcome.stop or dict(spec.stop.criteria)
+    stopped = [{"trial": os.path.basename(trial.path), "iteration": (trial.metrics or {}).get("training_iteration"),
+                "return": episode_return(trial.metrics or {})}
+               for trial in outcome.trials if not trial.error and not stop_reached(trial.metrics or {}, stop)]
+    if outcome.stopped_by:
+        return  # a signal stopped them all: resumed later, nothing decided
+    listing = ", ".join(f"{s['trial'][:40]} at iteration {s['iteration']}" for s in stopped)
+    print(f"{spec.search.scheduler} stopped {len(stopped)} of {len(outcome.trials)} trials early"
+          + (f": {listing}" if stopped else ""), flush=True)
+    experiment.write_json(os.path.join(outcome.experiment_path, "rlhpc_scheduler.json"),
+                          {"scheduler": spec.search.scheduler, "grace_period": spec.search.grace_period,
+                           "reduction_factor": spec.search.reduction_factor, "stopped_early": stopped})
+
+
 def finish(outcome: Outcome, spec, started: float) -> int:
     """Prints how the run ended and where its files are; returns the exit code."""
     exit_code = print_trials(outcome.trials, spec, outcome.stop or dict(spec.stop.criteria), started)
@@ -197,6 +220,8 @@ def finish(outcome: Outcome, spec, started: float) -> int:
         print_seeds(outcome, spec)
     elif spec.search.space:
         print_best(outcome.trials, spec)
+    if spec.search.scheduler:
+        print_stopped_early(outcome, spec)
     if outcome.stopped_by:
         print(f"stopped by {outcome.stopped_by}; state and checkpoint saved. Continue with: "
               f"--resume {outcome.experiment_path}", flush=True)

@@ -249,6 +249,14 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--mode", choices=["max", "min"],
                         help="whether the metric is better high or low (default: max for return and result "
                              "keys, min for steps_to_reward and time_to_reward)")
+    search.add_argument("--scheduler", choices=["asha"],
+                        help="stop the worse trials early: asha (Tune's ASHAScheduler) compares the trials' "
+                             "100-episode return at iterations grace, grace x factor, ... and stops all but the "
+                             "best 1/factor at each; their CPUs go to the next trials")
+    search.add_argument("--grace-period", type=positive_number, default=2,
+                        help="--scheduler asha: iterations every trial trains before it can be stopped")
+    search.add_argument("--reduction-factor", type=positive_number, default=3,
+                        help="--scheduler asha: keep the best 1/N of the trials at each rung")
 
 
 def add_result_flags(parser: argparse.ArgumentParser):

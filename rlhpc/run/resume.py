@@ -32,6 +32,7 @@ RUN_SETTINGS = {
     "framework": "--framework", "policies": "--policies", "seed": "--seed", "seeds": "--seeds", "grid": "--grid",
     "uniform": "--uniform", "loguniform": "--loguniform",
     "num_samples": "--num-samples", "metric": "--metric", "mode": "--mode", "stop_on": "--stop-on",
+    "scheduler": "--scheduler", "grace_period": "--grace-period", "reduction_factor": "--reduction-factor",
     "eval_interval": "--eval-interval", "eval_episodes": "--eval-episodes",
 }
 # dest -> flag: how long it trains. "Train it longer" is the most common reason to resume: allowed, recorded.

@@ -14,6 +14,7 @@ a --resume continues). RunSpec.record() shows them flat, with the keys runs have
 """
 
 import dataclasses
+import math
 import os
 import sys
 from types import MappingProxyType
@@ -116,6 +117,9 @@ class Search:
     num_samples: int
     metric: str
     mode: str
+    scheduler: str | None = None  # "asha": Tune stops the worse trials early (rlhpc.train.tune_run.scheduler)
+    grace_period: int = 2  # ASHA: iterations before a trial can be stopped
+    reduction_factor: int = 3  # ASHA: the best 1/N go on at each rung
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +175,7 @@ class RunSpec:
             "overrides": [[".".join(path), value] for path, value in training.overrides],
             "search": [[".".join(path), kind, list(values)] for path, kind, values in search.space],
             "num_samples": search.num_samples, "metric": search.metric, "mode": search.mode,
+            "scheduler": [search.scheduler, search.grace_period, search.reduction_factor] if search.scheduler else None,
             "eval_interval": training.eval_interval, "eval_episodes": training.eval_episodes,
             "stop": dict(self.stop.criteria), "as_test": self.stop.as_test, "max_failures": placement.max_failures,
             "checkpoint_freq": output.checkpoint_freq, "wandb": self.tracking.wandb, "mlflow": self.tracking.mlflow,
@@ -315,8 +320,16 @@ def resolve_search(args) -> Search:
     from rlhpc.run.search import METRICS, parse_search
 
     space = tuple((tuple(path), kind, tuple(values)) for path, kind, values in parse_search(args))
+    trials = args.num_samples * math.prod(len(values) for _, kind, values in space if kind == "grid")
+    if args.scheduler and trials < 2:
+        raise UserError(f"--scheduler {args.scheduler} stops the worse trials of a search: give --grid, --uniform or "
+                        "--loguniform with --num-samples N, for 2 trials or more")
+    if args.scheduler and any(path == ("seed",) for path, _, _ in space):
+        raise UserError(f"--scheduler {args.scheduler} with --seeds would stop the unlucky seeds and bias the band: "
+                        "search first, then run the winner with --seeds")
     return Search(space=space, num_samples=args.num_samples, metric=args.metric,
-                  mode=args.mode or METRICS.get(args.metric, (None, "max"))[1])
+                  mode=args.mode or METRICS.get(args.metric, (None, "max"))[1], scheduler=args.scheduler,
+                  grace_period=args.grace_period, reduction_factor=args.reduction_factor)
 
 
 def resolve_placement(args, training: Training, env: Env, num_envs: int, tuned: dict) -> Placement:

@@ -27,7 +27,7 @@ from rlhpc.outputs.report import (
     training_failed,
 )
 from rlhpc.run.algorithms import PLACEMENT_KEYS
-from rlhpc.run.results import checkpoint_due
+from rlhpc.run.results import LEGACY_RETURN_METRIC, RETURN_METRIC, checkpoint_due
 from rlhpc.train import tracking
 from rlhpc.train.stop_signal import StopSignal
 from rlhpc.train.trial_files import TrialFiles
@@ -222,7 +222,21 @@ def make_tuner(spec, param_space, stop: StopSignal, placement=None):
         failure_config=tune.FailureConfig(max_failures=spec.placement.max_failures),
     )
     return tune.Tuner(algo_cls, param_space=param_space, run_config=run_config,
-                      tune_config=tune.TuneConfig(num_samples=spec.search.num_samples))
+                      tune_config=tune.TuneConfig(num_samples=spec.search.num_samples, scheduler=scheduler(spec)))
+
+
+def scheduler(spec):
+    """--scheduler asha: Tune's ASHAScheduler on the 100-episode return, in iterations; its last rung is the stop
+    iteration (else grace x factor^4). None: every trial runs to its end."""
+    if spec.search.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    search = spec.search
+    max_t = spec.stop.criteria.get("training_iteration") or search.grace_period * search.reduction_factor ** 4
+    metric = LEGACY_RETURN_METRIC if spec.training.legacy_stack else RETURN_METRIC
+    return ASHAScheduler(time_attr="training_iteration", metric=metric, mode="max", max_t=int(max_t),
+                         grace_period=search.grace_period, reduction_factor=search.reduction_factor)
 
 
 def train(spec, config, stop: StopSignal) -> Outcome:

@@ -41,6 +41,10 @@ from rlhpc.run.cli import without_token
     (["--resume"], "nothing to resume at"),
     (["--stop-on", "eval"], "--stop-on eval stops on the greedy evaluation's return: give --eval-interval N too"),
     (["--seeds", "0,0"], "argument --seeds: a seed given twice in '0,0'"),
+    (["--scheduler", "asha"], "--scheduler asha stops the worse trials of a search: give --grid, --uniform or "
+                              "--loguniform with --num-samples N, for 2 trials or more"),
+    (["--scheduler", "asha", "--seeds", "3"], "--scheduler asha with --seeds would stop the unlucky seeds"),
+    (["--scheduler", "pbt"], "argument --scheduler: invalid choice: 'pbt' (choose from 'asha')"),
     (["--wandb", "online"], "--wandb online needs a W&B API key on this node: export WANDB_API_KEY or run "
                             "`wandb login`; on compute nodes without internet use --wandb offline"),
     (["--wandb", "cloud"], "argument --wandb: invalid choice: 'cloud' (choose from 'offline', 'online')"),
