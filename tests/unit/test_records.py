@@ -100,8 +100,8 @@ RECORDED_SPEC_KEYS = [
     "algo", "env", "env_config", "framework", "address", "local_mode", "num_env_runners", "num_envs_per_runner",
     "vectorize", "vectorize_reason", "train_batch_size", "num_gpus", "num_learners", "num_gpus_per_learner",
     "runner_resource", "learner_resource", "flatten_observations", "env_timeout_s", "env_timeout_reason",
-    "agent_policy", "policies_reason", "seed",
-    "overrides", "search", "num_samples", "metric", "mode", "scheduler", "eval_interval", "eval_episodes", "stop", "as_test",
+    "agent_policy", "policies_reason", "seed", "overrides", "search", "num_samples", "metric", "mode", "scheduler",
+    "eval_interval", "eval_episodes", "stop", "as_test",
     "max_failures", "checkpoint_freq", "wandb", "mlflow", "name", "storage_path", "experiment_dir", "resume_dir",
     "changes", "backend", "print_config", "command_line", "flags", "config_file"]
 
