@@ -42,7 +42,7 @@ def test_grid_search_runs_every_trial_and_names_the_fastest(tmp_path):
 def test_asha_stops_a_trial_that_cannot_learn_at_its_first_rung(tmp_path):
     """Three trials, one CPU each, two at a time: the lr=1e-7 one starts last and is below the others' return at
     iteration 2, so ASHA stops it there; the decision is in the output and in rlhpc_scheduler.json."""
-    out = run_script(TRAINER, "--grid", "lr=[1e-3,3e-4,1e-7]", "--num-cpus", 0, "--stop-iters", 6, "--seed", 0,
+    out = run_script(TRAINER, "--grid", "lr=[1e-3,3e-4,1e-7]", "--num-cpus", 0, "--stop-iters", 4, "--seed", 0,
                      "--scheduler", "asha", "--grace-period", 2, "--reduction-factor", 2, "--storage-path", tmp_path,
                      "--name", "asha", env=clean_env(HOME=tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -50,10 +50,10 @@ def test_asha_stops_a_trial_that_cannot_learn_at_its_first_rung(tmp_path):
     for trial in (p for p in (tmp_path / "asha").iterdir() if p.is_dir()):
         with open(trial / "progress.csv") as f:
             iterations[json.loads((trial / "params.json").read_text())["lr"]] = len(list(csv.DictReader(f)))
-    assert iterations[1e-7] == 2 and iterations[1e-3] == 6, iterations
+    assert iterations[1e-7] == 2 and iterations[1e-3] == 4, iterations
     decided = json.loads((tmp_path / "asha" / "rlhpc_scheduler.json").read_text())
     stopped = {entry["trial"]: entry["iteration"] for entry in decided["stopped_early"]}
-    assert 2 in stopped.values() and len(stopped) == sum(1 for n in iterations.values() if n < 6)
+    assert 2 in stopped.values() and len(stopped) == sum(1 for n in iterations.values() if n < 4)
     assert f"asha stopped {len(stopped)} of 3 trials early: " in out.stdout
 
 

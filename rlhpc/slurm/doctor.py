@@ -231,7 +231,7 @@ def check_room(head: bool, storage_path: str) -> list:
 
 def check_storage(storage: str) -> list:
     """--storage-path: a dir, or one the trainer can create (it makes the missing dirs, so a typo trains into a
-    new tree)."""
+    new tree: said when more than the last folder is missing)."""
     if os.path.isdir(storage):
         return []
     if os.path.exists(storage):
@@ -242,8 +242,8 @@ def check_storage(storage: str) -> list:
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
         return [Finding(FAIL, f"--storage-path {storage} does not exist and cannot be created ({parent} is not a "
                               "writable directory): choose another --storage-path")]
-    if storage == os.path.expanduser(DEFAULT_STORAGE):
-        return []  # the trainer's default, made by the first run: no typo to catch
+    if storage == os.path.expanduser(DEFAULT_STORAGE) or parent == os.path.dirname(storage.rstrip("/")):
+        return []  # the default, or a new folder in an existing one: what a first run makes, not a typo to catch
     return [Finding(WARN, f"--storage-path {storage} does not exist: the trainer will create it (below {parent}); "
                           "check the path for a typo")]
 

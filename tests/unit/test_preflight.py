@@ -56,7 +56,9 @@ def test_the_doctor_names_a_storage_path_that_does_not_exist(monkeypatch, tmp_pa
     for key in ("SLURM_JOB_ID", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RLHPC_RAY_TMP"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("RLHPC_OBJECT_STORE_MEMORY", str(1 << 20))
-    missing = tmp_path / "reslts"
+    assert doctor.main(["--storage-path", str(tmp_path / "results")]) == 0  # a new folder: what a first run makes
+    assert "--storage-path" not in capsys.readouterr().out
+    missing = tmp_path / "scrach" / "results"
     assert doctor.main(["--storage-path", str(missing)]) == 0  # the trainer creates it: a warning
     out = capsys.readouterr().out
     assert f"WARN --storage-path {missing} does not exist: the trainer will create it (below {tmp_path}); check " \
