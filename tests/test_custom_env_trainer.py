@@ -100,10 +100,17 @@ def test_custom_env_is_built_on_the_worker_node(ray_cluster, tmp_path):
 def test_any_trainer_takes_a_file_and_class_and_evaluate_finds_it_from_the_record(tmp_path):
     """No trainer script of one's own: --name-env path/to/file.py:Class. The run records the file's absolute
     path (rlhpc_run_spec.json), so evaluate rebuilds the env from another directory without --name-env."""
+    # The tutorial's old config keys too (issue 27): mapped onto the new stack's, as params.json reads them back.
     out = run_script("simple_example/simple_trainer.py", "--name-env", "custom_gym_env/custom_env.py:BasicEnv",
-                     "--stop-iters", 2, "--storage-path", tmp_path, env=clean_env(HOME=tmp_path))
+                     "--stop-iters", 2, "--set", "train_batch_size=1000", "--set", "sgd_minibatch_size=100",
+                     "--set", "num_sgd_iter=3", "--storage-path", tmp_path, env=clean_env(HOME=tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     assert len(read_progress(tmp_path / "BasicEnv")) == 2  # the default name: the class's
+    [params] = (tmp_path / "BasicEnv").glob("*/params.json")
+    trained = json.loads(params.read_text())
+    batch, minibatch, epochs = (trained[k] for k in ("_train_batch_size_per_learner", "minibatch_size", "num_epochs"))
+    assert (batch, minibatch, epochs) == (1000, 100, 3)
+    assert "--set train_batch_size: the old API stack's name, set as train_batch_size_per_learner" in out.stderr
     record = json.loads((tmp_path / "BasicEnv" / "rlhpc_run_spec.json").read_text())
     assert record["env"] == {"name": "custom_gym_env/custom_env.py:BasicEnv", "kind": "class",
                              "module": str(REPO / "custom_gym_env" / "custom_env.py"), "attribute": "BasicEnv"}

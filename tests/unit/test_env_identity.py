@@ -97,6 +97,15 @@ def _who(worker_index):
 
 
 def test_two_runners_of_four_copies_are_eight_identities_with_private_folders(run):
+    # Forking sub-env processes from a pytest process that other tests filled with threads (Ray, gRPC, torch)
+    # can deadlock the children (20 min in the full suite): the forks happen in a fresh interpreter.
+    if os.environ.get("RLHPC_TEST_FRESH_PROCESS") != "1":
+        this = f"{__file__}::test_two_runners_of_four_copies_are_eight_identities_with_private_folders"
+        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", this],
+                             env={**os.environ, "RLHPC_TEST_FRESH_PROCESS": "1"}, capture_output=True, text=True,
+                             timeout=180, cwd=REPO, check=False)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+        return
     envs = [runner(1), runner(2)]
     try:
         seen = [copy for env in envs for copy in copies(env)]
