@@ -44,6 +44,11 @@ KEY_VALUE = {"set": "--set", "env_config": "--env-config"}  # merged key by key
 THIS_COMMAND = {"address", "redis_password", "resume", "allow_changes", "print_config", "as_test"}
 
 
+def stop_changed(changes) -> bool:
+    """Whether a resume's changes give the run new stop criteria (which then replace those it saved)."""
+    return any(change.flag.startswith("--stop") for change in changes)
+
+
 def find_run(args, default_name: str) -> str:
     """The experiment dir --resume continues: the one given, else the run of that name. Several runs with one
     name (started side by side, experiment.claim): the one this Slurm job started, else a list to pick from."""

@@ -36,6 +36,7 @@ from rlhpc.outputs.report import (
 )
 from rlhpc.run import experiment
 from rlhpc.run.results import checkpoint_due, stop_reached
+from rlhpc.run.resume import stop_changed
 from rlhpc.train import tracking
 from rlhpc.train.stop_signal import StopSignal
 from rlhpc.train.trial_files import TrialFiles
@@ -58,7 +59,7 @@ def train(spec, config, stop_signal: StopSignal) -> Outcome:  # noqa: C901 -- th
         with open(state_path) as f:
             state = json.load(f)
         # ... unless --allow-changes changed them
-        if any(change.flag.startswith("--stop") for change in spec.output.changes):
+        if stop_changed(spec.output.changes):
             state["stop"] = dict(spec.stop.criteria)
     else:
         trial = f"{spec.training.algo}_{experiment.path_safe(spec.env.source.label)}_{datetime.now():%Y-%m-%d_%H-%M-%S}"
@@ -145,7 +146,7 @@ def finished(spec) -> bool:
     """A resumed run whose last checkpoint already meets its stop criteria (with the --stop-* given now): one line,
     and nothing trained (no new iteration, no new checkpoint)."""
     stop, last = resumed_from(spec.output.resume_dir)
-    if any(change.flag.startswith("--stop") for change in spec.output.changes):
+    if stop_changed(spec.output.changes):
         stop = dict(spec.stop.criteria)
     if last is None or not stop_reached(last, stop):
         return False

@@ -28,6 +28,7 @@ from rlhpc.outputs.report import (
 )
 from rlhpc.run.algorithms import PLACEMENT_KEYS
 from rlhpc.run.results import LEGACY_RETURN_METRIC, RETURN_METRIC, checkpoint_due
+from rlhpc.run.resume import stop_changed
 from rlhpc.train import tracking
 from rlhpc.train.stop_signal import StopSignal
 from rlhpc.train.trial_files import TrialFiles
@@ -208,7 +209,7 @@ def make_tuner(spec, param_space, stop: StopSignal, placement=None):
         assert tuner._local_tuner is not None  # a Tuner made in this process (not through Ray Client)
         callbacks = tuner._local_tuner.get_run_config().callbacks
         assert callbacks is not None  # the run started with ours
-        new_stop = dict(spec.stop.criteria) if any(c.flag.startswith("--stop") for c in spec.output.changes) else None
+        new_stop = dict(spec.stop.criteria) if stop_changed(spec.output.changes) else None
         callbacks[:] = [*our_callbacks(stop, spec.output.checkpoint_freq, placement, new_stop),
                         *(c for c in callbacks if not isinstance(c, OUR_CALLBACKS))]
         return tuner
