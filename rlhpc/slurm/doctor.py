@@ -81,14 +81,68 @@ def free_bytes(path: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def check_node(head: bool, storage_path: str, num_gpus: float | None = None) -> NodeReport:
+def check_node(head: bool, storage_path: str, num_gpus: float | None = None, env_config=()) -> NodeReport:
     """This node's facts and problems (run inside the node's srun step, or on this machine). num_gpus: what the
-    trainer will ask for (None: not known). Each check adds what it found to facts, shown in the node's line."""
+    trainer will ask for (None: not known); env_config: its --env-config items. Each check adds what it found to
+    facts, shown in the node's line."""
     host = socket.gethostname().split(".")[0]
     facts: dict = {}
+    found = versions()
     problems = [*check_cpus(facts), *check_gpus(facts, num_gpus), *check_temp_dir(facts, host), *check_shm(facts),
-                *check_address(facts, head), *check_token(), *check_room(head, storage_path)]
-    return NodeReport(node=host, versions=versions(), facts=facts, problems=problems)
+                *check_address(facts, head), *check_token(), *check_room(head, storage_path),
+                *check_numpy(found), *check_env_paths(env_config)]
+    return NodeReport(node=host, versions=found, facts=facts, problems=problems)
+
+
+def numpy_pins() -> list:
+    """The installed packages that require NumPy below 2 here (e.g. CityLearn 2.3): ['citylearn (numpy<2.0)']."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    pins = []
+    for dist in metadata.distributions():
+        for text in dist.requires or []:
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                continue
+            applies = requirement.marker is None or requirement.marker.evaluate({"extra": ""})
+            if requirement.name.lower() == "numpy" and applies and requirement.specifier and \
+                    not any(requirement.specifier.contains(v) for v in ("2.0", "2.5", "2.99")):
+                pins.append(f"{dist.metadata['Name']} (numpy{requirement.specifier})")
+    return sorted(set(pins))
+
+
+def check_numpy(found: dict) -> list:
+    """Ray 2.60's pyarrow (Tune's results, RLlib's checkpoints) needs NumPy 2: with NumPy 1, `import ray.tune` fails
+    on the node, which a run would only show as a worker's traceback. Names the package that pinned it."""
+    major = found.get("numpy", "").split(".")[0]
+    if not major.isdigit() or int(major) >= 2:
+        return []
+    pins = numpy_pins()
+    return [Finding(FAIL, f"NumPy {found['numpy']} here: Ray {found.get('ray')}'s pyarrow needs NumPy 2 "
+                          f"(`import ray.tune` fails)" + (f"; pinned below 2 by {', '.join(pins)}" if pins else "") +
+                          ": install that package in its own environment, or one release of it that takes NumPy 2")]
+
+
+def env_paths(items) -> list:
+    """The trainer's --env-config items -> [(key, path)] for the values that name a file or folder (absolute, ~ or
+    ./-relative): a simulator's data, which each node must read from a shared file system."""
+    from rlhpc.run.cli import env_config_from
+
+    return [(key, value) for key, value in env_config_from(items).items()
+            if isinstance(value, str) and value.startswith(("/", "~", "./", "../"))]
+
+
+def check_env_paths(items) -> list:
+    """Each --env-config path exists on this node (a compute node does not see a laptop's or a login node's
+    local disk, and may have no internet to fetch data at run time)."""
+    found = []
+    for key, path in env_paths(items):
+        if not os.path.exists(os.path.expanduser(path)):
+            found.append(Finding(FAIL, f"--env-config {key}={path}: no such file or folder on this node: put the "
+                                       "simulator's data on a file system every node mounts (or copy it to each "
+                                       "node before the job)"))
+    return found
 
 
 def check_cpus(facts: dict) -> list:
@@ -375,10 +429,11 @@ def srun_doctor(steps: list) -> list:
     return results
 
 
-def run_on_nodes(nodes: list, storage_path: str, num_gpus) -> list:
+def run_on_nodes(nodes: list, storage_path: str, num_gpus, env_config=()) -> list:
     """Every node's checks, then whether every node reaches the head's port at the head's address."""
     common = ["--node", "--storage-path", storage_path] + (["--num-gpus", str(num_gpus)] if num_gpus is not None
                                                             else [])
+    common += [f"--env-config={item}" for item in env_config]
     reports = []
     steps = [(node, group, common + ["--head"] * (k == 0)) for k, (node, group) in enumerate(nodes)]
     for node, report, why in srun_doctor(steps):
@@ -533,6 +588,8 @@ def main(argv=None) -> int:
     parser.add_argument("--num-gpus", type=float, help="GPUs the trainer will ask for (0: a GPU torch cannot use "
                                                        "is a warning, not a failure)")
     parser.add_argument("--address", help="check this running Ray cluster (HOST:PORT) instead of the allocation")
+    parser.add_argument("--env-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="the trainer's: a value that is a path (/..., ~/..., ./...) must exist on every node")
     # Run by the allocation's srun steps, each printing JSON: one node's checks; the head's port check.
     parser.add_argument("--node", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--head", action="store_true", help=argparse.SUPPRESS)
@@ -541,7 +598,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reach", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.node:
-        print(json.dumps(check_node(args.head, args.storage_path, args.num_gpus).to_json()), flush=True)
+        print(json.dumps(check_node(args.head, args.storage_path, args.num_gpus, args.env_config).to_json()),
+              flush=True)
         return 0
     if args.listen or args.reach:
         address, _, port = (args.listen or args.reach).rpartition(":")
@@ -552,8 +610,13 @@ def main(argv=None) -> int:
         return unreachable(args.address) or check_ray_cluster(args.address)
     started = time.monotonic()
     nodes = allocation_nodes()
-    reports = run_on_nodes(nodes, args.storage_path, args.num_gpus) if nodes else \
-        [check_node(True, args.storage_path, args.num_gpus)]
+    try:
+        env_paths(args.env_config)  # a malformed item is one line here, not a failure on every node
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    reports = run_on_nodes(nodes, args.storage_path, args.num_gpus, args.env_config) if nodes else \
+        [check_node(True, args.storage_path, args.num_gpus, args.env_config)]
     compare(reports)
     return print_report(reports, started)
 

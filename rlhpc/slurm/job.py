@@ -5,7 +5,7 @@ passing signals on); what the job decides is here, as pure functions with tests 
 
   ports [--probe IP --node NODE]  the head's GCS, client and agent ports; with --probe, skip ports another job holds
   node-ip                         this node's IPv4 address for Ray
-  preflight                       the doctor on every node, with the trainer's --storage-path and --num-gpus
+  preflight                       the doctor on every node, with the trainer's --storage-path, --num-gpus, --env-config
   wait-nodes N --address IP:PORT --srun-pids "PID..." --timeout S --job-dir DIR   until N Ray nodes are alive
   time-left                       seconds the job has left, from squeue ("" when it does not say)
   trainer-argv                    the trainer's argv for this job of a chain (resuming the run the last one stopped)
@@ -33,7 +33,7 @@ from rlhpc.slurm import nodes
 
 LOG_PREFIX = "ray_cluster.sh: "
 PORT_TRIES = 20  # default ports tried on a head node where other jobs' Rays listen
-DOCTOR_FLAGS = ("--storage-path", "--num-gpus")  # the trainer's flags the preflight needs
+DOCTOR_FLAGS = ("--storage-path", "--num-gpus", "--env-config")  # the trainer's flags the preflight needs
 RESUME_FLAG = "--resume"
 
 

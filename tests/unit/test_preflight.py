@@ -69,3 +69,40 @@ def test_the_doctor_names_a_storage_path_that_does_not_exist(monkeypatch, tmp_pa
     out = capsys.readouterr().out
     assert f"FAIL --storage-path {tmp_path}/file/results does not exist and cannot be created ({tmp_path}/file " \
            "is not a writable directory)" in out
+
+
+def test_the_doctor_names_an_env_config_path_missing_on_the_node(monkeypatch, tmp_path, capsys):
+    from rlhpc.slurm import doctor
+
+    for key in ("SLURM_JOB_ID", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RLHPC_RAY_TMP"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RLHPC_OBJECT_STORE_MEMORY", str(1 << 20))
+    data = tmp_path / "building_data"
+    data.mkdir()
+    common = ["--storage-path", str(tmp_path), "--env-config", "zones=5", "--env-config", "name=office"]
+    assert doctor.main([*common, "--env-config", f"data_dir={data}"]) == 0
+    assert "--env-config" not in capsys.readouterr().out
+    assert doctor.main([*common, "--env-config", f"data_dir={tmp_path}/bulding_data"]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL --env-config data_dir={tmp_path}/bulding_data: no such file or folder on this node: put the " \
+           "simulator's data on a file system every node mounts" in out
+    assert doctor.main(["--env-config", "data_dir"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: malformed --env-config 'data_dir': expected KEY=VALUE, e.g. "
+                                               "--env-config lr=1e-3")
+
+
+def test_the_doctor_names_the_package_that_pins_numpy_below_2(monkeypatch, tmp_path):
+    from rlhpc.slurm import doctor
+
+    # A package's real metadata on the import path, as pip leaves it (CityLearn 2.3 pins NumPy < 2).
+    info = tmp_path / "citylearn-2.3.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: citylearn\nVersion: 2.3.1\n"
+                                   "Requires-Dist: numpy<2.0.0,>=1.24\nRequires-Dist: pandas\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert doctor.check_numpy({"numpy": "2.4.6", "ray": "2.60.0"}) == []
+    [finding] = doctor.check_numpy({"numpy": "1.26.4", "ray": "2.60.0"})
+    assert finding.level == "FAIL"
+    assert finding.text == ("NumPy 1.26.4 here: Ray 2.60.0's pyarrow needs NumPy 2 (`import ray.tune` fails); pinned "
+                            "below 2 by citylearn (numpy<2.0.0,>=1.24): install that package in its own "
+                            "environment, or one release of it that takes NumPy 2")
