@@ -52,6 +52,7 @@ from collections import deque
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from rlhpc.algo.quiet import quiet_rllib_noise
+from rlhpc.algo.runner_errors import last_failure, record_in_this_process
 from rlhpc.envs.guard import RESTART_INFO, TIMEOUT_INFO
 from rlhpc.envs.multi_agent import policy_returns
 from rlhpc.run.results import (
@@ -194,20 +195,31 @@ def no_runner_left(algorithm, result: dict) -> None:
     such a run would "train" on no samples for ever, and a job chain requeue it to its cap."""
     healthy = (result.get("fault_tolerance") or {}).get("num_healthy_workers")
     if algorithm.config.num_env_runners and healthy == 0:
-        raise RuntimeError(f"every env runner failed in iteration {result.get('training_iteration')}: the env "
-                           "raised (its traceback is in the env runners' lines of the log) or their nodes were lost")
+        failure = last_failure()
+        if failure is None:
+            raise RuntimeError(f"every env runner failed in iteration {result.get('training_iteration')}: the env "
+                               "raised (its traceback is in the env runners' lines of the log) or their nodes were "
+                               "lost")
+        # The runner's traceback last: the console's line is the last exception line (rlhpc.outputs.report), the
+        # env's own; error.txt keeps all of it.
+        raise RuntimeError(f"every env runner failed in iteration {result.get('training_iteration')}; the last "
+                           f"one on {failure['node']} with {failure['line']}:\n\n{failure['traceback']}")
 
 
 def count_env_failures(episode, metrics_logger) -> bool:
-    """An env copy that crashed or hung (rlhpc.envs.guard) ended its episode with a step whose info says so: counted
-    per iteration as env_runners/env_restarts and env_runners/env_timeouts. -> whether this episode ended so."""
+    """An env copy that crashed or hung (rlhpc.envs.guard) ended its episode with a step whose info says so (each
+    acting agent's info, in a multi-agent env): counted per iteration as env_runners/env_restarts and
+    env_runners/env_timeouts. -> whether this episode ended so."""
     try:
         info = episode.get_infos(-1)
-    except (IndexError, AttributeError, TypeError, KeyError):  # no step yet, or a multi-agent episode (no guard)
+    except (IndexError, AttributeError, TypeError, KeyError):  # no step yet
         return False
+    if not isinstance(info, dict):
+        return False
+    infos = [info] if not info or not all(isinstance(i, dict) for i in info.values()) else list(info.values())
     failed = False
     for key, metric in ((RESTART_INFO, ENV_RESTARTS), (TIMEOUT_INFO, ENV_TIMEOUTS)):
-        if isinstance(info, dict) and info.get(key):
+        if any(i.get(key) for i in infos):  # once per episode, however many agents were acting
             metrics_logger.log_value(metric, 1, reduce="sum")
             failed = True
     return failed
@@ -229,6 +241,7 @@ class ReturnOverLast100Episodes(RLlibCallback):
         super().__init__()
         self.state = TrialState()
         quiet_rllib_noise()  # RLlib builds this in each env runner (and Tune's trial actor) before the env and module
+        record_in_this_process()  # an env runner's fatal error reaches the run's error line (runner_errors)
 
     def on_episode_end(self, *, episode, env_runner=None, metrics_logger=None, prev_episode_chunks=(), **kwargs):
         if env_runner is not None and env_runner.config.in_evaluation:

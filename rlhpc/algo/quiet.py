@@ -64,6 +64,9 @@ def quiet_rllib_noise() -> None:
     logging.getLogger("ray.rllib.algorithms.algorithm_config").addFilter(Drop("on the new API stack"))
     # RLlib's own modules use a class it deprecated (RLModule(config=...)), in every process that builds one.
     logging.getLogger("ray._common.deprecation").addFilter(Drop("RLModule(config="))
+    # An env that raised, logged with its traceback before RLlib raises it again: said once, by the run's error line
+    # (in process) or by the runner's one line (rlhpc.algo.runner_errors).
+    logging.getLogger("ray.rllib").addFilter(Drop("restart_failed_sub_environments' is False"))  # env_runner.py's
     logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)  # "Install gputil for GPU monitoring"
     # A local Ray says it turned token auth on; true, and nothing to do about it.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)

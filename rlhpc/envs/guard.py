@@ -18,7 +18,7 @@ runner and copy index, a folder of its own), then wraps the env in an `EnvGuard`
   fails at every step) ends the run with the env's own exception: restarting would only burn the allocation.
 
 Each kind of failure is logged once per copy (one line: the exception), not at every restart.
-Multi-agent envs get their identity but no guard (RLlib's MultiAgentEnv has no per-copy truncation to map onto).
+A multi-agent env gets the same guard (rlhpc.envs.guard_multi_agent): a failed step ends the episode for every agent.
 """
 
 import logging
@@ -65,14 +65,19 @@ class GuardedCreator:
             # only "Connection reset by peer", and the env's traceback went to stderr.)
             observation_space, action_space = self.spaces
             env = Unbuilt(observation_space, action_space, e)
-        if is_multi_agent(env) or not isinstance(env, gymnasium.Env):
-            return env  # a multi-agent env: identity only
+        multi_agent = is_multi_agent(env)
+        if not multi_agent and not isinstance(env, gymnasium.Env):
+            return env
 
         def rebuild():  # the same identity (slot, folder) again
             return self.build(identity.assign(env_config, self.num_envs))
 
-        guard = EnvGuard(env, rebuild, self.step_timeout_s, name=f"env copy {getattr(env_config, 'copy_id', '?')}",
-                         release=lambda: identity.release(env_config))
+        if multi_agent:  # RLlib's MultiAgentEnv: imported only where such an env is built (RLlib is loaded there)
+            from rlhpc.envs.guard_multi_agent import MultiAgentEnvGuard as kind
+        else:
+            kind = EnvGuard
+        guard = kind(env, rebuild, self.step_timeout_s, name=f"env copy {getattr(env_config, 'copy_id', '?')}",
+                     release=lambda: identity.release(env_config))
         guard._broken = isinstance(env, Unbuilt)
         return guard
 
@@ -93,12 +98,11 @@ class Unbuilt(gymnasium.Env):
         raise self.error
 
 
-class EnvGuard(gymnasium.Wrapper):
-    """One env copy that is rebuilt when it raises or hangs (module docstring)."""
+class Guarded:
+    """What both guards share: the env they hold, when to rebuild it, the timer, the failure budget and its log."""
 
-    def __init__(self, env, rebuild: Callable, step_timeout_s: float, name: str = "env copy",
-                 release: Callable | None = None):
-        super().__init__(env)
+    def _guard(self, env, rebuild: Callable, step_timeout_s: float, name: str, release: Callable | None) -> None:
+        self.env = env
         self._rebuild = rebuild
         self._release = release  # gives the copy's identity back when it closes
         self._step_timeout_s = step_timeout_s
@@ -108,7 +112,7 @@ class EnvGuard(gymnasium.Wrapper):
         self._logged: set = set()
         self._last_observation = None
 
-    def reset(self, **kwargs):
+    def _reset(self, **kwargs):
         while True:
             try:
                 if self._broken:
@@ -121,17 +125,15 @@ class EnvGuard(gymnasium.Wrapper):
             self._last_observation = observation
             return observation, info
 
-    def step(self, action):
+    def _step(self, action, failed_step: Callable):
+        """env.step(action), or when it fails, failed_step(info key that counts it): the episode's cut-short end."""
         try:
-            observation, reward, terminated, truncated, info = self._timed(self.env.step, self._step_timeout_s,
-                                                                           action)
+            result = self._timed(self.env.step, self._step_timeout_s, action)
         except Exception as e:  # noqa: BLE001 -- any failure of the user's simulator
-            kind = self._failed(e, "step")
-            # The episode ends here, cut short as at a time limit; the next reset builds the env again.
-            return self._last_observation, 0.0, False, True, {kind: 1}
+            return failed_step(self._failed(e, "step"))
         self._failures_in_a_row = 0
-        self._last_observation = observation
-        return observation, reward, terminated, truncated, info
+        self._last_observation = result[0]
+        return result
 
     def close(self):
         try:
@@ -176,3 +178,23 @@ class EnvGuard(gymnasium.Wrapper):
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+
+
+class EnvGuard(Guarded, gymnasium.Wrapper):
+    """One env copy that is rebuilt when it raises or hangs (module docstring)."""
+
+    def __init__(self, env, rebuild: Callable, step_timeout_s: float, name: str = "env copy",
+                 release: Callable | None = None):
+        gymnasium.Wrapper.__init__(self, env)
+        self._guard(env, rebuild, step_timeout_s, name, release)
+
+    def reset(self, **kwargs):
+        return self._reset(**kwargs)
+
+    def step(self, action):
+        # A failed step ends the episode there, cut short as at a time limit; the next reset builds the env again.
+        return self._step(action, lambda kind: (self._last_observation, 0.0, False, True, {kind: 1}))
+
+    def close(self):
+        Guarded.close(self)
+

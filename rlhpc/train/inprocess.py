@@ -19,7 +19,6 @@ _TrainingResult); setting them is the only way for the restored trial's results 
 """
 
 import json
-import logging
 import os
 import traceback
 import uuid
@@ -81,9 +80,6 @@ def train(spec, config, stop_signal: StopSignal) -> Outcome:  # noqa: C901 -- th
                                      "time_total_s": result["time_total_s"]})
         experiment.write_json(state_path, state)
 
-    # RLlib logs an env's failure with its traceback, then raises it to us: the traceback goes to error.txt.
-    logging.getLogger("ray.rllib").addFilter(
-        lambda record: "restart_failed_sub_environments' is False" not in record.getMessage())
     os.makedirs(trial_dir, exist_ok=True)
     experiment.write_json(state_path, state)  # killed before the first checkpoint, --resume still finds the run
     try:

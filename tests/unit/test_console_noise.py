@@ -1,6 +1,7 @@
 """What a run's stderr shows of other libraries' warnings (rlhpc.algo.quiet): Gymnasium's as plain lines, RLlib's and
 Ray's about their own internals not at all, in the driver and (through the callback) in every env runner."""
 
+import sys
 import logging
 import warnings
 
@@ -21,3 +22,33 @@ def test_gymnasium_warnings_come_without_colour_codes_and_internal_deprecations_
     assert not rllib.filter(logging.makeLogRecord({"msg": "DeprecationWarning: `RLModule(config=[RLModuleConfig "
                                                           "object])` has been deprecated."}))
     assert rllib.filter(logging.makeLogRecord({"msg": "DeprecationWarning: `some_key` has been deprecated."}))
+
+
+def test_a_runners_fatal_error_is_one_line_naming_the_envs_own_exception(monkeypatch):
+    """What RLlib logs in an env runner whose sample() raised (rlhpc.algo.runner_errors): the env's error, not
+    RLlib's bare `RuntimeError from e`, kept for the driver with its traceback, and one line on the console."""
+    import logging
+
+    from rlhpc.algo import runner_errors
+
+    kept = []
+    monkeypatch.setattr(runner_errors, "_put", kept.append)
+    try:
+        try:
+            raise ConnectionError("simulator lost its licence server\nsecond line")
+        except ConnectionError as e:
+            raise RuntimeError from e
+    except RuntimeError:
+        record = logging.LogRecord("ray.rllib.utils.actor_manager", logging.ERROR, "actor_manager.py", 201,
+                                   "Worker exception caught during `apply()`: %s", ("",), sys.exc_info())
+    assert runner_errors.RecordRunnerFailure().filter(record)
+    assert record.getMessage() == ("this env runner failed: ConnectionError: simulator lost its licence server "
+                                   "(RLlib ends it; the traceback goes to the run's error.txt)")
+    assert record.exc_info is None and record.exc_text is None
+    [failure] = kept
+    assert failure["line"] == "ConnectionError: simulator lost its licence server"
+    assert 'raise ConnectionError("simulator lost its licence server' in failure["traceback"]
+    # The driver's own `logger.exception()` outside an except block printed "NoneType: None" under its line.
+    record = logging.LogRecord("ray.rllib.utils.actor_manager", logging.ERROR, "actor_manager.py", 785,
+                               "The actor is unavailable", (), (None, None, None))
+    assert runner_errors.RecordRunnerFailure().filter(record) and record.exc_info is None and not kept[1:]

@@ -95,7 +95,7 @@ def test_a_hung_step_is_abandoned_after_the_limit_and_counted_as_a_timeout():
     assert len(built) == 2 and env.step(0)[0].tolist() == [1.0]
 
 
-def test_the_creator_gives_each_copy_its_identity_and_leaves_multi_agent_envs_unguarded(monkeypatch, tmp_path):
+def test_the_creator_gives_each_copy_its_identity_and_a_guard(monkeypatch, tmp_path):
     from ray.rllib.env.env_context import EnvContext
 
     from rlhpc.envs import identity
@@ -109,9 +109,67 @@ def test_the_creator_gives_each_copy_its_identity_and_leaves_multi_agent_envs_un
     for env in envs:
         env.close()
 
+    from rlhpc.envs.guard_multi_agent import MultiAgentEnvGuard
+
+    assert isinstance(GuardedCreator(lambda config: TwoAgents(), 0)(context), MultiAgentEnvGuard)
+
+
+def two_agents_class():
     from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
-    assert not isinstance(GuardedCreator(lambda config: MultiAgentEnv(), 0)(context), EnvGuard)
+    class TwoAgents(MultiAgentEnv):
+        """Two agents that act together; step number `crash_at` (counted over the env's life) raises."""
+
+        def __init__(self, crash_at=(), built=None):
+            super().__init__()
+            self.agents = self.possible_agents = ["a", "b"]
+            self.observation_spaces = {a: gym.spaces.Box(-1, 1, (2,)) for a in self.agents}
+            self.action_spaces = {a: gym.spaces.Discrete(2) for a in self.agents}
+            self.crash_at, self.steps = set(crash_at), 0
+            if built is not None:
+                built.append(self)
+
+        def reset(self, *, seed=None, options=None):
+            return {a: np.full(2, 0.5, np.float32) for a in self.agents}, {}
+
+        def step(self, action_dict):
+            self.steps += 1
+            if self.steps in self.crash_at:
+                raise ConnectionError("co-simulation peer gone")
+            obs = {a: np.full(2, 0.1 * self.steps, np.float32) for a in action_dict}
+            return obs, dict.fromkeys(obs, 1.0), {"__all__": False}, {"__all__": False}, {}
+
+    return TwoAgents
+
+
+def TwoAgents(**kwargs):  # noqa: N802 -- builds the class above, which needs RLlib, only when a test runs
+    return two_agents_class()(**kwargs)
+
+
+def test_a_multi_agent_env_that_crashes_ends_the_episode_for_every_agent_and_is_rebuilt():
+    from rlhpc.envs.guard_multi_agent import MultiAgentEnvGuard
+
+    built = []
+    guard = MultiAgentEnvGuard(TwoAgents(crash_at={2}, built=built), lambda: TwoAgents(crash_at={1, 2, 3},
+                                                                                          built=built), 0)
+    assert guard.get_action_space("a") == gym.spaces.Discrete(2) and guard.agents == ["a", "b"]
+    obs, _ = guard.reset()
+    obs, *_ = guard.step({"a": 0, "b": 1})
+    # Step 2 raises: the agents that acted get the observation they acted on, reward 0, and every agent is done.
+    last, rewards, terminated, truncated, infos = guard.step({"a": 0, "b": 1})
+    assert {a: list(o) for a, o in last.items()} == {a: list(o) for a, o in obs.items()}
+    assert rewards == {"a": 0.0, "b": 0.0} and terminated == {"__all__": False}
+    assert truncated == {"__all__": True, "a": True, "b": True} and infos == {"a": {RESTART_INFO: 1},
+                                                                            "b": {RESTART_INFO: 1}}
+    logger = Logger()
+    assert count_env_failures(Episode(infos), logger) is True and logger.logged == [("env_restarts", 1, "sum")]
+    # Each rebuilt env fails at its first step: the third failure in a row is the env's own error.
+    guard.reset()
+    assert len(built) == 2
+    guard.step({"a": 0, "b": 0})  # the second
+    guard.reset()
+    with pytest.raises(ConnectionError, match="co-simulation peer gone"):
+        guard.step({"a": 0, "b": 0})
 
 
 class Episode:
