@@ -11,7 +11,7 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e ".[test,tracking,envs]"
 bash tests/lint.sh
-.venv/bin/python -m pytest -m "not tf" "$@"
+.venv/bin/python -m pytest -m "not tf" --durations=25 "$@"
 
 if [ "${RLHPC_SKIP_TF:-0}" != 1 ]; then
   [ -x .venv-tf/bin/python ] || "$PY" -m venv .venv-tf
