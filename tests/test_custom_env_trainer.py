@@ -167,6 +167,23 @@ def test_a_multi_agent_env_samples_on_both_nodes_of_a_cluster(ray_cluster, tmp_p
 
 
 @pytest.mark.cluster
+def test_a_2d_observation_env_is_flattened_alike_on_both_nodes_of_a_cluster(ray_cluster, tmp_path):
+    """A table observation (zones x features, custom_gym_env/zones_env.py) on a real 2-node cluster: the env runners
+    on both nodes build it from the file the driver names and flatten it as the driver said."""
+    earlier = {a["id"] for a in ray_cluster.actors()}
+    out = run_script(TRAINER, "--name-env", REPO / "custom_gym_env" / "zones_env.py:ZonesEnv", "--address",
+                     ray_cluster.address, "--num-cpus", 2, "--stop-iters", 1, "--storage-path", tmp_path,
+                     env=ray_cluster.env, cwd="/")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "observation Box(4, 2) flattened to 8" in out.stdout
+    [row] = read_progress(tmp_path / "ZonesEnv")
+    assert row["num_env_steps_sampled_lifetime"] > 0 and row[RETURN] < 0
+    runner_nodes = {a["node"] for a in ray_cluster.actors()
+                    if a["class"] == "SingleAgentEnvRunner" and a["id"] not in earlier}
+    assert runner_nodes == {n["id"] for n in ray_cluster.nodes() if n["alive"]}, runner_nodes
+
+
+@pytest.mark.cluster
 def test_the_preflight_reads_a_running_cluster_node_by_node(ray_cluster, tmp_path):
     """`python -m rlhpc.doctor --address`: one task per node reports what Ray counts there against what the node
     has. A third node started with --num-cpus=4 on this 2-core machine (Ray #28586: Ray ignoring the Slurm
