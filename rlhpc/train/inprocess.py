@@ -20,6 +20,7 @@ _TrainingResult); setting them is the only way for the restored trial's results 
 
 import json
 import os
+import sys
 import traceback
 import uuid
 from datetime import datetime
@@ -37,7 +38,7 @@ from rlhpc.run import experiment
 from rlhpc.run.results import checkpoint_due, stop_reached
 from rlhpc.run.resume import stop_changed
 from rlhpc.train import tracking
-from rlhpc.train.stop_signal import StopSignal
+from rlhpc.train.stop_signal import StopSignal, grace_s
 from rlhpc.train.trial_files import TrialFiles
 
 
@@ -96,12 +97,21 @@ def train(spec, config, stop_signal: StopSignal) -> Outcome:  # noqa: C901 -- th
             tracked.result(result)
             print(progress.line(result), flush=True)
             done = stop_reached(result, stop)
+            if flag.received:
+                flag.iteration_ended()
             if checkpoint_due(result, spec.output.checkpoint_freq) or done or flag.received:
                 checkpoint()
             if done or flag.received:
                 break
     except KeyboardInterrupt:
-        error = "stopped by a second signal before the checkpoint; the previous checkpoint is kept"
+        if flag.grace_over:  # SIGTERM's grace passed mid-iteration (a hung simulator): keep the last finished one
+            saved = _save_last_iteration(algo, result, state, checkpoint)
+            print(f"warning: iteration {result.get('training_iteration', 0) + 1} did not end within "
+                  f"{grace_s():g} s of {flag.received}: stopped there" + (saved or "; nothing newer to save"),
+                  file=sys.stderr, flush=True)
+            _end_waiting_envs(algo)
+        else:
+            error = "stopped by a second signal before the checkpoint; the previous checkpoint is kept"
     except Exception as e:  # noqa: BLE001 -- any failure in training: keep the results, report one line
         with open(os.path.join(trial_dir, "error.txt"), "w") as f:
             f.write(traceback.format_exc())
@@ -165,6 +175,20 @@ def _save_last_iteration(algo, result: dict, state: dict, checkpoint) -> str:
     except Exception as e:  # noqa: BLE001 -- the run is failing already: say the save failed too, keep the cause
         return f"; no checkpoint of iteration {done} could be saved ({type(e).__name__}: {e})"
     return f"; iteration {done} saved in {state['checkpoints'][-1]['dir']}"
+
+
+def _end_waiting_envs(algo) -> None:
+    """After SIGTERM's grace: the driver's async env copies may still wait on a hung simulator, and closing them
+    would wait with them. Their processes are killed instead (SIGKILL: forked from this one, they kept its SIGTERM
+    handler), and their simulators die with them (rlhpc.envs.identity)."""
+    vector = getattr(getattr(getattr(algo, "env_runner", None), "env", None), "unwrapped", None)
+    processes = getattr(vector, "processes", None)  # Gymnasium's AsyncVectorEnv
+    if vector is None or processes is None:
+        return
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    vector.close(terminate=True)
 
 
 def _build(algo_cls, config, trial_dir: str, checkpoints: list):
