@@ -184,6 +184,26 @@ def test_a_2d_observation_env_is_flattened_alike_on_both_nodes_of_a_cluster(ray_
 
 
 @pytest.mark.cluster
+def test_crashing_simulators_are_rebuilt_inside_runners_on_both_nodes(ray_cluster, tmp_path):
+    """The external-simulator example (a server process per env copy, custom_gym_env/external_sim_env.py) on a real
+    2-node cluster, its simulators exiting every 150 steps: the env guard in each remote runner rebuilds its copy,
+    the run trains on and counts the restarts (the local damage, SIGKILL and SIGSTOP: tests/test_env_failures.py)."""
+    earlier = {a["id"] for a in ray_cluster.actors()}
+    out = run_script(TRAINER, "--name-env", REPO / "custom_gym_env" / "external_sim_env.py:ExternalSimEnv",
+                     "--env-config", "crash_every_steps=150", "--address", ray_cluster.address, "--num-cpus", 2,
+                     "--num-envs-per-runner", 2, "--stop-iters", 2, "--storage-path", tmp_path, env=ray_cluster.env,
+                     cwd="/")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    rows = read_progress(tmp_path / "ExternalSimEnv")
+    assert [row["training_iteration"] for row in rows] == [1, 2]
+    assert all(row["env_runners/env_restarts"] >= 1 for row in rows), [r["env_runners/env_restarts"] for r in rows]
+    assert "the simulator crashed" in out.stderr  # each copy's first crash, one line (rlhpc/envs/guard.py)
+    runner_nodes = {a["node"] for a in ray_cluster.actors()
+                    if a["class"] == "SingleAgentEnvRunner" and a["id"] not in earlier}
+    assert runner_nodes == {n["id"] for n in ray_cluster.nodes() if n["alive"]}, runner_nodes
+
+
+@pytest.mark.cluster
 def test_the_preflight_reads_a_running_cluster_node_by_node(ray_cluster, tmp_path):
     """`python -m rlhpc.doctor --address`: one task per node reports what Ray counts there against what the node
     has. A third node started with --num-cpus=4 on this 2-core machine (Ray #28586: Ray ignoring the Slurm

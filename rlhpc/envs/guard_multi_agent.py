@@ -1,12 +1,12 @@
 """The env guard (rlhpc.envs.guard) for a multi-agent env: RLlib's MultiAgentEnv interface around the same rebuild,
-timer and failure budget. Its own module: importing RLlib's MultiAgentEnv loads RLlib, which the trainer's checks
-before Ray starts do without."""
+timer and failure budget (rlhpc.envs.guard_base). Its own module: importing RLlib's MultiAgentEnv loads RLlib, which
+the trainer's checks before Ray starts do without."""
 
 from collections.abc import Callable
 
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
-from rlhpc.envs.guard import Guarded
+from rlhpc.envs.guard_base import Guarded
 
 
 class MultiAgentEnvGuard(Guarded, MultiAgentEnv):
@@ -41,7 +41,7 @@ class MultiAgentEnvGuard(Guarded, MultiAgentEnv):
 
     def step(self, action_dict):
         def cut_short(kind: str):
-            acting = dict(self._last_observation or {})
+            acting: dict = dict(self._last_observation or {})
             return (acting, dict.fromkeys(acting, 0.0), {"__all__": False},
                     {"__all__": True, **dict.fromkeys(acting, True)}, {agent: {kind: 1} for agent in acting})
 

@@ -66,7 +66,7 @@ class StopSignal:
         """The iteration did not end in time: a second signal, to the main thread (a blocking wait there, on a hung
         simulator's socket say, returns to Python for its handler)."""
         self.grace_over = True
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
     def iteration_ended(self) -> None:
         """The iteration ended after the signal: no interruption now (the checkpoint is being written)."""

@@ -1,8 +1,8 @@
 """What a run's stderr shows of other libraries' warnings (rlhpc.algo.quiet): Gymnasium's as plain lines, RLlib's and
 Ray's about their own internals not at all, in the driver and (through the callback) in every env runner."""
 
-import sys
 import logging
+import sys
 import warnings
 
 

@@ -142,7 +142,7 @@ def two_agents_class():
     return TwoAgents
 
 
-def TwoAgents(**kwargs):  # noqa: N802 -- builds the class above, which needs RLlib, only when a test runs
+def TwoAgents(**kwargs):
     return two_agents_class()(**kwargs)
 
 
