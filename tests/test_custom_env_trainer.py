@@ -87,10 +87,12 @@ def test_a_custom_env_that_cannot_be_built_is_one_line(tmp_path):
 def test_custom_env_is_built_on_the_worker_node(ray_cluster, tmp_path):
     """The worker node cannot import custom_env.py from disk paths of the driver's script dir:
     the trainer ships the module. Env runners on the worker must build and step the env."""
+    # Two iterations, not to the optimum: learning on a cluster is test_trainer.py's; here, where the env is built.
     out = run_script(TRAINER, "--address", ray_cluster.address, "--num-cpus", 2, "--storage-path", tmp_path,
-                     "--as-test", env=ray_cluster.env, cwd="/")
+                     "--stop-iters", 2, env=ray_cluster.env, cwd="/")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert read_progress(tmp_path / "BasicEnv")[-1][RETURN] >= 0.95
+    rows = read_progress(tmp_path / "BasicEnv")
+    assert len(rows) == 2 and rows[-1]["num_env_steps_sampled_lifetime"] >= 4000
     head_id = next(n["id"] for n in ray_cluster.nodes() if n["ip"] != "127.0.0.2")
     worker_runners = [a for a in ray_cluster.actors()
                       if a["class"] == "SingleAgentEnvRunner" and a["node"] != head_id]
@@ -191,12 +193,11 @@ def test_crashing_simulators_are_rebuilt_inside_runners_on_both_nodes(ray_cluste
     earlier = {a["id"] for a in ray_cluster.actors()}
     out = run_script(TRAINER, "--name-env", REPO / "custom_gym_env" / "external_sim_env.py:ExternalSimEnv",
                      "--env-config", "crash_every_steps=150", "--address", ray_cluster.address, "--num-cpus", 2,
-                     "--num-envs-per-runner", 2, "--stop-iters", 2, "--storage-path", tmp_path, env=ray_cluster.env,
+                     "--num-envs-per-runner", 2, "--stop-iters", 1, "--storage-path", tmp_path, env=ray_cluster.env,
                      cwd="/")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    rows = read_progress(tmp_path / "ExternalSimEnv")
-    assert [row["training_iteration"] for row in rows] == [1, 2]
-    assert all(row["env_runners/env_restarts"] >= 1 for row in rows), [r["env_runners/env_restarts"] for r in rows]
+    [row] = read_progress(tmp_path / "ExternalSimEnv")
+    assert row["env_runners/env_restarts"] >= 2 and row["num_env_steps_sampled_lifetime"] >= 2000, row
     assert "the simulator crashed" in out.stderr  # each copy's first crash, one line (rlhpc/envs/guard.py)
     runner_nodes = {a["node"] for a in ray_cluster.actors()
                     if a["class"] == "SingleAgentEnvRunner" and a["id"] not in earlier}
