@@ -37,6 +37,8 @@ def test_grid_search_runs_every_trial_and_names_the_fastest(tmp_path):
         if float(last[RETURN]) >= 25:
             finals[trial.name] = int(float(last["num_env_steps_sampled_lifetime"]))
     assert finals and best_steps == min(finals.values()) and finals[best_dir] == best_steps
+    winner = tmp_path / "CartPole-v0" / "best_trial.yaml"  # its round trip: unit/test_experiment_files.py
+    assert winner.exists() and f"best trial's config: {winner} " in out.stdout
 
 
 def test_asha_stops_a_trial_that_cannot_learn_at_its_first_rung(tmp_path):
@@ -55,6 +57,37 @@ def test_asha_stops_a_trial_that_cannot_learn_at_its_first_rung(tmp_path):
     stopped = {entry["trial"]: entry["iteration"] for entry in decided["stopped_early"]}
     assert 2 in stopped.values() and len(stopped) == sum(1 for n in iterations.values() if n < 4)
     assert f"asha stopped {len(stopped)} of 3 trials early: " in out.stdout
+
+
+def test_pbt_exploit_copies_a_better_trials_weights_and_config(tmp_path):
+    """Two trials, one CPU each: lr=1e-6 cannot learn, lr=1e-3 does. At a perturbation the worse one takes the
+    better one's checkpoint and its lr (perturbed; with --seed 0 PBT's draw keeps 1e-3): in its own progress.csv
+    the step count goes on from the other's checkpoint, the return jumps and the learner's lr is the new one. The
+    exploit is in the output and in rlhpc_scheduler.json. A perturbation at every iteration: async PBT exploits
+    only a trial that is still running and saved at its own last perturbation, and one trial may start iterations
+    ahead of the other (on a loaded machine: 3 of 8 with an interval of 2, and no exploit happened)."""
+    out = run_script(TRAINER, "--grid", "lr=[1e-6,1e-3]", "--scheduler", "pbt", "--perturbation-interval", 1,
+                     "--stop-iters", 6, "--num-cpus", 0, "--seed", 0, "--storage-path", tmp_path, "--name", "pbt",
+                     env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    packed = re.search(r"^(\d) trials? at a time: (\d+) CPUs / 1 per trial$", out.stdout, re.MULTILINE)
+    assert packed and int(packed.group(1)) == min(2, int(packed.group(2))), out.stdout[:3000]
+    decided = json.loads((tmp_path / "pbt" / "rlhpc_scheduler.json").read_text())
+    exploit = next(e for e in decided["exploits"] if e["before"] == {"lr": 1e-6})
+    assert exploit["after"]["lr"] != 1e-6, exploit  # the lr came with the weights (seed 0: 1e-3, not shifted left)
+    rows = {}
+    with open(tmp_path / "pbt" / exploit["trial"] / "progress.csv") as f:
+        rows[exploit["trial"]] = {int(r["training_iteration"]): r for r in csv.DictReader(f)}
+    bad, cut = rows[exploit["trial"]], exploit["from_iteration"]
+    lr = "learners/default_policy/default_optimizer_learning_rate"
+    before = [float(row[RETURN]) for i, row in bad.items() if i <= cut and float(row[lr]) == 1e-6]
+    first_after = bad[cut + 1]  # trained from the other trial's checkpoint at iteration `cut`
+    steps = int(float(first_after["num_env_steps_sampled_lifetime"])) - exploit["from_steps"]
+    assert 2000 <= steps <= 2100, steps  # one batch on from the other trial's count, not from its own
+    assert float(first_after[lr]) == exploit["after"]["lr"]
+    assert before and float(first_after[RETURN]) > max(before) + 5, (before, first_after[RETURN])
+    assert f"pbt: {len(decided['exploits'])} exploit" in out.stdout
+    assert re.search(r"pbt: at iteration \d+ takes the weights of \w+ \(iteration \d+", out.stdout), out.stdout
 
 
 @pytest.mark.parametrize("args, message", [

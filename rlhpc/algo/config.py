@@ -40,6 +40,17 @@ def flatten_agents_observations(env=None, spaces=None, device=None, agent_ids=No
     return FlattenObservations(multi_agent=True, agent_ids=agent_ids)
 
 
+def normalized_observations(env=None, spaces=None, device=None, flatten=None):
+    """RLlib's MeanStdFilter after the flattening (it keeps a running mean/std per element of a Box): observations of
+    every scale reach the network near 0 with spread 1, clipped to +-10 as CleanRL's are. Its statistics are the env
+    runners' connector state: merged across runners at each iteration (EnvRunnerGroup.sync_env_runner_states), saved
+    in checkpoints under env_runner/, restored on --resume, read by rlhpc.evaluate."""
+    from ray.rllib.connectors.env_to_module import MeanStdFilter
+
+    pieces = flatten(env, spaces, device) if flatten else []
+    return [*(pieces if isinstance(pieces, list) else [pieces]), MeanStdFilter()]
+
+
 def use_action_masks(config, spec) -> dict:
     """Agents whose observation carries an action mask (rlhpc.envs.action_masks) get the masking policy network
     (rlhpc.algo.action_masking). -> {agent: observation key}, agent None for a single-agent env; {} without masks."""
@@ -96,8 +107,16 @@ def _set_nested(tree: dict, path, value, full_key: str):
     tree[path[-1]] = value
 
 
-def _check_type(key: str, current, value):
+@functools.cache
+def _unset_by_default(algo_name: str, key: str) -> bool:
+    """Whether RLlib's own default for this key is None (a user may set it back: --set grad_clip=null)."""
+    return getattr(algorithm_class(algo_name).get_default_config(), key, 0) is None
+
+
+def _check_type(key: str, current, value, algo_name: str):
     """Catch `--set lr=abc` here rather than as a TypeError deep inside a learner."""
+    if value is None and _unset_by_default(algo_name, key):
+        return value  # back to RLlib's "none" (grad_clip: no clipping), which a family default replaced
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise UserError(f"bad value for {key}: expected true or false, got {value!r}")
@@ -145,7 +164,7 @@ def apply_overrides(config, pairs, algo_name: str):
             _set_nested(tree, rest, value, key)
             value = tree
         else:
-            value = _check_type(key, current, value)
+            value = _check_type(key, current, value, algo_name)
         try:
             config.update_from_dict({root: value})
         except Exception as e:  # noqa: BLE001 -- read-only properties, deprecated keys
@@ -157,6 +176,8 @@ def build_config(spec):  # noqa: C901 -- one step per part of the spec, in the o
     config = algorithm_class(spec.training.algo).get_default_config()
     config.environment(spec.env.source.name, env_config=dict(spec.env.config))
     connector = observation_connector(spec, use_action_masks(config, spec))
+    if spec.env.normalize_observations:  # --normalize-obs (rlhpc.run.spec.normalize_observations)
+        connector = functools.partial(normalized_observations, flatten=connector)
     if connector:
         config.env_runners(env_to_module_connector=connector)
     if spec.env.agent_policy:  # a multi-agent env: its policies, and which agent plays with which
@@ -174,7 +195,7 @@ def build_config(spec):  # noqa: C901 -- one step per part of the spec, in the o
 
         config.callbacks(ReturnOverLast100Episodes)
 
-    defaults = tuned_defaults(spec.training.algo, spec.env.source.label)
+    defaults = tuned_defaults(spec.training.algo, spec.env.source.label, spec.env.family)
     apply_overrides(config, [([k], v) for k, v in defaults.items()], spec.training.algo)
 
     runner_kwargs = {"num_env_runners": spec.placement.num_env_runners,
@@ -273,8 +294,11 @@ def describe(config, spec, bundles: list) -> dict:
         "bundles": bundles,
         "stop": dict(spec.stop.criteria),
         "seed": config.seed,
-        # before --set; from rlhpc/run/defaults.py
-        "tuned_defaults": tuned_defaults(spec.training.algo, spec.env.source.label),
+        # before --set; from rlhpc/run/defaults.py, for this kind of env
+        "family": f"{spec.env.family} ({spec.env.family_reason})",
+        "tuned_defaults": tuned_defaults(spec.training.algo, spec.env.source.label, spec.env.family),
+        "normalize_observations": f"{'on' if spec.env.normalize_observations else 'off'} "
+                                  f"({spec.env.normalize_reason})",
     }
     full = {}
     for key, value in sorted(config.to_dict().items()):

@@ -5,7 +5,8 @@
     python -m rlhpc.evaluate CHECKPOINT --video cartpole.mp4          # also records the first episode
     python -m rlhpc.evaluate CHECKPOINT --render                      # a window (needs a display)
 
-Only the policy network (the RLModule) is loaded from the checkpoint; the env is the one the run
+The policy network (the RLModule) is loaded from the checkpoint, with the observation normalizer it trained behind
+(--normalize-obs: RLlib's MeanStdFilter, its statistics as saved, no longer updated); the env is the one the run
 recorded (rlhpc.run.experiment: a Gymnasium id, or the file and class of your own env), or --name-env
 in any form the trainer takes (rlhpc.envs.sources), e.g. path/to/file.py:ClassName.
 """
@@ -34,6 +35,8 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # Gymnasium's renderer
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
 MODULE_PATH = ("learner_group", "learner", "rl_module")  # where an Algorithm checkpoint keeps its RLModules
+# Where it keeps the env runners' MeanStdFilter (rlhpc.algo.config.normalized_observations): merged over the runners.
+FILTER_PATH = ("env_runner", "env_to_module_connector", "MeanStdFilter", "state.pkl")
 
 
 def is_checkpoint(path: Path) -> bool:
@@ -144,6 +147,31 @@ def load_module(checkpoint: Path, path: Path):
     return module
 
 
+def observation_filter(checkpoint: Path):
+    """The run's observation normalizer as saved (ray.rllib.utils.filter.MeanStdFilter), or None when it trained
+    without one. A policy played without it sees raw observations it never saw in training."""
+    path = checkpoint.joinpath(*FILTER_PATH)
+    if not path.is_file():
+        return None
+    import pickle
+
+    import tree  # type: ignore[import-untyped]
+    from ray.rllib.utils.filter import MeanStdFilter, RunningStat
+
+    try:
+        with open(path, "rb") as f:
+            state = pickle.load(f)
+        [saved] = state.values()  # one agent (rlhpc.run.spec.normalize_observations)
+        normalizer = MeanStdFilter(saved["shape"], demean=saved["de_mean_to_zero"], destd=saved["de_std_to_one"],
+                                   clip=saved["clip_by_value"])
+        normalizer.running_stats = tree.unflatten_as(
+            normalizer.shape, [RunningStat.from_state(stats) for stats in saved["running_stats"]])
+    except Exception as e:  # noqa: BLE001 -- a truncated pickle, a state from another Ray
+        raise UserError(f"corrupt checkpoint {checkpoint}: cannot read its observation normalizer "
+                        f"({'/'.join(FILTER_PATH)}): {type(e).__name__}: {e}") from None
+    return normalizer
+
+
 def agent_policies(checkpoint: Path, agents: list, policies: list) -> dict:
     """A multi-agent env's agent -> policy id: as the run recorded it (rlhpc.envs.multi_agent), else the obvious one."""
     recorded = read_run_record(checkpoint.parent).agent_policy
@@ -213,12 +241,13 @@ class GreedyPolicy:
     from [-1, 1] to the env's bounds (normalize_actions, RLlib's default) or clipped (clip_actions).
     """
 
-    def __init__(self, module, spaces: tuple, params: dict, name: str):
-        """spaces: (observation space, action space) of the env, or of one agent of a multi-agent env."""
+    def __init__(self, module, spaces: tuple, params: dict, name: str, normalizer=None):
+        """spaces: (observation space, action space) of the env, or of one agent of a multi-agent env; normalizer:
+        the run's observation filter (observation_filter), applied after the flattening as in training."""
         import gymnasium
         from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
 
-        self.module = module
+        self.module, self.normalizer = module, normalizer
         self.observation_space, action_space = spaces
         # The trainer flattened what RLlib's default networks cannot take (rlhpc.envs.spaces.observation_plan): a
         # module that takes a flat vector from an env that gives anything else played flattened observations.
@@ -254,6 +283,8 @@ class GreedyPolicy:
             return {key: np.asarray(value) for key, value in obs.items()}
         if self.flatten:
             obs = gymnasium.spaces.flatten(self.observation_space, obs)
+        if self.normalizer is not None:  # the saved statistics, not updated by what evaluate plays
+            obs = self.normalizer(obs, update=False)
         return np.asarray(obs, dtype=np.float32)
 
     def __call__(self, obs):
@@ -409,14 +440,19 @@ def evaluate(args) -> int:  # noqa: C901 -- one story: load, build the env, play
                             "agent: is it the env the run was trained on?")
         else:
             [path] = dirs.values()
+            normalizer = observation_filter(checkpoint)
             policy = GreedyPolicy(load_module(checkpoint, path), (env.observation_space, env.action_space), params,
-                                  name)
+                                  name, normalizer)
         if args.video:
             fps = (getattr(env, "metadata", None) or {}).get("render_fps") or 30
             recorder = VideoRecorder(Path(os.path.expanduser(args.video)), int(fps))
         print(f"checkpoint: {checkpoint}", flush=True)
         print(f"env: {name}" + (f" {json.dumps(env_config)}" if env_config else "")
               + f", {args.episodes} greedy episode(s)", flush=True)
+        if isinstance(policy, GreedyPolicy) and policy.normalizer is not None:
+            stats = policy.normalizer.running_stats
+            print(f"observations normalized as in training: mean/std of {getattr(stats, 'n', '?'):,} observations "
+                  "from the checkpoint", flush=True)
         try:
             if isinstance(policy, dict):
                 played = play_agents(env, policy, args.episodes, args.seed, args.max_steps, recorder)

@@ -56,6 +56,8 @@ def start_lines(spec, where: str, placement: dict) -> None:
              f"{placement['rollout_fragment_length']} steps" if spec.placement.train_batch_size else
              f"{placement['rollout_fragment_length']} steps per env and sample")
     print(f"envs step {placement['vectorize']}; {batch}", flush=True)
+    print(f"defaults for {spec.env.family} envs ({spec.env.family_reason}, rlhpc/run/defaults.py); observations "
+          f"normalized: {'yes' if spec.env.normalize_observations else 'no'} ({spec.env.normalize_reason})", flush=True)
     if not spec.training.legacy_stack and not spec.env.agent_policy:  # rlhpc.envs.guard
         limit = (f"a step over {spec.env.step_timeout_s:g} s is abandoned ({spec.env.timeout_reason})"
                  if spec.env.step_timeout_s else "no time limit (--env-timeout 0)")
@@ -63,11 +65,20 @@ def start_lines(spec, where: str, placement: dict) -> None:
               f"{placement['sample_timeout_s']:g} s", flush=True)
     print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in spec.stop.criteria.items()), flush=True)
     if spec.search.scheduler:
-        search = spec.search
-        print(f"{search.scheduler}: from iteration {search.grace_period} on, only the best 1/{search.reduction_factor} "
-              "of the trials at each rung go on (by their 100-episode return)", flush=True)
+        print(scheduler_line(spec.search), flush=True)
     for line in tracking_flags.describe(spec):
         print(line, flush=True)
+
+
+def scheduler_line(search) -> str:
+    """What --scheduler will do, in one line."""
+    if search.scheduler == "pbt":
+        keys = ", ".join(".".join(path) for path, _, _ in search.space)
+        by = "their 100-episode return" if search.metric == "return" else f"{search.metric} ({search.mode})"
+        return (f"pbt: every {search.perturbation_interval} iterations the worst quarter of the trials take the "
+                f"weights of one of the best quarter (by {by}) and its {keys}, perturbed")
+    return (f"{search.scheduler}: from iteration {search.grace_period} on, only the best 1/{search.reduction_factor} "
+            "of the trials at each rung go on (by their 100-episode return)")
 
 
 def resume_line(spec, iteration: int) -> None:
@@ -88,7 +99,7 @@ class ProgressLine:
         steps = env_steps(result)
         last = self._last_steps.get(trial_id)
         iter_time = result.get("time_this_iter_s") or 0
-        if last is not None and iter_time:
+        if last is not None and iter_time and steps >= last:  # (fewer: a PBT exploit restored another trial)
             rate = (steps - last) / iter_time
         else:
             rate = steps / max(result.get("time_total_s", 1), 1e-9)
@@ -159,16 +170,41 @@ def print_trials(trials: list, spec, stop: dict, started: float) -> int:
     return exit_code
 
 
-def print_best(trials: list, spec) -> None:
+def print_best(trials: list, spec, experiment_path: str | None = None) -> None:
+    """The best trial's values and score; with experiment_path, its config as an experiment file there too."""
     from rlhpc.run.search import METRICS, best_trial, searched_values
 
     value, best = best_trial(trials, spec.search.metric, spec.search.mode, spec.stop.target_reward)
     what = METRICS.get(spec.search.metric, (spec.search.metric, None))[0]
     if best is None:
         print(f"best: none of {len(trials)} trials has a value for {what}")
-    else:
-        print(f"best: {json.dumps(searched_values(best.config, spec.search.space))}  {what} = {value:g}  "
-              f"({os.path.basename(best.path)})", flush=True)
+        return
+    winner = searched_values(best.config, spec.search.space)
+    print(f"best: {json.dumps(winner)}  {what} = {value:g}  ({os.path.basename(best.path)})", flush=True)
+    if experiment_path:
+        path = save_winner(spec, winner, f"{what} = {value:g}", experiment_path)
+        print(f"best trial's config: {path} (train it again, or longer: --config-file {path})", flush=True)
+
+
+def save_winner(spec, winner: dict, score: str, experiment_path: str) -> str:
+    """The winner's config as <experiment>/best_trial.yaml, from the flags the search was started with
+    (rlhpc.run.search.winner_settings); -> its path."""
+    from rlhpc.run import experiment
+    from rlhpc.run.cli import build_parser
+    from rlhpc.run.search import winner_file, winner_settings
+
+    record = experiment.read_record(spec.output.resume_dir) if spec.output.resume_dir else None
+    flags = record.flags if record and record.flags is not None else spec.flags  # a resume's are only its own
+
+    def make_parser():
+        return build_parser("", name_env=spec.env.source.name)
+
+    settings = winner_settings(flags, make_parser, winner, name_env=spec.env.source.name,
+                               num_gpus=spec.placement.num_gpus)
+    why = f"the best trial of {experiment_path}: {json.dumps(winner)}, {score}"
+    if spec.search.scheduler == "pbt":
+        why += " (its last config: PBT changed it along the way, see rlhpc_scheduler.json)"
+    return winner_file(experiment_path, settings, why)
 
 
 def print_seeds(outcome: Outcome, spec) -> None:
@@ -213,14 +249,37 @@ def print_stopped_early(outcome: Outcome, spec) -> None:
                            "reduction_factor": spec.search.reduction_factor, "stopped_early": stopped})
 
 
+def print_exploits(outcome: Outcome, spec) -> None:
+    """--scheduler pbt: the exploits rlhpc.train.tune_run.RecordedPBT kept in <experiment>/rlhpc_scheduler.json, a
+    line each (the file is written with none when there was none)."""
+    from rlhpc.run import experiment
+    from rlhpc.run.search import SCHEDULER_FILE
+
+    path = os.path.join(outcome.experiment_path, SCHEDULER_FILE)
+    try:
+        with open(path) as f:
+            exploits = json.load(f).get("exploits", [])
+    except FileNotFoundError:
+        exploits = []
+        experiment.write_json(path, {"scheduler": "pbt", "perturbation_interval": spec.search.perturbation_interval,
+                                     "metric": spec.search.metric, "exploits": exploits})
+    print(f"pbt: {len(exploits)} exploit{'' if len(exploits) == 1 else 's'} ({path})", flush=True)
+    for e in exploits:
+        changed = ", ".join(f"{key} {e['before'].get(key)} -> {value}" for key, value in e["after"].items())
+        print(f"  {e['trial'][:40]} at iteration {e['iteration']} took the weights of {e['from'][:40]} "
+              f"(iteration {e['from_iteration']}); {changed}", flush=True)
+
+
 def finish(outcome: Outcome, spec, started: float) -> int:
     """Prints how the run ended and where its files are; returns the exit code."""
     exit_code = print_trials(outcome.trials, spec, outcome.stop or dict(spec.stop.criteria), started)
     if spec.search.space and all(path == ("seed",) for path, _, _ in spec.search.space):
         print_seeds(outcome, spec)
     elif spec.search.space:
-        print_best(outcome.trials, spec)
-    if spec.search.scheduler:
+        print_best(outcome.trials, spec, outcome.experiment_path)
+    if spec.search.scheduler == "pbt":
+        print_exploits(outcome, spec)
+    elif spec.search.scheduler:
         print_stopped_early(outcome, spec)
     if outcome.stopped_by:
         print(f"stopped by {outcome.stopped_by}; state and checkpoint saved. Continue with: "

@@ -209,6 +209,10 @@ def add_algorithm_flags(parser: argparse.ArgumentParser) -> None:
                       help="step each env runner's envs one after another (sync) or in parallel processes "
                            "(async: pays when a step takes milliseconds, as a simulator's does); auto times a "
                            "few steps of the env before Ray starts and picks (rlhpc/run/spec.py)")
+    algo.add_argument("--normalize-obs", choices=["auto", "on", "off"], default="auto",
+                      help="a running mean/std of observations in front of the policy, saved in checkpoints and "
+                           "used by rlhpc.evaluate (auto: on for envs with continuous actions, see "
+                           "rlhpc/run/defaults.py)")
     algo.add_argument("--env-timeout", type=non_negative_seconds, metavar="SECONDS",
                       help="an env copy whose step takes longer (a reset: 5x longer) is abandoned and rebuilt, as "
                            "one that raises is (default: 1000x a step's time measured before Ray starts, at least "
@@ -249,14 +253,18 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--mode", choices=["max", "min"],
                         help="whether the metric is better high or low (default: max for return and result "
                              "keys, min for steps_to_reward and time_to_reward)")
-    search.add_argument("--scheduler", choices=["asha"],
+    search.add_argument("--scheduler", choices=["asha", "pbt"],
                         help="stop the worse trials early: asha (Tune's ASHAScheduler) compares the trials' "
                              "100-episode return at iterations grace, grace x factor, ... and stops all but the "
-                             "best 1/factor at each; their CPUs go to the next trials")
+                             "best 1/factor at each; their CPUs go to the next trials. pbt (Tune's "
+                             "PopulationBasedTraining): every --perturbation-interval iterations the worse trials "
+                             "take a better one's weights and its --grid/--uniform/--loguniform values, perturbed")
     search.add_argument("--grace-period", type=positive_number, default=2,
                         help="--scheduler asha: iterations every trial trains before it can be stopped")
     search.add_argument("--reduction-factor", type=positive_number, default=3,
                         help="--scheduler asha: keep the best 1/N of the trials at each rung")
+    search.add_argument("--perturbation-interval", type=positive_number, default=4, metavar="N",
+                        help="--scheduler pbt: iterations between a trial's exploit/explore steps")
 
 
 def add_result_flags(parser: argparse.ArgumentParser):

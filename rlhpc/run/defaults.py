@@ -4,8 +4,15 @@ RLlib's own defaults are safe but slow on small CPU allocations (PPO needs ~106 
 CartPole-v1 on 2 cores, DQN samples ~30 env steps/s). These values were measured on a 2-core
 machine (see benchmarks/README.md). They are applied before the user's `--set KEY=VALUE`, so
 every key here can be overridden from the command line; keys are AlgorithmConfig attributes.
-`--print-config` shows which were applied ("tuned_defaults").
+`--print-config` shows which were applied ("tuned_defaults") and for which kind of env ("family").
+
+Three layers, later ones win: per algorithm (ALGO_DEFAULTS), per kind of env (FAMILY_DEFAULTS: chosen from the
+env's action space as probed before Ray starts, so a new simulator gets sound values without an entry of its own),
+per env by name (ENV_DEFAULTS).
 """
+
+# Kinds of env ("families"), from the action space(s) the probe found (env_family).
+CONTINUOUS, DISCRETE = "continuous", "discrete"
 
 ALGO_DEFAULTS: dict[str, dict] = {
     # Vectorized envs in the sampling process and a mid-size batch: PPO learns CartPole in a
@@ -34,16 +41,51 @@ ALGO_DEFAULTS: dict[str, dict] = {
     },
 }
 
-# On top of ALGO_DEFAULTS, per env, as rl-baselines3-zoo keeps its hyperparameters: some envs need
+# On top of ALGO_DEFAULTS, per kind of env. Discrete envs keep the algorithm's (measured on CartPole, Acrobot).
+FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
+    # Continuous actions (setpoints, torques): CleanRL's ppo_continuous_action values, which reach 1,443 on
+    # HalfCheetah-v4 at 1 M steps (Open RL Benchmark, 3 seeds) where the CartPole values above ended at 404 (one
+    # run, HalfCheetah-v5, 1 M steps, seed 1: `simple_example/simple_trainer.py --name-env HalfCheetah-v5
+    # --stop-timesteps 1000000 --seed 1`). Observations are normalized too (--normalize-obs auto, rlhpc.run.spec).
+    # With them (and the filter): 1,513 at 1 M steps (the same command), past CleanRL's 1,443 at 594 k steps;
+    # InvertedPendulum-v5 at 1,000 from 170 k steps (seed 1). benchmarks/README.md, "Continuous control".
+    ("PPO", CONTINUOUS): {
+        "lr": 3e-4,  # CleanRL's (and SB3's); each value below is CleanRL's unless it says otherwise
+        "gamma": 0.99,
+        "lambda_": 0.95,
+        "train_batch_size_per_learner": 2048,  # 8 envs x 256 steps (CleanRL: 1 env x 2048)
+        "minibatch_size": 64,  # 32 minibatches x 10 epochs: 320 small steps per iteration, as CleanRL takes
+        "num_epochs": 10,
+        "clip_param": 0.2,  # RLlib's 0.3 is looser than the PPO paper's and CleanRL's 0.2
+        "use_kl_loss": False,  # CleanRL has no KL penalty beside the clip (RLlib adds an adaptive one by default)
+        "vf_loss_coeff": 0.5,
+        "grad_clip": 0.5,  # CleanRL's max_grad_norm
+        "entropy_coeff": 0.0,
+        "model_config": {"fcnet_hiddens": [64, 64], "fcnet_activation": "tanh"},
+        # vf_clip_param stays PPO's 10,000 (ALGO_DEFAULTS): MuJoCo returns run to thousands.
+    },
+}
+
+# On top of ALGO_DEFAULTS and FAMILY_DEFAULTS, per env, as rl-baselines3-zoo keeps its hyperparameters: some envs need
 # a different horizon, and no one setting serves them all. An env named by file (path/to/file.py:Class)
 # is found by its class.
 ENV_DEFAULTS: dict[tuple[str, str], dict] = {
     # Pendulum pays -16..0 every step and never ends early: it needs the zoo's short horizon
     # (gamma 0.9, lambda 0.95). With gamma 0.99 it stays near random play (-977 after 90 s).
+    # It keeps PPO's values under its continuous family's (measured with them: 92-104 k steps to -250, 3 seeds,
+    # benchmarks/results/time_to_solve_ppo_pendulum_v1.json): with the family's CleanRL values and normalized
+    # observations seed 0 was still at -613 after 112 k steps (`--name-env Pendulum-v1 --stop-reward -400
+    # --stop-timesteps 240000 --seed 0`, 2026-12-03, a loaded machine). So Pendulum trains as it did before families.
     ("PPO", "Pendulum-v1"): {
         "gamma": 0.9,
         "lambda_": 0.95,
         "train_batch_size_per_learner": 4000,
+        "lr": 1e-3,
+        "minibatch_size": 256,
+        "clip_param": 0.3,
+        "use_kl_loss": True,
+        "vf_loss_coeff": 1.0,
+        "grad_clip": None,
     },
     # Two agents, episodes of 3-20 steps: short iterations report often, and fewer epochs cost less per
     # iteration than they save in iterations (custom_gym_env/multi_agent_env.py; ~25 s to its optimum, measured).
@@ -54,6 +96,30 @@ ENV_DEFAULTS: dict[tuple[str, str], dict] = {
 }
 
 
-def tuned_defaults(algo_name: str, env_name: str) -> dict:
-    """The defaults for this algorithm on this env, per-env values last (they win)."""
-    return {**ALGO_DEFAULTS.get(algo_name, {}), **ENV_DEFAULTS.get((algo_name, env_name), {})}
+# Envs whose observations --normalize-obs auto leaves alone although their family would normalize them, by name.
+OBSERVATIONS_AS_THEY_ARE: dict[str, str] = {
+    # Already in [-8, 8] and learned with raw observations: with the filter (and the values above) seed 0 was at
+    # -698 after 164 k steps (`--name-env Pendulum-v1 --stop-reward -400 --stop-timesteps 240000 --seed 0 --set
+    # lr=0.001 --set minibatch_size=256 --set clip_param=0.3 --set use_kl_loss=true --set vf_loss_coeff=1.0 --set
+    # grad_clip=1e9`, 2026-12-03, a loaded machine) where without it 3 seeds reached -250 in 92-104 k steps.
+    "Pendulum-v1": "its observations are already within [-8, 8] and it learns slower normalized",
+}
+
+
+def env_family(probe) -> tuple:
+    """-> (family, why) from the env's action space (every agent's, for a multi-agent env): CONTINUOUS when all are
+    Box, else DISCRETE. `probe` is rlhpc.envs.sources.Probe."""
+    import gymnasium
+
+    spaces = [act for _, act in probe.agent_spaces.values()] if probe.agent_spaces is not None \
+        else [probe.action_space]
+    if spaces and all(isinstance(space, gymnasium.spaces.Box) for space in spaces):
+        return CONTINUOUS, "Box actions"
+    kinds = sorted({type(space).__name__ for space in spaces if not isinstance(space, gymnasium.spaces.Box)})
+    return DISCRETE, f"{', '.join(kinds) or 'no'} actions"
+
+
+def tuned_defaults(algo_name: str, env_name: str, family: str = DISCRETE) -> dict:
+    """The defaults for this algorithm on this kind of env and this env, per-env values last (they win)."""
+    return {**ALGO_DEFAULTS.get(algo_name, {}), **FAMILY_DEFAULTS.get((algo_name, family), {}),
+            **ENV_DEFAULTS.get((algo_name, env_name), {})}

@@ -33,7 +33,8 @@ RUN_SETTINGS = {
     "uniform": "--uniform", "loguniform": "--loguniform",
     "num_samples": "--num-samples", "metric": "--metric", "mode": "--mode", "stop_on": "--stop-on",
     "scheduler": "--scheduler", "grace_period": "--grace-period", "reduction_factor": "--reduction-factor",
-    "eval_interval": "--eval-interval", "eval_episodes": "--eval-episodes",
+    "perturbation_interval": "--perturbation-interval",
+    "eval_interval": "--eval-interval", "eval_episodes": "--eval-episodes", "normalize_obs": "--normalize-obs",
 }
 # dest -> flag: how long it trains. "Train it longer" is the most common reason to resume: allowed, recorded.
 HOW_LONG = {"stop_reward": "--stop-reward", "stop_iters": "--stop-iters", "stop_timesteps": "--stop-timesteps",

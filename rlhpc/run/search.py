@@ -3,9 +3,14 @@
     --grid lr=[1e-3,3e-4]  --grid model_config.fcnet_hiddens=[[32],[64]]   every combination
     --uniform lr=1e-5,1e-2  --loguniform lr=1e-5,1e-2  --num-samples 5     random draws
 
-Trials run side by side as far as the CPUs allow (each needs --num-cpus + 1). Every candidate
-value is checked against the config before Ray starts, like --set.
+Trials run side by side as far as the CPUs allow (each needs --num-cpus + 1; packing_line says how many). Every
+candidate value is checked against the config before Ray starts, like --set. --scheduler pbt's own settings are
+checked here too (check_population), and the best trial's config is written as an experiment file (winner_file).
 """
+
+import json
+import math
+import os
 
 from rlhpc.errors import UserError
 from rlhpc.run.cli import parse_assignments
@@ -17,6 +22,19 @@ METRICS = {
     "steps_to_reward": ("env steps to reach the stop reward", "min"),
     "time_to_reward": ("training seconds to reach the stop reward", "min"),
 }
+
+
+# --metric names a trial has a value for only once it is done: PBT ranks the trials at every perturbation.
+END_METRICS = ("steps_to_reward", "time_to_reward")
+# The scheduler's decisions (ASHA's stopped trials, PBT's exploits), in the experiment dir.
+SCHEDULER_FILE = "rlhpc_scheduler.json"
+# The best trial's config, in the experiment dir, as a file --config-file reads (rlhpc.run.config_file).
+WINNER_FILE = "best_trial.yaml"
+# What the winner's file leaves out of the search's flags: the search itself, the experiment's name (a rerun
+# gets its own dir), and what only says how this command ran.
+NOT_FOR_THE_WINNER = {"grid", "uniform", "loguniform", "num_samples", "metric", "mode", "scheduler", "grace_period",
+                      "reduction_factor", "perturbation_interval", "seeds", "name", "resume", "allow_changes",
+                      "print_config", "address", "redis_password"}
 
 
 def parse_search(args) -> list:
@@ -82,3 +100,97 @@ def best_trial(trials, metric: str, mode: str, target):
     pick = max if mode == "max" else min
     value, result = pick(scored, key=lambda pair: pair[0])
     return value, result
+
+
+def trial_count(space, num_samples: int) -> int:
+    """Trials a search starts: every grid combination, --num-samples times."""
+    return num_samples * math.prod(len(values) for _, kind, values in space if kind == "grid")
+
+
+def check_population(args, space, trials: int) -> None:
+    """--scheduler pbt's settings, each bad one refused in one line before Ray starts."""
+    if any(path == ("seed",) for path, _, _ in space):
+        raise UserError("--scheduler pbt with --seeds would copy the lucky seeds' weights into the others: search "
+                        "first, then run the winner with --seeds")
+    if trials < 2:
+        raise UserError("--scheduler pbt trains a population in which the worse trials take the better ones' "
+                        "weights: give --grid, --uniform or --loguniform with --num-samples N, for 2 trials or more")
+    if not space:
+        raise UserError("--scheduler pbt mutates the keys of --grid, --uniform and --loguniform: give at least one, "
+                        "e.g. --loguniform lr=1e-5,1e-3")
+    shaped = [".".join(path) for path, _, _ in space if path[0] == "model_config"]
+    if shaped:  # a network of another shape cannot take the copied weights
+        raise UserError(f"--scheduler pbt copies weights between trials, so it cannot search {shaped[0]} (the "
+                        "network): search it without --scheduler, or with --scheduler asha")
+    if args.metric in END_METRICS:
+        raise UserError(f"--scheduler pbt ranks the trials at every perturbation, and --metric {args.metric} is known "
+                        "only once a trial is done: use --metric return or a result key")
+    if args.stop_iters and args.perturbation_interval >= args.stop_iters:
+        raise UserError(f"--perturbation-interval {args.perturbation_interval} with --stop-iters {args.stop_iters}: "
+                        "the trials stop before their first exploit; give a shorter interval")
+
+
+# When the trials that wait for resources start, by --scheduler (none: as others end).
+QUEUED = {"asha": "as others end or are stopped",
+          "pbt": "in turns: PBT pauses a trial at its perturbation while others wait"}
+
+
+def asked_for(per_trial: dict) -> dict:
+    """The resources a trial's placement asks for that Ray schedules by (zero amounts and memory left out)."""
+    return {res: amount for res, amount in per_trial.items() if amount and res != "memory"}
+
+
+def trials_at_once(trials: int, per_trial: dict, have: dict) -> int:
+    """How many of the trials the cluster's totals of each resource hold at once (packing_line)."""
+    return min([trials, *(int(have.get(res, 0) // amount) for res, amount in asked_for(per_trial).items())])
+
+
+def packing_line(trials: int, per_trial: dict, have: dict, scheduler: str | None) -> str:
+    """'4 trials at a time: 36 CPUs / 9 per trial': as many as the cluster's totals hold of each resource a trial's
+    placement asks for (Tune starts every trial it has resources for: no search algorithm here limits it), and
+    what happens to the rest. per_trial: {resource: amount} of one trial's bundles; have: ray.cluster_resources()."""
+    asked = asked_for(per_trial)
+    at_once = trials_at_once(trials, per_trial, have)
+    line = f"{at_once} trial{'' if at_once == 1 else 's'} at a time: " + ", ".join(
+        f"{have.get(res, 0):g} {res}s / {amount:g} per trial" for res, amount in asked.items())
+    if at_once < trials:
+        then = QUEUED.get(scheduler or "", "as others end")
+        line += f"; the other {trials - at_once} queue and start {then}"
+    return line
+
+
+def winner_settings(flags, make_parser, winner: dict, *, name_env: str, num_gpus: float) -> dict:
+    """The settings of an experiment file (rlhpc.run.config_file) that trains the winner again: the search's own
+    flags as given (without the search), its env and GPUs (a script's defaults may differ), and the winner's
+    values (winner: {dotted key: value}, searched_values') as config overrides, its seed as --seed."""
+    from rlhpc.run.resume import given_flags
+
+    parsed = vars(make_parser().parse_args(list(flags)))
+    settings: dict = {"name_env": name_env}
+    if num_gpus:
+        settings["num_gpus"] = num_gpus
+    for dest in sorted(given_flags(make_parser, list(flags)) - NOT_FOR_THE_WINNER):
+        value = parsed[dest]
+        if dest in ("set", "env_config"):
+            value = {".".join(path): item for path, item in parse_assignments(value, "--" + dest.replace("_", "-"))}
+        settings[dest] = value
+    overrides = dict(settings.get("set", {}))
+    for key, value in winner.items():
+        if key == "seed":
+            settings["seed"] = value
+        else:
+            overrides[key] = value
+    if overrides:
+        settings["set"] = overrides
+    return json.loads(json.dumps(settings, default=str))  # plain YAML types (a tuple would not dump)
+
+
+def winner_file(experiment_path: str, settings: dict, why: str) -> str:
+    """Writes the winner's settings as <experiment>/best_trial.yaml; -> its path."""
+    import yaml
+
+    path = os.path.join(experiment_path, WINNER_FILE)
+    with open(path, "w") as f:
+        f.write(f"# {why}\n# train it again, or longer: --config-file {path} [--stop-iters N]\n")
+        yaml.safe_dump(settings, f, sort_keys=False, default_flow_style=None)
+    return path

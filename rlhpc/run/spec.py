@@ -24,7 +24,7 @@ from rlhpc.envs import sources as env_sources
 from rlhpc.errors import UserError, warn
 from rlhpc.run import experiment, tracking_flags
 from rlhpc.run.cli import env_config_from, parse_assignments, without_token
-from rlhpc.run.defaults import tuned_defaults
+from rlhpc.run.defaults import CONTINUOUS, OBSERVATIONS_AS_THEY_ARE, env_family, tuned_defaults
 from rlhpc.run.records import ConfigFile
 from rlhpc.run.results import EVAL_RETURN_METRIC, LEGACY_RETURN_METRIC, RETURN_METRIC, target_reward
 
@@ -71,6 +71,10 @@ class Env:
     flatten_observations: bool  # RLlib's default networks take Box observations only
     step_timeout_s: float  # a step of one env copy longer than this is abandoned (rlhpc.envs.guard); 0: none
     timeout_reason: str  # why that limit, for the first line
+    family: str  # the kind of env whose defaults apply (rlhpc.run.defaults.env_family)
+    family_reason: str  # why, for the first line
+    normalize_observations: bool  # a running mean/std filter in front of the policy (RLlib's MeanStdFilter)
+    normalize_reason: str  # why on or off, for the first line
     probe: env_sources.Probe = dataclasses.field(repr=False, compare=False)  # the env's spaces and creator
 
     @property
@@ -117,9 +121,17 @@ class Search:
     num_samples: int
     metric: str
     mode: str
-    scheduler: str | None = None  # "asha": Tune stops the worse trials early (rlhpc.train.tune_run.scheduler)
+    scheduler: str | None = None  # "asha": Tune stops the worse trials early; "pbt": population-based training
     grace_period: int = 2  # ASHA: iterations before a trial can be stopped
     reduction_factor: int = 3  # ASHA: the best 1/N go on at each rung
+    perturbation_interval: int = 4  # PBT: iterations between a trial's exploit/explore steps
+
+
+def scheduler_record(search: Search) -> list | None:
+    """The scheduler and its settings as the run record keeps them (ASHA's as runs have always recorded it)."""
+    if search.scheduler == "pbt":
+        return [search.scheduler, search.perturbation_interval]
+    return [search.scheduler, search.grace_period, search.reduction_factor] if search.scheduler else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +187,7 @@ class RunSpec:
             "overrides": [[".".join(path), value] for path, value in training.overrides],
             "search": [[".".join(path), kind, list(values)] for path, kind, values in search.space],
             "num_samples": search.num_samples, "metric": search.metric, "mode": search.mode,
-            "scheduler": [search.scheduler, search.grace_period, search.reduction_factor] if search.scheduler else None,
+            "scheduler": scheduler_record(search),
             "eval_interval": training.eval_interval, "eval_episodes": training.eval_episodes,
             "stop": dict(self.stop.criteria), "as_test": self.stop.as_test, "max_failures": placement.max_failures,
             "checkpoint_freq": output.checkpoint_freq, "wandb": self.tracking.wandb, "mlflow": self.tracking.mlflow,
@@ -183,6 +195,7 @@ class RunSpec:
             "resume_dir": output.resume_dir, "changes": [change.to_json() for change in output.changes],
             "backend": self.backend, "print_config": self.print_config, "command_line": list(self.command_line),
             "flags": list(self.flags), "config_file": self.config_file.to_json() if self.config_file else None,
+            "family": env.family, "normalize_observations": env.normalize_observations,
         }
 
     def with_experiment_dir(self, name: str, experiment_dir: str) -> "RunSpec":
@@ -202,9 +215,10 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from
     """
     training = resolve_training(args)
     source, creator, env_config = find_env(args, envs)
-    tuned = tuned_defaults(training.algo, source.label)  # per env by its name: the class for path/to/file.py:Class
+    env = resolve_env(args, training, source, creator, env_config)
+    # per kind of env (probed), then per env by its name: the class for path/to/file.py:Class
+    tuned = tuned_defaults(training.algo, source.label, env.family)
     num_envs = envs_per_runner(args, training, tuned)
-    env = resolve_env(args, training, source, creator, env_config, num_envs)
     stop = resolve_stop(args, training, env, stop_reward_for)
     search = resolve_search(args)
     placement = resolve_placement(args, training, env, num_envs, tuned)
@@ -251,9 +265,10 @@ def envs_per_runner(args, training: Training, tuned: dict) -> int:
         or tuned.get("num_envs_per_env_runner") or 1
 
 
-def resolve_env(args, training: Training, source, creator, env_config: dict, num_envs: int) -> Env:
-    """The env probed on the driver (spaces, agents, a step's time when --vectorize auto has a choice), and for a
-    multi-agent env which policy each agent plays."""
+def resolve_env(args, training: Training, source, creator, env_config: dict) -> Env:
+    """The env probed on the driver (spaces, agents, a step's time when --vectorize auto has a choice), for a
+    multi-agent env which policy each agent plays, its kind (whose defaults apply) and whether observations are
+    normalized."""
     probe = env_sources.probe(source, creator, env_config, timed=True)
     if probe.agent_spaces is not None:  # a multi-agent env (probe.multi_agent)
         if training.legacy_stack:
@@ -266,9 +281,40 @@ def resolve_env(args, training: Training, source, creator, env_config: dict, num
     step_timeout, timeout_reason = env_timeout(args.env_timeout, probe.step_seconds)
     if not training.legacy_stack:  # an action space RLlib has no distribution for fails in its catalog, after Ray
         check_action_spaces(probe, source.name)
+    family, family_reason = env_family(probe)
+    normalize, normalize_reason = normalize_observations(getattr(args, "normalize_obs", "auto"), family, probe,
+                                                         training, source)
     return Env(source=source, config=MappingProxyType(env_config), agent_policy=MappingProxyType(agent_policy),
                policies_reason=policies_reason, flatten_observations=needs_flattening(probe, training),
-               step_timeout_s=step_timeout, timeout_reason=timeout_reason, probe=probe)
+               step_timeout_s=step_timeout, timeout_reason=timeout_reason, family=family,
+               family_reason=family_reason, normalize_observations=normalize, normalize_reason=normalize_reason,
+               probe=probe)
+
+
+def normalize_observations(asked: str, family: str, probe, training: Training, source) -> tuple:
+    """-> (on, why) for --normalize-obs: auto is on for the continuous family (rlhpc.run.defaults), whose
+    simulators give observations of very different scales (K, MW, prices), except for the envs
+    rlhpc.run.defaults.OBSERVATIONS_AS_THEY_ARE names, and off for the rest. RLlib's
+    MeanStdFilter is an env-to-module connector: the new API stack only, one agent (it keeps one filter per
+    agent id, and the trainer's flattening and policy mapping for several agents were not tried with it), and no
+    action mask (it would scale the mask too)."""
+    from rlhpc.envs.action_masks import masked_agents
+
+    name = source.name
+    why_not = ("the legacy API stack (tf2) has no env-to-module connectors" if training.legacy_stack else
+               f"{name} is a multi-agent env" if probe.agent_spaces is not None else
+               "its observations carry an action mask" if masked_agents(probe) else None)
+    if asked == "on" and why_not:
+        raise UserError(f"--normalize-obs on: {why_not}; drop the flag (or --normalize-obs off)")
+    if asked != "auto":
+        return asked == "on", f"--normalize-obs {asked}"
+    if why_not:
+        return False, f"auto: off, {why_not}"
+    if source.label in OBSERVATIONS_AS_THEY_ARE:
+        return False, f"auto: off for {source.label}: {OBSERVATIONS_AS_THEY_ARE[source.label]}"
+    if family == CONTINUOUS:
+        return True, "auto: on for continuous actions"
+    return False, f"auto: off for {family} actions"
 
 
 def check_action_spaces(probe, name: str) -> None:
@@ -317,11 +363,13 @@ def resolve_stop(args, training: Training, env: Env, stop_reward_for) -> Stop:
 
 
 def resolve_search(args) -> Search:
-    from rlhpc.run.search import METRICS, parse_search
+    from rlhpc.run.search import METRICS, check_population, parse_search
 
     space = tuple((tuple(path), kind, tuple(values)) for path, kind, values in parse_search(args))
     trials = args.num_samples * math.prod(len(values) for _, kind, values in space if kind == "grid")
-    if args.scheduler and trials < 2:
+    if args.scheduler == "pbt":
+        check_population(args, space, trials)
+    elif args.scheduler and trials < 2:
         raise UserError(f"--scheduler {args.scheduler} stops the worse trials of a search: give --grid, --uniform or "
                         "--loguniform with --num-samples N, for 2 trials or more")
     if args.scheduler and any(path == ("seed",) for path, _, _ in space):
@@ -329,7 +377,8 @@ def resolve_search(args) -> Search:
                         "search first, then run the winner with --seeds")
     return Search(space=space, num_samples=args.num_samples, metric=args.metric,
                   mode=args.mode or METRICS.get(args.metric, (None, "max"))[1], scheduler=args.scheduler,
-                  grace_period=args.grace_period, reduction_factor=args.reduction_factor)
+                  grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+                  perturbation_interval=args.perturbation_interval)
 
 
 def resolve_placement(args, training: Training, env: Env, num_envs: int, tuned: dict) -> Placement:

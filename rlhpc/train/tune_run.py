@@ -5,18 +5,32 @@ Its trials write their files with rlhpc.train.trial_files (Tune's own CSV/JSON l
 trainer's rlhpc.train.stop_signal.StopSignal and log to W&B/MLflow with rlhpc.train.tracking's callbacks, as the
 in-process trial does.
 
+--scheduler pbt is Tune's PopulationBasedTraining (RecordedPBT): a trial that exploits another is paused, given
+the other's config (its searched keys perturbed) and restarted from the other's checkpoint, which PBT itself has the
+better trials save at each perturbation (Tune's _schedule_trial_save), whatever --checkpoint-freq says. RLlib's
+Algorithm has no reset_config, so each exploit starts a new trial actor; its restore (Algorithm.restore_from_path, the
+new API stack's) loads the learner's weights and optimizer and syncs them to the env runners. The optimizer's state
+carries the other trial's learning rate: the new config's lr is set after the first update (RLlib's Learner sets
+the lr from the config's schedule after each update).
+
 Private APIs used here, and why: `LoggerCallback._restore_from_remote` fetches a restored trial's files from the
 storage path into Tune's staging dir (a new, empty one in each job), as Tune's own loggers do; there is no public
 call for it. `Tuner._local_tuner.get_run_config()`: Tune restores a run with the callbacks it pickled at its start,
 and gives no public way to hand a restored run this process's callbacks (the StopSignal, this allocation's
-placement); ours are swapped in there.
+placement); ours are swapped in there. `PopulationBasedTraining._exploit` and `._trial_state`: the one place PBT
+decides an exploit (Tune calls no callback for it), and each trial's last score there; `._get_new_config`: where
+PBT draws a new config, given a generator of its own (RecordedPBT).
 """
 
 import os
+import random
 import signal
+import warnings
 
 from ray import tune
 from ray.tune.logger import LoggerCallback, TBXLoggerCallback
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+from ray.tune.search import BasicVariantGenerator
 
 from rlhpc.algo.config import algorithm_class
 from rlhpc.errors import UserError, warn
@@ -26,9 +40,11 @@ from rlhpc.outputs.report import (
     TrialOutcome,
     training_failed,
 )
+from rlhpc.run import experiment
 from rlhpc.run.algorithms import PLACEMENT_KEYS
-from rlhpc.run.results import LEGACY_RETURN_METRIC, RETURN_METRIC, checkpoint_due
+from rlhpc.run.results import LEGACY_RETURN_METRIC, RETURN_METRIC, STEPS_METRIC, checkpoint_due, flatten
 from rlhpc.run.resume import stop_changed
+from rlhpc.run.search import SCHEDULER_FILE, packing_line, searched_values, trial_count, trials_at_once
 from rlhpc.train import tracking
 from rlhpc.train.stop_signal import StopSignal
 from rlhpc.train.trial_files import TrialFiles
@@ -187,8 +203,9 @@ def our_callbacks(stop: StopSignal, checkpoint_freq: int, placement=None, stop_c
             TBXLoggerCallback(), ElasticResume(placement, stop_criteria)]
 
 
-def make_tuner(spec, param_space, stop: StopSignal, placement=None):
-    """placement: this run's placement keys, given to restored trials (ElasticResume); only when resuming."""
+def make_tuner(spec, param_space, stop: StopSignal, placement=None, all_at_once: bool = False):
+    """placement: this run's placement keys, given to restored trials (ElasticResume); only when resuming.
+    all_at_once: the allocation holds every trial at once (print_packing), which PBT's scheduling uses."""
     algo_cls = algorithm_class(spec.training.algo)
     if spec.output.resume_dir:
         tracking.prepare(spec)  # the tracking callbacks come back with the experiment, not their environment
@@ -222,13 +239,137 @@ def make_tuner(spec, param_space, stop: StopSignal, placement=None):
         checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),  # periodic ones: PeriodicCheckpoints
         failure_config=tune.FailureConfig(max_failures=spec.placement.max_failures),
     )
-    return tune.Tuner(algo_cls, param_space=param_space, run_config=run_config,
-                      tune_config=tune.TuneConfig(num_samples=spec.search.num_samples, scheduler=scheduler(spec)))
+    keys = set(param_space) if isinstance(param_space, dict) else set()  # a search's space, else the config
+    # With --seed, a random search draws the same values again (Tune's generator is seeded from the clock otherwise).
+    seed = spec.training.seed
+    draws = None if seed is None else BasicVariantGenerator(random_state=seed)
+    tune_config = tune.TuneConfig(num_samples=spec.search.num_samples, scheduler=scheduler(spec, keys, all_at_once),
+                                  search_alg=draws)
+    return tune.Tuner(algo_cls, param_space=param_space, run_config=run_config, tune_config=tune_config)
 
 
-def scheduler(spec):
+class RecordedPBT(PopulationBasedTraining):
+    """Tune's PopulationBasedTraining that says each exploit as it happens (a line) and keeps it in
+    <experiment>/rlhpc_scheduler.json (ASHA's decisions' file): which trial took which trial's weights, at which
+    iterations and scores, and its searched values before and after. The file is read and appended to, so a
+    resumed search (Tune pickles the scheduler with the experiment) adds to it."""
+
+    def __init__(self, *, experiment_path: str, searched, all_at_once: bool, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.experiment_path = experiment_path
+        self.searched = searched  # the search space: which keys PBT mutates
+        self.all_at_once = all_at_once  # the allocation holds every trial at once
+        self._draws = random.Random(seed).getstate()  # the explore draws' own generator state (_get_new_config)
+
+    def _get_new_config(self, trial, trial_to_clone):
+        # PBT's explore draws from the random module, which Ray's code in this process draws from too: a state of
+        # their own makes --seed repeat them (seen: seeding the module alone gave another draw when run again).
+        outside = random.getstate()
+        random.setstate(self._draws)
+        try:
+            return super()._get_new_config(trial, trial_to_clone)
+        finally:
+            self._draws = random.getstate()
+            random.setstate(outside)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)
+        # Asynchronous PBT pauses a trial at its perturbation while another is paused or pending, to share
+        # resources in turns. An exploited trial is paused until its new actor starts: with room for every trial,
+        # pausing others then only costs each a restart (seen: 2 extra restarts in a 2-trial search).
+        if decision == TrialScheduler.PAUSE and self.all_at_once:
+            return TrialScheduler.CONTINUE
+        return decision
+
+    def _exploit(self, tune_controller, trial, trial_to_clone):
+        # The results PBT kept: a trial's own flattened, the saved checkpoint's as the trial reported it (nested).
+        own, other = flatten(self._trial_state[trial].last_result or {}), \
+            flatten(self._trial_state[trial_to_clone].last_result or {})
+        entry = {"trial": os.path.basename(trial.path), "iteration": own.get("training_iteration"),
+                 "score": own.get(self._metric), "from": os.path.basename(trial_to_clone.path),
+                 "from_iteration": other.get("training_iteration"), "from_score": other.get(self._metric),
+                 "from_steps": other.get(STEPS_METRIC),  # the exploited trial's count goes on from this one
+                 "before": searched_values(trial.config, self.searched)}
+        super()._exploit(tune_controller, trial, trial_to_clone)
+        entry["after"] = searched_values(trial.config, self.searched)
+        changed = ", ".join(f"{key} {value_text(entry['before'].get(key))} -> {value_text(value)}"
+                            for key, value in entry["after"].items())
+        print(f"[{trial.trial_id}] pbt: at iteration {entry['iteration']} takes the weights of "
+              f"{trial_to_clone.trial_id} (iteration {entry['from_iteration']}, {value_text(entry['from_score'])} "
+              f"against {value_text(entry['score'])}); {changed}", flush=True)
+        path = os.path.join(self.experiment_path, SCHEDULER_FILE)
+        record = read_json(path) or {"scheduler": "pbt", "perturbation_interval": self._perturbation_interval,
+                                     "metric": self._metric, "exploits": []}
+        record["exploits"].append(entry)
+        experiment.write_json(path, record)
+
+
+def value_text(value) -> str:
+    """A score or searched value, short: 1e-06, 22.44, [64, 64]."""
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def read_json(path: str):
+    """A JSON file's data, None if there is none."""
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def population_based(spec, config_keys, all_at_once: bool):
+    """--scheduler pbt: every --perturbation-interval iterations, the worst quarter of the trials (by --metric;
+    return: the 100-episode return) take the weights and config of one of the best quarter, with the searched
+    keys perturbed: a --grid's value moves to a neighbour in its list, a --uniform/--loguniform value x0.8 or x1.2,
+    or either is drawn anew (1 time in 4). With --seed those draws repeat (as far as the trials' order allows)."""
+    search = spec.search
+    metric = search.metric
+    if metric == "return":
+        metric = LEGACY_RETURN_METRIC if spec.training.legacy_stack else RETURN_METRIC
+    # RLlib's Algorithm has no reset_config, so reusing actors would not spare the restart: Tune's hint is noise.
+    warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
+    return RecordedPBT(experiment_path=spec.output.resume_dir or spec.output.experiment_dir, searched=search.space,
+                       all_at_once=all_at_once, seed=spec.training.seed,
+                       time_attr="training_iteration", metric=metric, mode=search.mode,
+                       perturbation_interval=search.perturbation_interval,
+                       hyperparam_mutations=mutations(search.space, config_keys))
+
+
+def mutations(specs, config_keys) -> dict:
+    """PBT's hyperparam_mutations: each searched key's --grid list or --uniform/--loguniform range, where
+    search_space puts the key."""
+    found: dict = {}
+    for path, kind, values in specs:
+        place(found, path, list(values) if kind == "grid" else sampler(kind, values), config_keys)
+    return found
+
+
+def sampler(kind: str, values):
+    """A search key's Tune space: tune.grid_search, tune.uniform or tune.loguniform."""
+    return {"grid": lambda v: tune.grid_search(list(v)), "uniform": lambda v: tune.uniform(*v),
+            "loguniform": lambda v: tune.loguniform(*v)}[kind](values)
+
+
+def place(tree: dict, path, value, config_keys) -> None:
+    """tree[key][...][leaf] = value for a dotted config path; the top key as the config stores it (config_keys:
+    the config dict's keys; model_config is stored as _model_config)."""
+    root = path[0]
+    parts = [root if root in config_keys else f"_{root}", *path[1:]]
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def scheduler(spec, config_keys=(), all_at_once: bool = False):
     """--scheduler asha: Tune's ASHAScheduler on the 100-episode return, in iterations; its last rung is the stop
-    iteration (else grace x factor^4). None: every trial runs to its end."""
+    iteration (else grace x factor^4). pbt: population_based (config_keys: the param_space's keys). None: every
+    trial runs to its end."""
+    if spec.search.scheduler == "pbt":
+        return population_based(spec, config_keys, all_at_once)
     if spec.search.scheduler != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
@@ -249,7 +390,8 @@ def train(spec, config, stop: StopSignal) -> Outcome:
         placement = {key: ours[key] for key in PLACEMENT_KEYS if key in ours}
     # Tune's own CSV/JSON loggers off (read when fit() makes its default callbacks): TrialFilesCallback writes.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    grid = make_tuner(spec, param_space, stop, placement).fit()
+    all_at_once = print_packing(spec, config) if spec.search.space or spec.search.num_samples > 1 else True
+    grid = make_tuner(spec, param_space, stop, placement, all_at_once).fit()
     trials = [TrialOutcome(path=r.path, metrics=r.metrics or {}, checkpoint=r.checkpoint.path if r.checkpoint else None,
                            config=r.config or {},
                            error=training_failed(str(r.error), r.error, r.path) if r.error else None)
@@ -257,23 +399,24 @@ def train(spec, config, stop: StopSignal) -> Outcome:
     return Outcome(grid.experiment_path, trials, stop.received)
 
 
+def print_packing(spec, config) -> bool:
+    """How many trials run at once in this allocation, and that the rest queue (rlhpc.run.search.packing_line);
+    -> whether it holds them all."""
+    import ray
+
+    from rlhpc.algo.config import resource_request, total_resources
+
+    per_trial = total_resources(resource_request(algorithm_class(spec.training.algo), config))
+    trials = trial_count(spec.search.space, spec.search.num_samples)
+    have = ray.cluster_resources()
+    print(packing_line(trials, per_trial, have, spec.search.scheduler), flush=True)
+    return trials_at_once(trials, per_trial, have) >= trials
+
+
 def search_space(config, specs) -> dict:
     """The config as Tune's param_space dict, with search spaces where the user asked for them (every
     candidate value was checked against the config by rlhpc.algo.config.build_config)."""
-    from ray import tune
-
     space = config.to_dict()
     for path, kind, values in specs:
-        root = path[0]
-        key = root if root in space else f"_{root}"  # model_config is stored as _model_config
-        node = space
-        for part in [key, *path[1:-1]]:
-            node = node.setdefault(part, {})
-        leaf = path[-1] if len(path) > 1 else None
-        sampler = {"grid": tune.grid_search, "uniform": lambda v: tune.uniform(*v),
-                   "loguniform": lambda v: tune.loguniform(*v)}[kind](list(values))
-        if leaf is None:
-            space[key] = sampler
-        else:
-            node[leaf] = sampler
+        place(space, path, sampler(kind, values), config_keys=set(space))  # model_config is _model_config
     return space

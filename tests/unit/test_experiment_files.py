@@ -48,3 +48,28 @@ def test_the_shipped_experiment_files_entries_resolve(trainer, monkeypatch, env)
     assert code == 0, err
     printed = json.loads(out)
     assert printed["spec"]["config_file"]["entry"] == env and printed["spec"]["env"]["name"] == env
+
+
+def test_a_searchs_best_trial_is_an_experiment_file_that_trains_it_again(trainer, tmp_path, monkeypatch):
+    """The file a search writes for its best trial (rlhpc.outputs.report.save_winner: <experiment>/best_trial.yaml)
+    read back by --config-file: the winner's values as config overrides over the search's own --set, the search's
+    other flags kept, the search itself (and its experiment name) gone."""
+    from rlhpc.outputs.report import save_winner
+    from rlhpc.run.cli import build_parser
+    from rlhpc.run.spec import resolve
+
+    monkeypatch.chdir(tmp_path)
+    flags = ["--name-env", "CartPole-v1", "--grid", "lr=[1e-3,3e-4]", "--grid",
+             "model_config.fcnet_hiddens=[[32],[64]]", "--scheduler", "asha", "--set", "gamma=0.95", "--set", "lr=0.1",
+             "--stop-iters", "7", "--seed", "3", "--name", "search", "--storage-path", str(tmp_path / "results")]
+    spec = resolve(build_parser("").parse_args(flags), flags=flags)
+    path = save_winner(spec, {"lr": 3e-4, "model_config.fcnet_hiddens": [64]}, "return = 80", str(tmp_path))
+    assert path == str(tmp_path / "best_trial.yaml")
+    code, out, err = trainer("--config-file", path, "--print-config")
+    assert code == 0, err
+    printed = json.loads(out)
+    config, rerun = printed["config"], printed["spec"]
+    assert (config["lr"], config["_model_config"]["fcnet_hiddens"], config["gamma"]) == (3e-4, [64], 0.95)
+    assert (rerun["env"]["name"], rerun["seed"], rerun["stop"]["training_iteration"]) == ("CartPole-v1", 3, 7)
+    assert rerun["search"] == [] and rerun["scheduler"] is None and rerun["name"] == "CartPole-v1"
+    assert rerun["storage_path"] == str(tmp_path / "results") and rerun["backend"] == "inprocess"

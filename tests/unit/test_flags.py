@@ -44,7 +44,23 @@ from rlhpc.run.cli import without_token
     (["--scheduler", "asha"], "--scheduler asha stops the worse trials of a search: give --grid, --uniform or "
                               "--loguniform with --num-samples N, for 2 trials or more"),
     (["--scheduler", "asha", "--seeds", "3"], "--scheduler asha with --seeds would stop the unlucky seeds"),
-    (["--scheduler", "pbt"], "argument --scheduler: invalid choice: 'pbt' (choose from 'asha')"),
+    (["--scheduler", "hyperband"], "argument --scheduler: invalid choice: 'hyperband' (choose from 'asha', 'pbt')"),
+    (["--scheduler", "pbt"], "--scheduler pbt trains a population in which the worse trials take the better ones' "
+                             "weights: give --grid, --uniform or --loguniform with --num-samples N, for 2 trials or "
+                             "more"),
+    (["--scheduler", "pbt", "--seeds", "3"], "--scheduler pbt with --seeds would copy the lucky seeds' weights into "
+                                             "the others"),
+    (["--scheduler", "pbt", "--num-samples", "2"], "--scheduler pbt mutates the keys of --grid, --uniform and "
+                                                   "--loguniform: give at least one"),
+    (["--scheduler", "pbt", "--grid", "lr=[1e-3,1e-4]", "--perturbation-interval", "0"],
+     "argument --perturbation-interval: expected a whole number >= 1, got '0'"),
+    (["--scheduler", "pbt", "--grid", "lr=[1e-3,1e-4]", "--perturbation-interval", "1"],  # and --stop-iters 1
+     "--perturbation-interval 1 with --stop-iters 1: the trials stop before their first exploit"),
+    (["--scheduler", "pbt", "--grid", "model_config.fcnet_hiddens=[[32],[64]]"],
+     "--scheduler pbt copies weights between trials, so it cannot search model_config.fcnet_hiddens"),
+    (["--scheduler", "pbt", "--grid", "lr=[1e-3,1e-4]", "--metric", "steps_to_reward"],
+     "--scheduler pbt ranks the trials at every perturbation, and --metric steps_to_reward is known only once a "
+     "trial is done"),
     (["--wandb", "online"], "--wandb online needs a W&B API key on this node: export WANDB_API_KEY or run "
                             "`wandb login`; on compute nodes without internet use --wandb offline"),
     (["--wandb", "cloud"], "argument --wandb: invalid choice: 'cloud' (choose from 'offline', 'online')"),
@@ -212,3 +228,17 @@ def test_evaluation_during_training_is_configured_and_can_be_the_stop(trainer):
     assert results.reached({"evaluation_return": 196.0}, printed["spec"]["stop"])
     assert not results.reached({"evaluation_return": float("nan"), "env_runners": {"episode_return_mean_100": 200}},
                                printed["spec"]["stop"])
+
+
+@pytest.mark.parametrize("trials, per_trial, have, scheduler, line", [
+    (4, {"CPU": 9}, {"CPU": 36.0}, None, "4 trials at a time: 36 CPUs / 9 per trial"),
+    (9, {"CPU": 9}, {"CPU": 36.0, "GPU": 2.0}, "asha",
+     "4 trials at a time: 36 CPUs / 9 per trial; the other 5 queue and start as others end or are stopped"),
+    (4, {"CPU": 2, "GPU": 1}, {"CPU": 36.0, "GPU": 2.0}, "pbt",
+     "2 trials at a time: 36 CPUs / 2 per trial, 2 GPUs / 1 per trial; the other 2 queue and start in turns: PBT "
+     "pauses a trial at its perturbation while others wait"),
+])
+def test_a_search_says_how_many_trials_the_allocation_holds(trials, per_trial, have, scheduler, line):
+    from rlhpc.run.search import packing_line
+
+    assert packing_line(trials, per_trial, have, scheduler) == line

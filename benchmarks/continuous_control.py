@@ -1,0 +1,124 @@
+"""Learning quality on continuous control: the trainer's defaults on MuJoCo v5, beside published PPO results.
+
+    pip install -e '.[envs,bench]'                                    # gymnasium[mujoco]
+    python benchmarks/continuous_control.py                                       # 4 envs x 3 seeds x 1 M steps (hours)
+    python benchmarks/continuous_control.py --envs HalfCheetah-v5 --seeds 1 --steps 1000000
+
+Each run is the trainer with no flags but the env, --seed and --stop-timesteps (and a --stop-reward out of reach, so
+that every run takes all its steps; the defaults of the continuous
+family, rlhpc/run/defaults.py, and --normalize-obs auto). Per env: the final 100-episode mean over the seeds with its
+95 % band (rlhpc.outputs.compare.spread: a bootstrap CI of the mean from 3 seeds on, else the range), env steps and
+wall time to CleanRL's figure where a run got there, steps/s over training time, and beside them CleanRL's
+ppo_continuous_action (Open RL Benchmark, MuJoCo v4, 1 M steps, 3 seeds) and RLlib's own targets
+(rllib/tuned_examples/ppo/benchmark_ppo_mujoco.py, 1 M steps). Results: a table on stdout and
+benchmarks/results/continuous_control.json; the runs are kept under --storage-path for `python -m rlhpc.compare`.
+"""
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import REPO, TRAINER, write_json
+
+sys.path.insert(0, str(REPO))
+
+# env -> (CleanRL's 1 M-step mean, RLlib's 1 M-step target)
+PUBLISHED = {
+    "HalfCheetah-v5": (1443, 2000),
+    "Hopper-v5": (2383, 2250),
+    "Walker2d-v5": (2288, 3500),
+    "InvertedPendulum-v5": (963, 1000),
+}
+SUMMARY = re.compile(r"return=(\S+)\s+iterations=\d+\s+env_steps=([\d,]+)\s+train_time=([\d.]+)s\s+"
+                     r"wall_time=([\d.]+)s")
+
+
+def reached(trial_dir: Path, target: float) -> tuple:
+    """-> (env steps, training seconds) at the first iteration whose 100-episode mean reached target, or Nones."""
+    from rlhpc.outputs.compare import read_progress
+
+    data = read_progress(trial_dir)  # columns iteration, steps, time, return
+    hits = data[data["return"] >= target] if data is not None else None
+    if hits is None or hits.empty:
+        return None, None
+    first = hits.iloc[0]
+    return int(first["steps"]), float(first["time"])
+
+
+def run(env: str, seed: int, steps: int, storage: Path) -> dict:
+    name = f"{env}_seed{seed}"
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, str(TRAINER), "--name-env", env, "--seed", str(seed),
+                          "--stop-timesteps", str(steps), "--storage-path", str(storage), "--name", name,
+                          "--stop-reward", "1e9"],  # all the steps: not stopped at the env's own threshold
+                         capture_output=True, text=True, cwd=REPO, check=False)
+    found = SUMMARY.search(out.stdout)
+    if out.returncode not in (0, 1) or not found:  # 1: finished without reaching the env's own threshold
+        return {"seed": seed, "exit_code": out.returncode, "error": (out.stderr.strip().splitlines() or ["?"])[-1]}
+    ret, env_steps, train_s, wall_s = found.groups()
+    trials = sorted((storage / name).glob("*/progress.csv"))
+    to_steps, to_s = reached(trials[-1].parent, PUBLISHED[env][0]) if trials else (None, None)
+    said = [line for line in out.stdout.splitlines() if line.startswith("defaults for")]
+    return {"seed": seed, "exit_code": out.returncode, "return": float(ret),
+            "env_steps": int(env_steps.replace(",", "")),
+            "train_s": float(train_s), "wall_s": float(wall_s), "process_s": time.perf_counter() - started,
+            "steps_to_cleanrl": to_steps, "train_s_to_cleanrl": to_s, "said": said,
+            "experiment_dir": str(storage / name)}
+
+
+def row(env: str, runs: list) -> dict:
+    from rlhpc.outputs.compare import spread
+
+    done = [r for r in runs if "return" in r]
+    returns = [r["return"] for r in done]
+    low, high, what = spread(returns) if returns else (None, None, "no run finished")
+    cleanrl, rllib = PUBLISHED[env]
+    return {"env": env, "runs": runs, "mean": statistics.mean(returns) if returns else None, "low": low,
+            "high": high, "band": what, "cleanrl": cleanrl, "rllib_target": rllib,
+            "steps_per_s": statistics.mean(r["env_steps"] / r["train_s"] for r in done) if done else None,
+            "reached_cleanrl": sum(r["steps_to_cleanrl"] is not None for r in done)}
+
+
+def line(r: dict) -> str:
+    if r["mean"] is None:
+        return f"| {r['env']} | failed | | {r['cleanrl']:,} | {r['rllib_target']:,} | |"
+    done = [x for x in r["runs"] if "return" in x]
+    hit = [x for x in done if x["steps_to_cleanrl"] is not None]
+    to = (f"{statistics.median(x['steps_to_cleanrl'] for x in hit):,.0f} steps, "
+          f"{statistics.median(x['train_s_to_cleanrl'] for x in hit):,.0f} s ({len(hit)}/{len(done)} runs)"
+          if hit else f"not reached (0/{len(done)})")
+    band = f"{r['low']:,.0f}..{r['high']:,.0f}" if len(done) > 1 else "one seed"
+    return (f"| {r['env']} | {r['mean']:,.0f} ({band}) | {to} | {r['cleanrl']:,} | {r['rllib_target']:,} | "
+            f"{r['steps_per_s']:,.0f} steps/s, {statistics.mean(x['wall_s'] for x in done):,.0f} s wall |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", default=",".join(PUBLISHED), help="comma-separated (default: all four)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 1..N (default: 3)")
+    parser.add_argument("--steps", type=int, default=1_000_000, help="env steps per run (default: 1,000,000)")
+    parser.add_argument("--storage-path", default=str(Path.home() / "ray_results" / "mujoco_benchmark"),
+                        help="where the runs are kept")
+    args = parser.parse_args()
+    envs = [e.strip() for e in args.envs.split(",") if e.strip()]
+    unknown = [e for e in envs if e not in PUBLISHED]
+    if unknown:
+        parser.error(f"--envs: no published figures for {', '.join(unknown)} (known: {', '.join(PUBLISHED)})")
+    storage = Path(args.storage_path).expanduser().absolute()
+    rows = []
+    print("| env | final 100-episode mean (band) | to CleanRL's figure | CleanRL | RLlib target | speed |")
+    print("|---|---|---|---|---|---|", flush=True)
+    for env in envs:
+        runs = [run(env, seed, args.steps, storage) for seed in range(1, args.seeds + 1)]
+        rows.append(row(env, runs))
+        print(line(rows[-1]), flush=True)
+    path = write_json("continuous_control", {"steps": args.steps, "seeds": args.seeds, "rows": rows})
+    print(f"results: {path}; runs: {storage} (python -m rlhpc.compare {storage})")
+
+
+if __name__ == "__main__":
+    main()

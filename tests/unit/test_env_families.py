@@ -1,0 +1,95 @@
+"""Defaults by kind of env (rlhpc/run/defaults.py: FAMILY_DEFAULTS) and --normalize-obs, in this process: which
+family a continuous and a discrete env get, what --print-config says, that per-env entries and --set still win, and
+the observation pipeline RLlib is given (flattening first, then the normalizer). The normalizer saved in a checkpoint
+and played by rlhpc.evaluate: tests/test_normalization.py."""
+
+import json
+
+import pytest
+from conftest import REPO, one_error_line
+
+from rlhpc.run import cli
+
+RENDEZVOUS = str(REPO / "custom_gym_env/multi_agent_env.py:RendezvousEnv")
+
+
+def printed(trainer, *argv) -> dict:
+    code, out, err = trainer(*argv, "--print-config")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_continuous_actions_get_the_continuous_family_and_set_wins(trainer):
+    shown = printed(trainer, "--name-env", "MountainCarContinuous-v0", "--set", "num_epochs=4")
+    summary, config = shown["summary"], shown["config"]
+    assert summary["family"] == "continuous (Box actions)"
+    assert summary["normalize_observations"] == "on (auto: on for continuous actions)"
+    assert summary["tuned_defaults"]["lr"] == 3e-4 and summary["tuned_defaults"]["num_epochs"] == 10
+    assert (config["lr"], config["lambda"], config["minibatch_size"], config["clip_param"]) == (3e-4, 0.95, 64, 0.2)
+    assert config["grad_clip"] == 0.5 and config["use_kl_loss"] is False and config["vf_clip_param"] == 10_000
+    assert config["num_epochs"] == 4  # --set beats the family's 10
+    assert summary["train_batch_size_per_learner"] == 2048
+    assert shown["spec"]["family"] == "continuous" and shown["spec"]["normalize_observations"] is True
+
+
+def test_a_family_value_can_be_set_back_to_rllibs_none(trainer):
+    config = printed(trainer, "--name-env", "MountainCarContinuous-v0", "--set", "grad_clip=null")["config"]
+    assert config["grad_clip"] is None  # no clipping, RLlib's own default
+
+
+def test_discrete_actions_keep_the_algorithm_defaults(trainer):
+    shown = printed(trainer, "--name-env", "CartPole-v1")
+    summary, config = shown["summary"], shown["config"]
+    assert summary["family"] == "discrete (Discrete actions)"
+    assert summary["normalize_observations"] == "off (auto: off for discrete actions)"
+    assert (config["lr"], config["minibatch_size"], config["clip_param"]) == (1e-3, 256, 0.3)
+    assert "grad_clip" not in summary["tuned_defaults"]
+
+
+def test_a_per_env_entry_wins_over_its_family(trainer):
+    shown = printed(trainer, "--name-env", "Pendulum-v1")
+    summary, config = shown["summary"], shown["config"]
+    assert summary["family"] == "continuous (Box actions)"
+    assert config["gamma"] == 0.9 and config["lr"] == 1e-3  # ENV_DEFAULTS, over the family's 0.99 and 3e-4
+    assert config["grad_clip"] is None  # set back to RLlib's own by the env's entry
+    assert summary["normalize_observations"].startswith("off (auto: off for Pendulum-v1: ")
+
+
+def pipeline(*argv) -> list:
+    """The env-to-module pieces the trainer gives RLlib (before RLlib's own), by class name."""
+    from rlhpc.algo.config import build_config
+    from rlhpc.run.spec import resolve
+
+    spec = resolve(cli.build_parser("").parse_args([str(a) for a in argv]))
+    connector = build_config(spec)._env_to_module_connector
+    if connector is None:
+        return []
+    pieces = connector(None, None, None)
+    return [type(piece).__name__ for piece in (pieces if isinstance(pieces, list) else [pieces])]
+
+
+def test_the_normalizer_comes_after_the_flattening(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert pipeline("--name-env", "MountainCarContinuous-v0") == ["MeanStdFilter"]
+    assert pipeline("--name-env", "MountainCarContinuous-v0", "--normalize-obs", "off") == []
+    assert pipeline("--name-env", "CartPole-v1") == []
+    # Discrete observations are one-hot first: the filter sees what the network sees.
+    assert pipeline("--name-env", "FrozenLake-v1", "--normalize-obs", "on") == ["FlattenObservations",
+                                                                                  "MeanStdFilter"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--name-env", RENDEZVOUS, "--normalize-obs", "on"], f"error: --normalize-obs on: {RENDEZVOUS} is a "
+     "multi-agent env; drop the flag (or --normalize-obs off)"),
+    (["--name-env", str(REPO / "custom_gym_env/masked_env.py:MaskedDispatchEnv"), "--normalize-obs", "on"],
+     "error: --normalize-obs on: its observations carry an action mask"),
+])
+def test_normalization_where_it_cannot_work_is_one_line(trainer, args, message):
+    code, _, err = trainer(*args, "--stop-iters", 1)
+    assert code == 2
+    assert one_error_line(err).startswith(message)
+
+
+def test_a_multi_agent_env_is_not_normalized_by_auto(trainer):
+    summary = printed(trainer, "--name-env", RENDEZVOUS)["summary"]
+    assert summary["normalize_observations"].startswith("off (auto: off, ")
