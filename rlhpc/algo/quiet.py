@@ -35,6 +35,26 @@ class Drop(logging.Filter):
         return hash(self.text)
 
 
+class WithoutTraceback(logging.Filter):
+    """Keeps a logger's records that contain `text` to their one line: the traceback is in the trial's error.txt and
+    the run's error line names its cause. Equal filters are one."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record):
+        if self.text in str(record.msg):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+    def __eq__(self, other):
+        return isinstance(other, WithoutTraceback) and other.text == self.text
+
+    def __hash__(self):
+        return hash(("WithoutTraceback", self.text))
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None):
     """warnings.showwarning, with gymnasium's coloured warnings as one plain `warning:` line: its logger wraps
     each in ANSI colour codes, which a Slurm log file shows raw ("\\x1b[33mWARN: ...\\x1b[0m")."""
@@ -67,6 +87,8 @@ def quiet_rllib_noise() -> None:
     # An env that raised, logged with its traceback before RLlib raises it again: said once, by the run's error line
     # (in process) or by the runner's one line (rlhpc.algo.runner_errors).
     logging.getLogger("ray.rllib").addFilter(Drop("restart_failed_sub_environments' is False"))  # env_runner.py's
+    # Tune logs a failed trial with its traceback, which error.txt holds; the run ends with the cause in one line.
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(WithoutTraceback("Trial task failed for trial"))
     logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)  # "Install gputil for GPU monitoring"
     # A local Ray says it turned token auth on; true, and nothing to do about it.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)

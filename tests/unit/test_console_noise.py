@@ -52,3 +52,17 @@ def test_a_runners_fatal_error_is_one_line_naming_the_envs_own_exception(monkeyp
     record = logging.LogRecord("ray.rllib.utils.actor_manager", logging.ERROR, "actor_manager.py", 785,
                                "The actor is unavailable", (), (None, None, None))
     assert runner_errors.RecordRunnerFailure().filter(record) and record.exc_info is None and not kept[1:]
+
+
+def test_tunes_failed_trial_line_comes_without_its_traceback():
+    from rlhpc.algo.quiet import quiet_rllib_noise
+
+    quiet_rllib_noise()
+    tune_logger = logging.getLogger("ray.tune.execution.tune_controller")
+    try:
+        raise RuntimeError("simulator lost its licence server")
+    except RuntimeError:
+        record = tune_logger.makeRecord(tune_logger.name, logging.ERROR, "tune_controller.py", 1336,
+                                        "Trial task failed for trial PPO_x_00000", (), sys.exc_info())
+    assert tune_logger.filter(record) and record.exc_info is None
+    assert logging.Formatter().format(record) == "Trial task failed for trial PPO_x_00000"
