@@ -253,16 +253,12 @@ def print_exploits(outcome: Outcome, spec) -> None:
     """--scheduler pbt: the exploits rlhpc.train.tune_run.RecordedPBT kept in <experiment>/rlhpc_scheduler.json, a
     line each (the file is written with none when there was none)."""
     from rlhpc.run import experiment
-    from rlhpc.run.search import SCHEDULER_FILE
+    from rlhpc.run.search import pbt_record
 
-    path = os.path.join(outcome.experiment_path, SCHEDULER_FILE)
-    try:
-        with open(path) as f:
-            exploits = json.load(f).get("exploits", [])
-    except FileNotFoundError:
-        exploits = []
-        experiment.write_json(path, {"scheduler": "pbt", "perturbation_interval": spec.search.perturbation_interval,
-                                     "metric": spec.search.metric, "exploits": exploits})
+    path, record = pbt_record(outcome.experiment_path, spec.search.perturbation_interval, spec.search.metric)
+    exploits = record["exploits"]
+    if not exploits:
+        experiment.write_json(path, record)
     print(f"pbt: {len(exploits)} exploit{'' if len(exploits) == 1 else 's'} ({path})", flush=True)
     for e in exploits:
         changed = ", ".join(f"{key} {e['before'].get(key)} -> {value}" for key, value in e["after"].items())

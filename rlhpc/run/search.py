@@ -102,6 +102,18 @@ def best_trial(trials, metric: str, mode: str, target):
     return value, result
 
 
+def pbt_record(experiment_path: str, perturbation_interval: float, metric: str | None) -> tuple:
+    """-> (path of <experiment>/rlhpc_scheduler.json, its PBT record): as written so far (a resumed search goes on
+    with it), or a new one with no exploits yet."""
+    path = os.path.join(experiment_path, SCHEDULER_FILE)
+    try:
+        with open(path) as f:
+            return path, json.load(f)
+    except FileNotFoundError:
+        return path, {"scheduler": "pbt", "perturbation_interval": perturbation_interval, "metric": metric,
+                      "exploits": []}
+
+
 def trial_count(space, num_samples: int) -> int:
     """Trials a search starts: every grid combination, --num-samples times."""
     return num_samples * math.prod(len(values) for _, kind, values in space if kind == "grid")

@@ -44,7 +44,7 @@ from rlhpc.run import experiment
 from rlhpc.run.algorithms import PLACEMENT_KEYS
 from rlhpc.run.results import LEGACY_RETURN_METRIC, RETURN_METRIC, STEPS_METRIC, checkpoint_due, flatten
 from rlhpc.run.resume import stop_changed
-from rlhpc.run.search import SCHEDULER_FILE, packing_line, searched_values, trial_count, trials_at_once
+from rlhpc.run.search import packing_line, pbt_record, searched_values, trial_count, trials_at_once
 from rlhpc.train import tracking
 from rlhpc.train.stop_signal import StopSignal
 from rlhpc.train.trial_files import TrialFiles
@@ -297,9 +297,7 @@ class RecordedPBT(PopulationBasedTraining):
         print(f"[{trial.trial_id}] pbt: at iteration {entry['iteration']} takes the weights of "
               f"{trial_to_clone.trial_id} (iteration {entry['from_iteration']}, {value_text(entry['from_score'])} "
               f"against {value_text(entry['score'])}); {changed}", flush=True)
-        path = os.path.join(self.experiment_path, SCHEDULER_FILE)
-        record = read_json(path) or {"scheduler": "pbt", "perturbation_interval": self._perturbation_interval,
-                                     "metric": self._metric, "exploits": []}
+        path, record = pbt_record(self.experiment_path, self._perturbation_interval, self._metric)
         record["exploits"].append(entry)
         experiment.write_json(path, record)
 
@@ -307,17 +305,6 @@ class RecordedPBT(PopulationBasedTraining):
 def value_text(value) -> str:
     """A score or searched value, short: 1e-06, 22.44, [64, 64]."""
     return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def read_json(path: str):
-    """A JSON file's data, None if there is none."""
-    import json
-
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
 
 
 def population_based(spec, config_keys, all_at_once: bool):
