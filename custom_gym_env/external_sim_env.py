@@ -24,6 +24,8 @@ env_config keys (unknown keys are an error):
     hang_after_steps   the simulator stops answering from its N-th step on (0: never)
     timeout_s          give up on an answer after this long (0: wait; the run's env guard times steps out)
     start_timeout_s    give up on a simulator that does not listen within this long (30)
+    record_dir         a folder where each copy, at each build, leaves a JSON file saying who it is: copy_id,
+                       worker_index, vector_index, scratch_dir, port, pid, host, time ("": none; for tests, debugging)
 """
 
 import math
@@ -43,7 +45,7 @@ from rlhpc.envs import identity
 SERVER = Path(__file__).resolve().with_name("external_sim_server.py")  # must exist on every node (shared FS)
 PORT_TAKEN_EXIT = 98  # external_sim_server.py's exit code for a port someone else took meanwhile
 DEFAULTS = {"step_ms": 2.0, "max_steps": 40, "crash_every_steps": 0, "hang_after_steps": 0, "timeout_s": 0.0,
-            "start_timeout_s": 30.0}
+            "start_timeout_s": 30.0, "record_dir": ""}
 
 
 def options(env_config) -> dict:
@@ -52,7 +54,11 @@ def options(env_config) -> dict:
     if unknown:
         raise ValueError(f"ExternalSimEnv: unknown env_config key {unknown[0]!r}; allowed keys: {', '.join(DEFAULTS)}")
     chosen = {**DEFAULTS, **env_config}
+    if not isinstance(chosen["record_dir"], str):
+        raise ValueError(f"ExternalSimEnv: env_config record_dir must be a folder, got {chosen['record_dir']!r}")
     for key, value in chosen.items():
+        if key == "record_dir":
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ValueError(f"ExternalSimEnv: env_config {key} must be a number >= 0, got {value!r}")
     if chosen["max_steps"] < 1:
@@ -79,6 +85,8 @@ class ExternalSimEnv(gym.Env):
         self.sock: socket.socket | None = None
         self.steps = 0
         self._start()
+        if self.options["record_dir"]:
+            self._record(Path(self.options["record_dir"]))
 
     # -- the simulator process ------------------------------------------------
 
@@ -104,6 +112,16 @@ class ExternalSimEnv(gym.Env):
         self.sock.settimeout(self.options["timeout_s"] or None)
         self.sock.sendall((token + "\n").encode())
         self.reader = self.sock.makefile("r")
+
+    def _record(self, folder: Path) -> None:
+        """Who this copy is, in a file of its own in `folder` (env_config record_dir): one per build."""
+        import json
+        import time
+
+        who = {"copy_id": self.config.copy_id, "worker_index": self.config.worker_index,
+               "vector_index": self.config.vector_index, "scratch_dir": str(self.scratch_dir), "port": self.port,
+               "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+        (folder / f"copy-{who['copy_id']}-pid-{who['pid']}-port-{self.port}.json").write_text(json.dumps(who) + "\n")
 
     def _launch(self, port: int) -> subprocess.Popen:
         o = self.options

@@ -227,10 +227,10 @@ class RayCluster:
                           "'alive': n['Alive']} for n in ray.nodes()]))")
 
     def actors(self):
-        """Every actor the GCS remembers (dead ones too): class name and the node it ran on."""
+        """Every actor the GCS remembers (dead ones too): class name, the node it ran on and its process there."""
         return self.query("import ray._private.state as s\n"
                           "print(json.dumps([{'id': i, 'class': a['ActorClassName'], 'node': a['Address']['NodeID'], "
-                          "'state': a['State']} for i, a in s.actors().items()]))")
+                          "'state': a['State'], 'pid': a['Pid']} for i, a in s.actors().items()]))")
 
     def wait_for_nodes(self, count, timeout=60):
         deadline = time.time() + timeout

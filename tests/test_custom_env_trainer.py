@@ -189,19 +189,45 @@ def test_a_2d_observation_env_is_flattened_alike_on_both_nodes_of_a_cluster(ray_
 def test_crashing_simulators_are_rebuilt_inside_runners_on_both_nodes(ray_cluster, tmp_path):
     """The external-simulator example (a server process per env copy, custom_gym_env/external_sim_env.py) on a real
     2-node cluster, its simulators exiting every 150 steps: the env guard in each remote runner rebuilds its copy,
-    the run trains on and counts the restarts (the local damage, SIGKILL and SIGSTOP: tests/test_env_failures.py)."""
+    the run trains on and counts the restarts (the local damage, SIGKILL and SIGSTOP: tests/test_env_failures.py).
+    2 runners x 4 envs: each copy records who it is at each build (env_config record_dir), so the test sees 8
+    distinct identities (runner, index, run-wide number), 8 scratch folders and 8 simulator ports, on both nodes'
+    runners, and a copy rebuilt after its crash that keeps its identity and folder (rlhpc/envs/identity.py)."""
     earlier = {a["id"] for a in ray_cluster.actors()}
+    records = tmp_path / "who"
+    records.mkdir()
     out = run_script(TRAINER, "--name-env", REPO / "custom_gym_env" / "external_sim_env.py:ExternalSimEnv",
-                     "--env-config", "crash_every_steps=150", "--address", ray_cluster.address, "--num-cpus", 2,
-                     "--num-envs-per-runner", 2, "--stop-iters", 1, "--storage-path", tmp_path, env=ray_cluster.env,
-                     cwd="/")
+                     "--env-config", "crash_every_steps=150", "--env-config", f"record_dir={records}", "--address",
+                     ray_cluster.address, "--num-cpus", 2, "--num-envs-per-runner", 4, "--vectorize", "async",
+                     "--stop-iters", 1, "--storage-path", tmp_path, env=ray_cluster.env, cwd="/")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     [row] = read_progress(tmp_path / "ExternalSimEnv")
     assert row["env_runners/env_restarts"] >= 2 and row["num_env_steps_sampled_lifetime"] >= 2000, row
     assert "the simulator crashed" in out.stderr  # each copy's first crash, one line (rlhpc/envs/guard.py)
-    runner_nodes = {a["node"] for a in ray_cluster.actors()
-                    if a["class"] == "SingleAgentEnvRunner" and a["id"] not in earlier}
-    assert runner_nodes == {n["id"] for n in ray_cluster.nodes() if n["alive"]}, runner_nodes
+    runners = [a for a in ray_cluster.actors() if a["class"] == "SingleAgentEnvRunner" and a["id"] not in earlier]
+    assert {a["node"] for a in runners} == {n["id"] for n in ray_cluster.nodes() if n["alive"]}, runners
+    assert_8_distinct_copies([json.loads(p.read_text()) for p in records.glob("*.json")], runners)
+
+
+def assert_8_distinct_copies(builds: list, runners: list) -> None:
+    """The builds recorded in the remote runners (the driver's probe is worker 0): 2 runners x 4 copies, each copy
+    one identity and folder at every build, built in a runner actor's process or a sub-env process of it."""
+    remote = [b for b in builds if b["worker_index"] >= 1]
+    copies = {(b["worker_index"], b["vector_index"], b["copy_id"], b["scratch_dir"]) for b in remote}
+    assert {(w, v) for w, v, _, _ in copies} == {(w, v) for w in (1, 2) for v in range(4)}, copies
+    assert len(copies) == 8 and len({c[2] for c in copies}) == 8 and len({c[3] for c in copies}) == 8, copies
+    # Folders: runner-<w>-<runner pid>-<start>/copy-<v>, the runner's own process (an env runner actor's).
+    node_of = {a["pid"]: a["node"] for a in runners}
+    runner_pids = {int(os.path.basename(os.path.dirname(b["scratch_dir"])).split("-")[2]) for b in remote}
+    assert {node_of.get(pid) for pid in runner_pids} == {a["node"] for a in runners}, (runner_pids, runners)
+    # Built in the sub-env processes (not the copy the runner builds itself, for the spaces only): more than 8 builds,
+    # as every copy's simulator crashed at least once; the 8 first builds' simulators run at once, on 8 ports.
+    in_sub_envs = sorted((b for b in remote if b["pid"] not in runner_pids), key=lambda b: b["time"])
+    assert len(in_sub_envs) > 8, "no copy was rebuilt after its crash"
+    first: dict = {}
+    for b in in_sub_envs:
+        first.setdefault(b["copy_id"], b["port"])
+    assert len(first) == 8 and len(set(first.values())) == 8, first
 
 
 @pytest.mark.cluster

@@ -6,8 +6,9 @@ and Ctrl+C is SIGINT. The trainer makes one StopSignal before Ray starts and han
 in-process loop reads `received` after each iteration, the Tune backend through its callback (rlhpc.train.tune_run).
 
 Slurm kills a job KillWait seconds after its SIGTERM (30 by default): an iteration that has not ended within
-RLHPC_STOP_GRACE_S (15 s) of it, waiting on a hung simulator say, is interrupted as by a second signal, and the
-in-process trainer saves the last finished iteration instead (`grace_over`).
+RLHPC_STOP_GRACE_S (15 s) of it, waiting on a hung simulator say, is interrupted as by a second signal (`grace_over`):
+the in-process trainer saves the last finished iteration instead, a Tune run stops Tune there and each trial goes on
+from its last checkpoint (rlhpc.train.tune_run.StopOnSignal).
 """
 
 import os
@@ -56,7 +57,7 @@ class StopSignal:
             return self.on_second()
         self.received = signal.Signals(signum).name
         announce_stop(self.received)
-        if self.received == "SIGTERM" and self.on_second is interrupt:
+        if self.received == "SIGTERM":
             self._grace_timer = threading.Timer(grace_s(), self._end_grace)
             self._grace_timer.daemon = True
             self._grace_timer.start()
@@ -69,7 +70,8 @@ class StopSignal:
         signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
     def iteration_ended(self) -> None:
-        """The iteration ended after the signal: no interruption now (the checkpoint is being written)."""
+        """The iteration ended after the signal (Tune: every trial's did, or Tune ended): no interruption now (the
+        checkpoint is being written)."""
         if self._grace_timer is not None:
             self._grace_timer.cancel()
 
