@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e ".[test,tracking,envs]"
+.venv/bin/pip install -q -e ".[test,tracking,envs,search]"
 bash tests/lint.sh
 .venv/bin/python -m pytest -m "not tf" --durations=25 "$@"
 

@@ -4,9 +4,11 @@ import csv
 import json
 import os
 import re
+import signal
+import subprocess
 
 import pytest
-from conftest import RETURN, clean_env, error_lines, run_module, run_script
+from conftest import PYTHON, REPO, RETURN, clean_env, error_lines, run_module, run_script
 
 TRAINER = "simple_example/simple_trainer.py"
 
@@ -41,22 +43,82 @@ def test_grid_search_runs_every_trial_and_names_the_fastest(tmp_path):
     assert winner.exists() and f"best trial's config: {winner} " in out.stdout
 
 
-def test_asha_stops_a_trial_that_cannot_learn_at_its_first_rung(tmp_path):
+def test_asha_stops_a_trial_that_cannot_learn_at_its_first_rung_across_a_signal_and_resume(tmp_path):
     """Three trials, one CPU each, two at a time: the lr=1e-7 one starts last and is below the others' return at
-    iteration 2, so ASHA stops it there; the decision is in the output and in rlhpc_scheduler.json."""
-    out = run_script(TRAINER, "--grid", "lr=[1e-3,3e-4,1e-7]", "--num-cpus", 0, "--stop-iters", 4, "--seed", 0,
-                     "--scheduler", "asha", "--grace-period", 2, "--reduction-factor", 2, "--storage-path", tmp_path,
-                     "--name", "asha", env=clean_env(HOME=tmp_path))
+    iteration 2, so ASHA stops it there; the decision is in the output and in rlhpc_scheduler.json. Slurm's
+    wall-time signal (SIGUSR1) comes once the first trial is done: --resume keeps it done (not trained again),
+    continues the others with ASHA's rungs as they were, and refuses a changed search space."""
+    env = clean_env(HOME=tmp_path)
+    flags = ["--grid", "lr=[1e-3,3e-4,1e-7]", "--num-cpus", "0", "--stop-iters", "4", "--seed", "0",
+             "--scheduler", "asha", "--grace-period", "2", "--reduction-factor", "2", "--storage-path", str(tmp_path),
+             "--name", "asha"]
+    proc = subprocess.Popen([PYTHON, str(REPO / TRAINER), *flags], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "1/3 done)" in line or "2/3 done)" in line:
+            break
+    proc.send_signal(signal.SIGUSR1)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "stopped by SIGUSR1; state and checkpoint saved" in stdout, stderr[-3000:]
+    before = trial_rows(tmp_path / "asha")
+    done_before = {lr for lr, rows in before.items() if len(rows) == 4}
+    assert done_before and len(done_before) < 3, before
+
+    changed = run_script(TRAINER, "--resume", tmp_path / "asha", "--grid", "lr=[1e-3,3e-4]", env=env, timeout=60)
+    assert changed.returncode == 2 and "--grid" in one_line(changed.stderr), changed.stderr
+    out = run_script(TRAINER, "--resume", tmp_path / "asha", env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    iterations = {}
-    for trial in (p for p in (tmp_path / "asha").iterdir() if p.is_dir()):
-        with open(trial / "progress.csv") as f:
-            iterations[json.loads((trial / "params.json").read_text())["lr"]] = len(list(csv.DictReader(f)))
+    after = trial_rows(tmp_path / "asha")
+    assert len(after) == 3, after  # the same trials, none started again from scratch
+    for lr in done_before:
+        assert after[lr] == before[lr]  # a finished trial is not trained again
+    for rows in after.values():
+        assert rows == list(range(1, len(rows) + 1))  # each iteration once, across the resume
+    iterations = {lr: len(rows) for lr, rows in after.items()}
     assert iterations[1e-7] == 2 and iterations[1e-3] == 4, iterations
     decided = json.loads((tmp_path / "asha" / "rlhpc_scheduler.json").read_text())
     stopped = {entry["trial"]: entry["iteration"] for entry in decided["stopped_early"]}
     assert 2 in stopped.values() and len(stopped) == sum(1 for n in iterations.values() if n < 4)
     assert f"asha stopped {len(stopped)} of 3 trials early: " in out.stdout
+    compare = run_module("rlhpc.compare", tmp_path / "asha", "--out", tmp_path / "asha.png", env=env)
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    marked = [line for line in compare.stdout.splitlines() if "[asha stopped it at iteration 2]" in line]
+    assert len(marked) == len(stopped) and all("lr=1e-07" in line for line in marked), compare.stdout
+
+
+def trial_rows(experiment) -> dict:
+    """{a trial's lr: the training_iteration of each row of its progress.csv}."""
+    rows = {}
+    for trial in (p for p in experiment.iterdir() if (p / "progress.csv").exists()):
+        with open(trial / "progress.csv") as f:
+            rows[json.loads((trial / "params.json").read_text())["lr"]] = [
+                int(row["training_iteration"]) for row in csv.DictReader(f)]
+    return rows
+
+
+def one_line(stderr: str) -> str:
+    [line] = error_lines(stderr)
+    return line
+
+
+def test_an_optuna_search_runs_its_samples_and_says_what_mattered(tmp_path):
+    """--search optuna: --num-samples trials, each with values Optuna picked within the ranges, named by them; the
+    best one as an experiment file; Optuna's fANOVA table of the two keys' importance."""
+    out = run_script(TRAINER, "--search", "optuna", "--loguniform", "lr=1e-4,1e-2", "--uniform", "gamma=0.9,0.999",
+                     "--num-samples", 3, "--stop-iters", 1, "--num-cpus", 0, "--seed", 0, "--storage-path", tmp_path,
+                     "--name", "optuna", env=clean_env(HOME=tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = [p for p in (tmp_path / "optuna").iterdir() if p.is_dir()]
+    picked = [json.loads((t / "params.json").read_text()) for t in trials]
+    assert len(trials) == 3 and all((t / "progress.csv").stat().st_size for t in trials)
+    assert all(1e-4 <= p["lr"] <= 1e-2 and 0.9 <= p["gamma"] <= 0.999 for p in picked), picked
+    assert len({p["lr"] for p in picked}) == 3
+    assert all(re.search(r"_gamma=[\d.]+,lr=[\d.e-]+$", t.name) for t in trials), [t.name for t in trials]
+    table = re.search(r"^parameter importance \(Optuna's fANOVA over 3 trials; the shares sum to 1\):\n"
+                      r"  (\w+) +([\d.]+)\n  (\w+) +([\d.]+)$", out.stdout, re.MULTILINE)
+    assert table and {table.group(1), table.group(3)} == {"lr", "gamma"}, out.stdout[-2000:]
+    assert abs(float(table.group(2)) + float(table.group(4)) - 1) < 0.02
+    assert (tmp_path / "optuna" / "best_trial.yaml").exists()
 
 
 def test_pbt_exploit_copies_a_better_trials_weights_and_config(tmp_path):
@@ -97,15 +159,6 @@ def test_bad_search_spec_is_one_line(args, message, tmp_path):
     out = run_script(TRAINER, *args, env=clean_env(HOME=tmp_path))
     assert out.returncode == 2
     assert len(error_lines(out.stderr)) == 1 and message in out.stderr, out.stderr
-
-
-def test_a_metric_that_is_not_a_number_names_no_best_trial(tmp_path):
-    """--metric env_runners names a group of results, not a number: said once the search is done, no traceback."""
-    out = run_script(TRAINER, "--grid", "lr=[1e-3]", "--stop-iters", 1, "--metric", "env_runners",
-                     "--storage-path", tmp_path, env=clean_env(HOME=tmp_path))
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "best: none of 1 trials has a value for env_runners" in out.stdout
-    assert "Traceback" not in out.stderr
 
 
 def test_seeds_run_one_trial_each_and_compare_draws_their_band(tmp_path):

@@ -16,6 +16,10 @@ bootstrap "CI" of 2 seeds is exactly their min and max. A band covers the x rang
 reached (the mean past the shortest seed's end would be the mean of fewer seeds).
 
 Runs of different envs are drawn in panels of their own, each titled with its algorithm and env.
+
+The trials of a search with --scheduler are marked with what it decided (its rlhpc_scheduler.json): a trial ASHA or
+HyperBand stopped early ends in an x and says so in its label; one that took another's weights (PBT, PB2) has a dot
+at each exploit and says at which iterations.
 """
 
 import argparse
@@ -67,6 +71,8 @@ class Run:
     path: Path  # the trial dir
     data: "pandas.DataFrame"  # columns: iteration, steps, time, return
     params: dict = dataclasses.field(default_factory=dict, repr=False)
+    stopped_early: bool = False  # by the search's scheduler (marks)
+    exploits: list = dataclasses.field(default_factory=list)  # iterations at which it took another's weights
 
 
 def find_trials(path) -> list:
@@ -166,7 +172,33 @@ def load_runs(paths) -> list:
     if not runs:
         raise UserError(f"no results yet in {', '.join(map(str, paths))}: every progress.csv is empty")
     _label(runs)
+    marks(runs)
     return runs
+
+
+def marks(runs) -> None:
+    """What a search's scheduler decided about each run, from <experiment>/rlhpc_scheduler.json: in its label, and
+    as the Run's stopped_early and exploits (drawn by _draw_group)."""
+    from rlhpc.run.search import SCHEDULER_FILE
+
+    records: dict = {}
+    for run in runs:
+        experiment = run.path.parent
+        if experiment not in records:
+            try:
+                records[experiment] = json.loads((experiment / SCHEDULER_FILE).read_text())
+            except (OSError, ValueError):
+                records[experiment] = {}
+        record = records[experiment]
+        scheduler = record.get("scheduler", "scheduler")
+        stopped = [e["iteration"] for e in record.get("stopped_early", []) if e.get("trial") == run.path.name]
+        run.exploits = [e["iteration"] for e in record.get("exploits", []) if e.get("trial") == run.path.name]
+        if stopped:
+            run.stopped_early = True
+            run.label += f" [{scheduler} stopped it at iteration {stopped[0]}]"
+        if run.exploits:
+            at = ", ".join(map(str, run.exploits))
+            run.label += f" [{scheduler}: took another trial's weights at iteration {at}]"
 
 
 def _comparable(params: dict) -> dict:
@@ -336,9 +368,21 @@ def _draw_group(ax, group: Group, x: str, per_policy: bool) -> None:
         return
     for run in group.runs:
         [line] = ax.plot(*points(run.data, x, "return"), label=run.label, linewidth=1.5)
+        _draw_marks(ax, run, x, line.get_color())
         for policy in policies(run.data) if per_policy else ():
             ax.plot(*points(run.data, x, "policy:" + policy), label=f"{run.label}: {policy}", linewidth=1,
                     linestyle="--", color=line.get_color(), alpha=0.7)
+
+
+def _draw_marks(ax, run, x: str, color) -> None:
+    """The scheduler's decisions on a run's curve: an x where it was stopped, a dot at each exploit."""
+    xs, ys = points(run.data, x, "return")
+    if run.stopped_early and len(xs):
+        ax.plot(xs.iloc[-1], ys.iloc[-1], marker="x", markersize=9, color=color)
+    for iteration in run.exploits:
+        at = run.data["iteration"] == iteration
+        if at.any() and run.data["return"][at].notna().any():
+            ax.plot(run.data[x][at].iloc[0], run.data["return"][at].iloc[0], marker="o", color=color)
 
 
 def points(data, x: str, column: str) -> tuple:

@@ -21,6 +21,7 @@ from rlhpc.run.results import (
     stop_reached,
     target_reward,
 )
+from rlhpc.run.search import POPULATION
 
 
 @dataclasses.dataclass
@@ -66,19 +67,33 @@ def start_lines(spec, where: str, placement: dict) -> None:
     print("stop when: " + ", ".join(f"{k} >= {v:g}" for k, v in spec.stop.criteria.items()), flush=True)
     if spec.search.scheduler:
         print(scheduler_line(spec.search), flush=True)
+    if spec.search.searcher:
+        print(searcher_line(spec.search), flush=True)
     for line in tracking_flags.describe(spec):
         print(line, flush=True)
 
 
 def scheduler_line(search) -> str:
     """What --scheduler will do, in one line."""
-    if search.scheduler == "pbt":
+    if search.scheduler in POPULATION:
         keys = ", ".join(".".join(path) for path, _, _ in search.space)
         by = "their 100-episode return" if search.metric == "return" else f"{search.metric} ({search.mode})"
-        return (f"pbt: every {search.perturbation_interval} iterations the worst quarter of the trials take the "
-                f"weights of one of the best quarter (by {by}) and its {keys}, perturbed")
+        how = "perturbed" if search.scheduler == "pbt" else "new values picked by a Gaussian process"
+        return (f"{search.scheduler}: every {search.perturbation_interval} iterations the worst quarter of the trials "
+                f"take the weights of one of the best quarter (by {by}) and its {keys}, {how}")
+    if search.scheduler == "hyperband":
+        return (f"hyperband: brackets of trials; at each rung only the best 1/{search.reduction_factor} of a bracket "
+                "go on (by their 100-episode return), the others wait paused until their bracket gets there")
     return (f"{search.scheduler}: from iteration {search.grace_period} on, only the best 1/{search.reduction_factor} "
             "of the trials at each rung go on (by their 100-episode return)")
+
+
+def searcher_line(search) -> str:
+    """What --search will do, in one line."""
+    name = {"optuna": "Optuna's TPE", "bayesopt": "a Gaussian process (BayesOpt)"}[search.searcher]
+    by = "their 100-episode return" if search.metric == "return" else f"{search.metric} ({search.mode})"
+    return (f"{search.searcher}: {name} picks each of the {search.num_samples} trials' values from the results of the "
+            f"trials before (by {by})")
 
 
 def resume_line(spec, iteration: int) -> None:
@@ -186,6 +201,19 @@ def print_best(trials: list, spec, experiment_path: str | None = None) -> None:
         print(f"best trial's config: {path} (train it again, or longer: --config-file {path})", flush=True)
 
 
+def print_importance(trials: list, spec) -> None:
+    """--search optuna: how much of the score each searched key explains (rlhpc.run.search.importance), a table."""
+    from rlhpc.run.search import importance
+
+    shares = importance(trials, spec.search.space, spec.search.metric, spec.search.mode, spec.stop.target_reward)
+    if not shares:
+        return
+    print(f"parameter importance (Optuna's fANOVA over {len(trials)} trials; the shares sum to 1):", flush=True)
+    width = max(map(len, shares))
+    for key, share in shares.items():
+        print(f"  {key:<{width}}  {share:.2f}", flush=True)
+
+
 def save_winner(spec, winner: dict, score: str, experiment_path: str) -> str:
     """The winner's config as <experiment>/best_trial.yaml, from the flags the search was started with
     (rlhpc.run.search.winner_settings); -> its path."""
@@ -202,8 +230,8 @@ def save_winner(spec, winner: dict, score: str, experiment_path: str) -> str:
     settings = winner_settings(flags, make_parser, winner, name_env=spec.env.source.name,
                                num_gpus=spec.placement.num_gpus)
     why = f"the best trial of {experiment_path}: {json.dumps(winner)}, {score}"
-    if spec.search.scheduler == "pbt":
-        why += " (its last config: PBT changed it along the way, see rlhpc_scheduler.json)"
+    if spec.search.scheduler in POPULATION:
+        why += f" (its last config: {spec.search.scheduler} changed it along the way, see rlhpc_scheduler.json)"
     return winner_file(experiment_path, settings, why)
 
 
@@ -250,16 +278,17 @@ def print_stopped_early(outcome: Outcome, spec) -> None:
 
 
 def print_exploits(outcome: Outcome, spec) -> None:
-    """--scheduler pbt: the exploits rlhpc.train.tune_run.RecordedPBT kept in <experiment>/rlhpc_scheduler.json, a
-    line each (the file is written with none when there was none)."""
+    """--scheduler pbt/pb2: the exploits rlhpc.train.tune_run.RecordedExploits kept in
+    <experiment>/rlhpc_scheduler.json, a line each (the file is written with none when there was none)."""
     from rlhpc.run import experiment
     from rlhpc.run.search import pbt_record
 
-    path, record = pbt_record(outcome.experiment_path, spec.search.perturbation_interval, spec.search.metric)
+    name = spec.search.scheduler
+    path, record = pbt_record(outcome.experiment_path, spec.search.perturbation_interval, spec.search.metric, name)
     exploits = record["exploits"]
     if not exploits:
         experiment.write_json(path, record)
-    print(f"pbt: {len(exploits)} exploit{'' if len(exploits) == 1 else 's'} ({path})", flush=True)
+    print(f"{name}: {len(exploits)} exploit{'' if len(exploits) == 1 else 's'} ({path})", flush=True)
     for e in exploits:
         changed = ", ".join(f"{key} {e['before'].get(key)} -> {value}" for key, value in e["after"].items())
         print(f"  {e['trial'][:40]} at iteration {e['iteration']} took the weights of {e['from'][:40]} "
@@ -273,7 +302,9 @@ def finish(outcome: Outcome, spec, started: float) -> int:
         print_seeds(outcome, spec)
     elif spec.search.space:
         print_best(outcome.trials, spec, outcome.experiment_path)
-    if spec.search.scheduler == "pbt":
+        if spec.search.searcher == "optuna":
+            print_importance(outcome.trials, spec)
+    if spec.search.scheduler in POPULATION:
         print_exploits(outcome, spec)
     elif spec.search.scheduler:
         print_stopped_early(outcome, spec)

@@ -253,18 +253,29 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--mode", choices=["max", "min"],
                         help="whether the metric is better high or low (default: max for return and result "
                              "keys, min for steps_to_reward and time_to_reward)")
-    search.add_argument("--scheduler", choices=["asha", "pbt"],
+    search.add_argument("--scheduler", choices=["asha", "hyperband", "pbt", "pb2"],
                         help="stop the worse trials early: asha (Tune's ASHAScheduler) compares the trials' "
                              "100-episode return at iterations grace, grace x factor, ... and stops all but the "
-                             "best 1/factor at each; their CPUs go to the next trials. pbt (Tune's "
-                             "PopulationBasedTraining): every --perturbation-interval iterations the worse trials "
-                             "take a better one's weights and its --grid/--uniform/--loguniform values, perturbed")
+                             "best 1/factor at each; their CPUs go to the next trials. hyperband (Tune's "
+                             "HyperBandScheduler): the same in brackets of several grace periods, synchronous. pbt "
+                             "(Tune's PopulationBasedTraining): every --perturbation-interval iterations the worse "
+                             "trials take a better one's weights and its --grid/--uniform/--loguniform values, "
+                             "perturbed. pb2 (Tune's PB2): pbt whose new values a Gaussian process picks within the "
+                             "--uniform/--loguniform ranges (searched linearly)")
     search.add_argument("--grace-period", type=positive_number, default=2,
                         help="--scheduler asha: iterations every trial trains before it can be stopped")
     search.add_argument("--reduction-factor", type=positive_number, default=3,
-                        help="--scheduler asha: keep the best 1/N of the trials at each rung")
+                        help="--scheduler asha/hyperband: keep the best 1/N of the trials at each rung")
     search.add_argument("--perturbation-interval", type=positive_number, default=4, metavar="N",
-                        help="--scheduler pbt: iterations between a trial's exploit/explore steps")
+                        help="--scheduler pbt/pb2: iterations between a trial's exploit/explore steps")
+    search.add_argument("--search", choices=["optuna", "bayesopt"],
+                        help="pick each trial's values from the results so far, --num-samples trials in all: optuna "
+                             "(Tune's OptunaSearch, TPE; --grid values become categories) or bayesopt (Tune's "
+                             "BayesOptSearch, a Gaussian process over --uniform/--loguniform ranges, searched "
+                             "linearly); pip install -e '.[search]'. Default: every --grid value, random draws")
+    search.add_argument("--max-concurrent", type=positive_number, metavar="N",
+                        help="at most N trials at once (default: as many as the allocation holds; a model-based "
+                             "--search learns from fewer trials at once)")
 
 
 def add_result_flags(parser: argparse.ArgumentParser):

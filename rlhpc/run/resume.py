@@ -33,7 +33,7 @@ RUN_SETTINGS = {
     "uniform": "--uniform", "loguniform": "--loguniform",
     "num_samples": "--num-samples", "metric": "--metric", "mode": "--mode", "stop_on": "--stop-on",
     "scheduler": "--scheduler", "grace_period": "--grace-period", "reduction_factor": "--reduction-factor",
-    "perturbation_interval": "--perturbation-interval",
+    "perturbation_interval": "--perturbation-interval", "search": "--search", "max_concurrent": "--max-concurrent",
     "eval_interval": "--eval-interval", "eval_episodes": "--eval-episodes", "normalize_obs": "--normalize-obs",
 }
 # dest -> flag: how long it trains. "Train it longer" is the most common reason to resume: allowed, recorded.

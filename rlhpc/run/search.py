@@ -3,11 +3,15 @@
     --grid lr=[1e-3,3e-4]  --grid model_config.fcnet_hiddens=[[32],[64]]   every combination
     --uniform lr=1e-5,1e-2  --loguniform lr=1e-5,1e-2  --num-samples 5     random draws
 
-Trials run side by side as far as the CPUs allow (each needs --num-cpus + 1; packing_line says how many). Every
-candidate value is checked against the config before Ray starts, like --set. --scheduler pbt's own settings are
-checked here too (check_population), and the best trial's config is written as an experiment file (winner_file).
+    --search optuna --loguniform lr=1e-5,1e-2 --num-samples 16                     a model picks each trial's values
+
+Trials run side by side as far as the CPUs allow (each needs --num-cpus + 1; packing_line says how many), or
+--max-concurrent. Every candidate value is checked against the config before Ray starts, like --set. The settings of
+--scheduler pbt/pb2 and of --search are checked here too (check_population, check_searcher), and the best trial's
+config is written as an experiment file (winner_file).
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -24,8 +28,13 @@ METRICS = {
 }
 
 
-# --metric names a trial has a value for only once it is done: PBT ranks the trials at every perturbation.
+# --metric names a trial has a value for only once it is done: PBT ranks the trials at every perturbation, and a
+# --search learns from each trial's last result.
 END_METRICS = ("steps_to_reward", "time_to_reward")
+# --scheduler values that train a population whose worse trials take the better ones' weights.
+POPULATION = ("pbt", "pb2")
+# --search -> (the package Tune's searcher needs, as pip names it, the module it imports).
+SEARCHERS = {"optuna": ("optuna", "optuna"), "bayesopt": ("bayesian-optimization<2", "bayes_opt")}
 # The scheduler's decisions (ASHA's stopped trials, PBT's exploits), in the experiment dir.
 SCHEDULER_FILE = "rlhpc_scheduler.json"
 # The best trial's config, in the experiment dir, as a file --config-file reads (rlhpc.run.config_file).
@@ -33,8 +42,8 @@ WINNER_FILE = "best_trial.yaml"
 # What the winner's file leaves out of the search's flags: the search itself, the experiment's name (a rerun
 # gets its own dir), and what only says how this command ran.
 NOT_FOR_THE_WINNER = {"grid", "uniform", "loguniform", "num_samples", "metric", "mode", "scheduler", "grace_period",
-                      "reduction_factor", "perturbation_interval", "seeds", "name", "resume", "allow_changes",
-                      "print_config", "address", "redis_password"}
+                      "reduction_factor", "perturbation_interval", "search", "max_concurrent", "seeds", "name",
+                      "resume", "allow_changes", "print_config", "address", "redis_password"}
 
 
 def parse_search(args) -> list:
@@ -102,49 +111,109 @@ def best_trial(trials, metric: str, mode: str, target):
     return value, result
 
 
-def pbt_record(experiment_path: str, perturbation_interval: float, metric: str | None) -> tuple:
-    """-> (path of <experiment>/rlhpc_scheduler.json, its PBT record): as written so far (a resumed search goes on
-    with it), or a new one with no exploits yet."""
+def importance(trials, space, metric: str, mode: str, target) -> dict:
+    """{searched key: its share of the score's variance} by Optuna's fANOVA over the finished trials (report.
+    TrialOutcome), largest first; {} with fewer than 2 keys (one key explains it all) or 2 scored trials."""
+    import optuna
+    from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
+
+    if len(space) < 2:
+        return {}
+    shapes: dict[str, BaseDistribution] = {
+        ".".join(path): CategoricalDistribution([json.dumps(v) for v in values]) if kind == "grid" else
+        FloatDistribution(values[0], values[1], log=kind == "loguniform") for path, kind, values in space}
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for trial in trials:
+        value = score(trial.metrics or {}, metric, target) if not trial.error else None
+        if value is None:
+            continue
+        picked = searched_values(trial.config, space)
+        params = {key: json.dumps(picked[key]) if isinstance(shape, CategoricalDistribution) else picked[key]
+                  for key, shape in shapes.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=shapes, value=value))
+    if len(study.trials) < 2:
+        return {}
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # its random forest: the same table each time
+    return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
+
+
+def pbt_record(experiment_path: str, perturbation_interval: float, metric: str | None, scheduler: str = "pbt") -> tuple:
+    """-> (path of <experiment>/rlhpc_scheduler.json, its PBT/PB2 record): as written so far (a resumed search goes
+    on with it), or a new one with no exploits yet."""
     path = os.path.join(experiment_path, SCHEDULER_FILE)
     try:
         with open(path) as f:
             return path, json.load(f)
     except FileNotFoundError:
-        return path, {"scheduler": "pbt", "perturbation_interval": perturbation_interval, "metric": metric,
+        return path, {"scheduler": scheduler, "perturbation_interval": perturbation_interval, "metric": metric,
                       "exploits": []}
 
 
-def trial_count(space, num_samples: int) -> int:
-    """Trials a search starts: every grid combination, --num-samples times."""
+def trial_count(space, num_samples: int, searcher: str | None = None) -> int:
+    """Trials a search starts: every grid combination, --num-samples times; with --search, --num-samples."""
+    if searcher:
+        return num_samples
     return num_samples * math.prod(len(values) for _, kind, values in space if kind == "grid")
 
 
-def check_population(args, space, trials: int) -> None:
-    """--scheduler pbt's settings, each bad one refused in one line before Ray starts."""
+def check_searcher(args, space) -> None:
+    """--search's settings, each bad one refused in one line before Ray starts."""
+    searcher = getattr(args, "search", None)
+    if not searcher:
+        return
+    package, module = SEARCHERS[searcher]
     if any(path == ("seed",) for path, _, _ in space):
-        raise UserError("--scheduler pbt with --seeds would copy the lucky seeds' weights into the others: search "
+        raise UserError(f"--search {searcher} with --seeds: search first, then run the winner with --seeds")
+    if not space:
+        raise UserError(f"--search {searcher} picks values for the keys of --uniform, --loguniform or --grid: give "
+                        "at least one, e.g. --loguniform lr=1e-5,1e-2")
+    grids = [".".join(path) for path, kind, _ in space if kind == "grid"]
+    if searcher == "bayesopt" and grids:
+        raise UserError(f"--search bayesopt searches ranges: give {grids[0]} as --uniform KEY=LOW,HIGH, or use "
+                        "--search optuna (it takes --grid values as categories)")
+    if args.scheduler in POPULATION:
+        raise UserError(f"--search {searcher} with --scheduler {args.scheduler}: {args.scheduler} picks the trials' "
+                        "new values itself; give one of them (--scheduler asha/hyperband goes with --search)")
+    if args.metric in END_METRICS:
+        raise UserError(f"--search {searcher} learns from each trial's last result, and --metric {args.metric} is "
+                        "known only once the search is done: use --metric return or a result key")
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"--search {searcher} needs the {package.split('<')[0]} package: pip install -e "
+                        f"'.[search]' (or pip install '{package}')")
+
+
+def check_population(args, space, trials: int) -> None:
+    """--scheduler pbt's and pb2's settings, each bad one refused in one line before Ray starts."""
+    name = args.scheduler
+    if any(path == ("seed",) for path, _, _ in space):
+        raise UserError(f"--scheduler {name} with --seeds would copy the lucky seeds' weights into the others: search "
                         "first, then run the winner with --seeds")
     if trials < 2:
-        raise UserError("--scheduler pbt trains a population in which the worse trials take the better ones' "
+        raise UserError(f"--scheduler {name} trains a population in which the worse trials take the better ones' "
                         "weights: give --grid, --uniform or --loguniform with --num-samples N, for 2 trials or more")
     if not space:
-        raise UserError("--scheduler pbt mutates the keys of --grid, --uniform and --loguniform: give at least one, "
-                        "e.g. --loguniform lr=1e-5,1e-3")
+        raise UserError(f"--scheduler {name} mutates the keys of --grid, --uniform and --loguniform: give at least "
+                        "one, e.g. --loguniform lr=1e-5,1e-3")
     shaped = [".".join(path) for path, _, _ in space if path[0] == "model_config"]
     if shaped:  # a network of another shape cannot take the copied weights
-        raise UserError(f"--scheduler pbt copies weights between trials, so it cannot search {shaped[0]} (the "
+        raise UserError(f"--scheduler {name} copies weights between trials, so it cannot search {shaped[0]} (the "
                         "network): search it without --scheduler, or with --scheduler asha")
+    grids = [".".join(path) for path, kind, _ in space if kind == "grid"]
+    if name == "pb2" and grids:  # PB2's Gaussian process models ranges of numbers
+        raise UserError(f"--scheduler pb2 picks new values within ranges: give {grids[0]} as --uniform KEY=LOW,HIGH "
+                        "or --loguniform, or use --scheduler pbt (it takes --grid lists)")
     if args.metric in END_METRICS:
-        raise UserError(f"--scheduler pbt ranks the trials at every perturbation, and --metric {args.metric} is known "
-                        "only once a trial is done: use --metric return or a result key")
+        raise UserError(f"--scheduler {name} ranks the trials at every perturbation, and --metric {args.metric} is "
+                        "known only once a trial is done: use --metric return or a result key")
     if args.stop_iters and args.perturbation_interval >= args.stop_iters:
         raise UserError(f"--perturbation-interval {args.perturbation_interval} with --stop-iters {args.stop_iters}: "
                         "the trials stop before their first exploit; give a shorter interval")
 
 
 # When the trials that wait for resources start, by --scheduler (none: as others end).
-QUEUED = {"asha": "as others end or are stopped",
-          "pbt": "in turns: PBT pauses a trial at its perturbation while others wait"}
+QUEUED = {"asha": "as others end or are stopped", "hyperband": "as others end or are stopped",
+          "pbt": "in turns: PBT pauses a trial at its perturbation while others wait",
+          "pb2": "in turns: PB2 pauses a trial at its perturbation while others wait"}
 
 
 def asked_for(per_trial: dict) -> dict:
@@ -152,19 +221,23 @@ def asked_for(per_trial: dict) -> dict:
     return {res: amount for res, amount in per_trial.items() if amount and res != "memory"}
 
 
-def trials_at_once(trials: int, per_trial: dict, have: dict) -> int:
-    """How many of the trials the cluster's totals of each resource hold at once (packing_line)."""
-    return min([trials, *(int(have.get(res, 0) // amount) for res, amount in asked_for(per_trial).items())])
+def trials_at_once(trials: int, per_trial: dict, have: dict, max_concurrent: int | None = None) -> int:
+    """How many of the trials the cluster's totals of each resource hold at once, at most --max-concurrent."""
+    return min([trials, *(int(have.get(res, 0) // amount) for res, amount in asked_for(per_trial).items()),
+                *([max_concurrent] if max_concurrent else [])])
 
 
-def packing_line(trials: int, per_trial: dict, have: dict, scheduler: str | None) -> str:
+def packing_line(trials: int, per_trial: dict, have: dict, scheduler: str | None,
+                 max_concurrent: int | None = None) -> str:
     """'4 trials at a time: 36 CPUs / 9 per trial': as many as the cluster's totals hold of each resource a trial's
-    placement asks for (Tune starts every trial it has resources for: no search algorithm here limits it), and
-    what happens to the rest. per_trial: {resource: amount} of one trial's bundles; have: ray.cluster_resources()."""
+    placement asks for (Tune starts every trial it has resources for), or --max-concurrent, and what happens to the
+    rest. per_trial: {resource: amount} of one trial's bundles; have: ray.cluster_resources()."""
     asked = asked_for(per_trial)
-    at_once = trials_at_once(trials, per_trial, have)
+    at_once = trials_at_once(trials, per_trial, have, max_concurrent)
     line = f"{at_once} trial{'' if at_once == 1 else 's'} at a time: " + ", ".join(
         f"{have.get(res, 0):g} {res}s / {amount:g} per trial" for res, amount in asked.items())
+    if max_concurrent and at_once == max_concurrent < trials_at_once(trials, per_trial, have):
+        line += f" (--max-concurrent {max_concurrent})"
     if at_once < trials:
         then = QUEUED.get(scheduler or "", "as others end")
         line += f"; the other {trials - at_once} queue and start {then}"

@@ -14,7 +14,6 @@ a --resume continues). RunSpec.record() shows them flat, with the keys runs have
 """
 
 import dataclasses
-import math
 import os
 import sys
 from types import MappingProxyType
@@ -27,6 +26,7 @@ from rlhpc.run.cli import env_config_from, parse_assignments, without_token
 from rlhpc.run.defaults import CONTINUOUS, OBSERVATIONS_AS_THEY_ARE, env_family, tuned_defaults
 from rlhpc.run.records import ConfigFile
 from rlhpc.run.results import EVAL_RETURN_METRIC, LEGACY_RETURN_METRIC, RETURN_METRIC, target_reward
+from rlhpc.run.search import POPULATION
 
 # These learn from recorded data (config key input_), not by acting in an env.
 OFFLINE_ALGORITHMS = {"BC", "CQL", "IQL", "MARWIL"}
@@ -124,12 +124,14 @@ class Search:
     scheduler: str | None = None  # "asha": Tune stops the worse trials early; "pbt": population-based training
     grace_period: int = 2  # ASHA: iterations before a trial can be stopped
     reduction_factor: int = 3  # ASHA: the best 1/N go on at each rung
-    perturbation_interval: int = 4  # PBT: iterations between a trial's exploit/explore steps
+    perturbation_interval: int = 4  # PBT/PB2: iterations between a trial's exploit/explore steps
+    searcher: str | None = None  # "optuna"/"bayesopt": a model picks each trial's values; None: grid and draws
+    max_concurrent: int | None = None  # trials at once at most (None: as many as the allocation holds)
 
 
 def scheduler_record(search: Search) -> list | None:
     """The scheduler and its settings as the run record keeps them (ASHA's as runs have always recorded it)."""
-    if search.scheduler == "pbt":
+    if search.scheduler in POPULATION:
         return [search.scheduler, search.perturbation_interval]
     return [search.scheduler, search.grace_period, search.reduction_factor] if search.scheduler else None
 
@@ -196,6 +198,7 @@ class RunSpec:
             "backend": self.backend, "print_config": self.print_config, "command_line": list(self.command_line),
             "flags": list(self.flags), "config_file": self.config_file.to_json() if self.config_file else None,
             "family": env.family, "normalize_observations": env.normalize_observations,
+            "searcher": search.searcher, "max_concurrent": search.max_concurrent,
         }
 
     def with_experiment_dir(self, name: str, experiment_dir: str) -> "RunSpec":
@@ -363,11 +366,12 @@ def resolve_stop(args, training: Training, env: Env, stop_reward_for) -> Stop:
 
 
 def resolve_search(args) -> Search:
-    from rlhpc.run.search import METRICS, check_population, parse_search
+    from rlhpc.run.search import METRICS, check_population, check_searcher, parse_search, trial_count
 
     space = tuple((tuple(path), kind, tuple(values)) for path, kind, values in parse_search(args))
-    trials = args.num_samples * math.prod(len(values) for _, kind, values in space if kind == "grid")
-    if args.scheduler == "pbt":
+    trials = trial_count(space, args.num_samples, args.search)
+    check_searcher(args, space)
+    if args.scheduler in POPULATION:
         check_population(args, space, trials)
     elif args.scheduler and trials < 2:
         raise UserError(f"--scheduler {args.scheduler} stops the worse trials of a search: give --grid, --uniform or "
@@ -378,7 +382,8 @@ def resolve_search(args) -> Search:
     return Search(space=space, num_samples=args.num_samples, metric=args.metric,
                   mode=args.mode or METRICS.get(args.metric, (None, "max"))[1], scheduler=args.scheduler,
                   grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-                  perturbation_interval=args.perturbation_interval)
+                  perturbation_interval=args.perturbation_interval, searcher=args.search,
+                  max_concurrent=args.max_concurrent)
 
 
 def resolve_placement(args, training: Training, env: Env, num_envs: int, tuned: dict) -> Placement:

@@ -110,3 +110,27 @@ def test_an_iteration_in_which_no_episode_ended_is_not_drawn_as_a_new_point(tmp_
     _, figure = figure_of([tmp_path / "run"])
     [line] = figure.axes[0].get_lines()
     assert list(line.get_xdata()) == [1, 2, 4] and list(line.get_ydata()) == [10, 20, 40]
+
+
+def test_a_searchs_scheduler_decisions_mark_its_trials(tmp_path):
+    """rlhpc_scheduler.json as the trainer writes it: a trial PBT made take another's weights gets a dot at that
+    iteration and says so; one ASHA stopped ends in an x and says at which iteration."""
+    experiment = tmp_path / "pbt"
+    write_run(experiment, "PPO_a", seed=0, returns=[10, 20, 30, 40])
+    write_run(experiment, "PPO_b", seed=1, returns=[5, 6, 35, 41])
+    (experiment / "rlhpc_scheduler.json").write_text(json.dumps(
+        {"scheduler": "pbt", "exploits": [{"trial": "PPO_b", "iteration": 2, "from": "PPO_a"}]}))
+    stopped_experiment = tmp_path / "asha"
+    write_run(stopped_experiment, "PPO_c", seed=0, returns=[10, 20, 30, 40])
+    write_run(stopped_experiment, "PPO_d", seed=1, returns=[1, 2])
+    (stopped_experiment / "rlhpc_scheduler.json").write_text(json.dumps(
+        {"scheduler": "asha", "stopped_early": [{"trial": "PPO_d", "iteration": 2, "return": 2}]}))
+    runs = compare.load_runs([experiment, stopped_experiment])
+    labels = {run.path.name: run.label for run in runs}
+    assert labels["PPO_b"].endswith("[pbt: took another trial's weights at iteration 2]")
+    assert labels["PPO_d"].endswith("[asha stopped it at iteration 2]")
+    assert "[" not in labels["PPO_a"] and "[" not in labels["PPO_c"]
+    figure = compare.draw([compare.Group(run.label, [run]) for run in runs], "iteration")
+    markers = {(line.get_marker(), tuple(line.get_xdata()), tuple(line.get_ydata()))
+               for line in figure.axes[0].get_lines() if line.get_marker() not in ("None", None, "")}
+    assert markers == {("o", (2,), (6,)), ("x", (2,), (2,))}, markers

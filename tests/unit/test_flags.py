@@ -44,7 +44,21 @@ from rlhpc.run.cli import without_token
     (["--scheduler", "asha"], "--scheduler asha stops the worse trials of a search: give --grid, --uniform or "
                               "--loguniform with --num-samples N, for 2 trials or more"),
     (["--scheduler", "asha", "--seeds", "3"], "--scheduler asha with --seeds would stop the unlucky seeds"),
-    (["--scheduler", "hyperband"], "argument --scheduler: invalid choice: 'hyperband' (choose from 'asha', 'pbt')"),
+    (["--scheduler", "median"], "argument --scheduler: invalid choice: 'median' (choose from 'asha', 'hyperband', "
+                                "'pbt', 'pb2')"),
+    (["--scheduler", "hyperband", "--grid", "lr=[1e-3]"], "--scheduler hyperband stops the worse trials of a search"),
+    (["--scheduler", "pb2", "--grid", "lr=[1e-3,1e-4]"], "--scheduler pb2 picks new values within ranges: give lr as "
+                                                         "--uniform KEY=LOW,HIGH or --loguniform"),
+    (["--search", "optuna"], "--search optuna picks values for the keys of --uniform, --loguniform or --grid: give "
+                             "at least one"),
+    (["--search", "optuna", "--seeds", "3"], "--search optuna with --seeds: search first"),
+    (["--search", "bayesopt", "--grid", "lr=[1e-3,1e-4]"], "--search bayesopt searches ranges: give lr as --uniform"),
+    (["--search", "optuna", "--scheduler", "pbt", "--loguniform", "lr=1e-5,1e-3", "--num-samples", "2"],
+     "--search optuna with --scheduler pbt: pbt picks the trials' new values itself"),
+    (["--search", "optuna", "--loguniform", "lr=1e-5,1e-3", "--metric", "time_to_reward"],
+     "--search optuna learns from each trial's last result, and --metric time_to_reward is known only once the "
+     "search is done"),
+    (["--max-concurrent", "0"], "argument --max-concurrent: expected a whole number >= 1, got '0'"),
     (["--scheduler", "pbt"], "--scheduler pbt trains a population in which the worse trials take the better ones' "
                              "weights: give --grid, --uniform or --loguniform with --num-samples N, for 2 trials or "
                              "more"),
@@ -237,8 +251,21 @@ def test_evaluation_during_training_is_configured_and_can_be_the_stop(trainer):
     (4, {"CPU": 2, "GPU": 1}, {"CPU": 36.0, "GPU": 2.0}, "pbt",
      "2 trials at a time: 36 CPUs / 2 per trial, 2 GPUs / 1 per trial; the other 2 queue and start in turns: PBT "
      "pauses a trial at its perturbation while others wait"),
+    (16, {"CPU": 9, "max_concurrent": 2}, {"CPU": 36.0}, None,
+     "2 trials at a time: 36 CPUs / 9 per trial (--max-concurrent 2); the other 14 queue and start as others end"),
 ])
 def test_a_search_says_how_many_trials_the_allocation_holds(trials, per_trial, have, scheduler, line):
     from rlhpc.run.search import packing_line
 
-    assert packing_line(trials, per_trial, have, scheduler) == line
+    limit = per_trial.pop("max_concurrent", None)
+    assert packing_line(trials, per_trial, have, scheduler, limit) == line
+
+
+def test_a_model_based_search_without_its_package_is_one_line(trainer, monkeypatch):
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else found(name, *a))
+    code, _, err = trainer("--search", "optuna", "--loguniform", "lr=1e-5,1e-3", "--stop-iters", 1)
+    assert code == 2
+    assert "--search optuna needs the optuna package: pip install -e '.[search]'" in one_error_line(err)
