@@ -113,7 +113,7 @@ def best_trial(trials, metric: str, mode: str, target):
 
 def importance(trials, space, metric: str, mode: str, target) -> dict:
     """{searched key: its share of the score's variance} by Optuna's fANOVA over the finished trials (report.
-    TrialOutcome), largest first; {} with fewer than 2 keys (one key explains it all) or 2 scored trials."""
+    TrialOutcome), largest first; {} with fewer than 2 keys (one key explains it all) or 2 different scores."""
     import optuna
     from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
@@ -131,7 +131,7 @@ def importance(trials, space, metric: str, mode: str, target) -> dict:
         params = {key: json.dumps(picked[key]) if isinstance(shape, CategoricalDistribution) else picked[key]
                   for key, shape in shapes.items()}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=shapes, value=value))
-    if len(study.trials) < 2:
+    if len({trial.value for trial in study.trials}) < 2:  # no difference to explain (fANOVA raises)
         return {}
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # its random forest: the same table each time
     return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))

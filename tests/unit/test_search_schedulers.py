@@ -115,3 +115,15 @@ def test_optunas_importance_ranks_the_key_that_decides_the_score(monkeypatch, tm
     shares = importance(trials, spec.search.space, "return", "max", None)
     assert list(shares) == ["lr", "gamma"] and shares["lr"] > 2 * shares["gamma"]
     assert abs(sum(shares.values()) - 1) < 1e-6
+
+
+def test_no_importance_table_when_every_trial_scored_the_same(monkeypatch, tmp_path):
+    """Trials of one iteration from one seed all return the same: nothing to explain (fANOVA would raise)."""
+    from rlhpc.outputs.report import TrialOutcome
+    from rlhpc.run.search import importance
+
+    spec = spec_of(monkeypatch, tmp_path, "--search", "optuna", "--loguniform", "lr=1e-5,1e-2", "--uniform",
+                   "gamma=0.9,0.999", "--num-samples", "3")
+    trials = [TrialOutcome(path=f"t{k}", checkpoint=None, config={"lr": 10 ** -(k + 3), "gamma": 0.9 + k / 100},
+                           metrics={"env_runners": {"episode_return_mean_100": 21.27}}) for k in range(3)]
+    assert importance(trials, spec.search.space, "return", "max", None) == {}
