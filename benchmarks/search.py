@@ -1,41 +1,59 @@
-"""Early stopping against running every trial to the end: the same random search, with and without ASHA.
+"""Early stopping and population-based training against running fixed settings to the end.
 
     python benchmarks/search.py                       # 8 trials of lr on SlowCartPole (1 ms steps), 12 iterations
     python benchmarks/search.py --trials 4 --stop-iters 8      # a quick look
+    python benchmarks/search.py --parts pbt                    # one row again; the others kept in the JSON
 
-Both searches train the same 8 learning rates (log-spaced from 1e-5 to 1e-2, a --grid), on an env whose step
-waits 1 ms as a simulator's does, each trial sampling in its own process (--num-cpus 0: as many trials at a time as
-the machine has cores). Measured: the search's wall time, from process start, and the best final 100-episode
-return; ASHA's target (issue 29) is the same best return in at most half the wall time. Results: a table on stdout
-and benchmarks/results/search.json.
+"fixed" and "asha" train the same 8 learning rates (log-spaced from 1e-5 to 1e-2, a --grid, in an order shuffled
+with a fixed seed: ASHA compares a trial at a rung only with those that got there before, and a grid from the worst
+rate up gives it nothing to compare with), on an env whose step waits 1 ms as a simulator's does, each trial
+sampling in its own process (--num-cpus 0: as many trials at a time as the machine has cores). "pbt" trains a
+population of half as many trials over the same range (--loguniform), exploiting every 2 iterations: half the
+fixed search's iterations. Measured: the search's wall time, from process start, and the best final 100-episode
+return. Targets (issue 29): ASHA the same best return in at most half the wall time; PBT a return the best fixed
+setting does not reach, in its budget. Results: a table on stdout and benchmarks/results/search.json.
 """
 
 import argparse
 import csv
 import json
 import math
+import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import TRAINER, write_json
+from _common import REPO, TRAINER, write_json
+
+RESULTS = REPO / "benchmarks" / "results"
 
 RETURN = "env_runners/episode_return_mean_100"
 
 
 def learning_rates(n: int) -> list:
-    """n learning rates spaced evenly in log between 1e-5 and 1e-2 (a grid: both searches train the same ones)."""
-    return [float(f"{10 ** (-5 + 3 * k / (n - 1)):.2g}") for k in range(n)]
+    """n learning rates spaced evenly in log between 1e-5 and 1e-2 (a grid: both searches train the same ones), in
+    an order shuffled with a fixed seed."""
+    rates = [float(f"{10 ** (-5 + 3 * k / (n - 1)):.2g}") for k in range(n)]
+    random.Random(0).shuffle(rates)
+    return rates
 
 
-def search(name: str, args, scheduler: list) -> dict:
+def search_flags(name: str, args) -> list:
+    """The flags of each part: the grid to the end, the grid with ASHA, a PBT population of half the trials."""
+    grid = ["--grid", "lr=" + json.dumps(learning_rates(args.trials))]
+    return {"fixed": grid,
+            "asha": [*grid, "--scheduler", "asha", "--grace-period", "2", "--reduction-factor", "3"],
+            "pbt": ["--loguniform", "lr=1e-5,1e-2", "--num-samples", str(max(2, args.trials // 2)), "--scheduler",
+                    "pbt", "--perturbation-interval", "2"]}[name]
+
+
+def search(name: str, args) -> dict:
     with tempfile.TemporaryDirectory() as storage:
         cmd = [sys.executable, str(TRAINER), "--name-env", "custom_gym_env/custom_env.py:SlowCartPole",
-               "--env-config", f"step_ms={args.step_ms}", "--grid", "lr=" + json.dumps(learning_rates(args.trials)),
-               "--stop-iters", str(args.stop_iters), "--num-cpus", "0", "--seed", "0",
-               "--storage-path", storage, "--name", name, *scheduler]
+               "--env-config", f"step_ms={args.step_ms}", "--stop-iters", str(args.stop_iters), "--num-cpus", "0",
+               "--seed", "0", "--storage-path", storage, "--name", name, *search_flags(name, args)]
         started = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=7200, check=False,
                              cwd=Path(__file__).resolve().parent.parent)
@@ -52,23 +70,42 @@ def search(name: str, args, scheduler: list) -> dict:
             "error": None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["?"])[-1]}
 
 
+PARTS = ("fixed", "asha", "pbt")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--stop-iters", type=int, default=12)
     parser.add_argument("--step-ms", type=float, default=1.0)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     args = parser.parse_args()
-    rows = [search("random", args, []),
-            search("asha", args, ["--scheduler", "asha", "--grace-period", "2", "--reduction-factor", "3"])]
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if set(parts) - set(PARTS):
+        parser.error(f"--parts: unknown {', '.join(sorted(set(parts) - set(PARTS)))} (known: {', '.join(PARTS)})")
+    kept = {}
+    try:  # the rows of parts not run now stay (run with the same settings, or they are dropped)
+        earlier = json.loads((RESULTS / "search.json").read_text())
+        if earlier.get("settings", {}).get("trials") == args.trials:
+            for row in earlier["rows"]:
+                row["name"] = {"random": "fixed"}.get(row["name"], row["name"])  # its name before the PBT part
+                kept[row["name"]] = row
+    except (OSError, ValueError):
+        pass
+    rows = {**kept, **{name: search(name, args) for name in parts}}
     print("| search | trials | iterations trained | best final return | wall time |")
     print("|---|---|---|---|---|")
-    for row in rows:
+    for row in rows.values():
         print(f"| {row['name']} | {row['trials']} | {row['iterations']} | {row['best_return']:.1f} | "
               f"{row['wall_s']:.0f} s |" + (f" failed: {row['error']}" if row["exit_code"] else ""), flush=True)
-    random_row, asha_row = rows
-    print(f"ASHA: {asha_row['wall_s'] / random_row['wall_s']:.2f}x the wall time, best return "
-          f"{asha_row['best_return']:.1f} against {random_row['best_return']:.1f}")
-    write_json("search", {"settings": vars(args), "rows": rows})
+    fixed = rows.get("fixed")
+    for name in ("asha", "pbt"):
+        if fixed and name in rows:
+            print(f"{name}: {rows[name]['wall_s'] / fixed['wall_s']:.2f}x the wall time, "
+                  f"{rows[name]['iterations'] / fixed['iterations']:.2f}x the iterations, best return "
+                  f"{rows[name]['best_return']:.1f} against {fixed['best_return']:.1f}")
+    write_json("search", {"settings": {k: v for k, v in vars(args).items() if k != "parts"},
+                          "rows": list(rows.values())})
 
 
 if __name__ == "__main__":

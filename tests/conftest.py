@@ -324,3 +324,29 @@ def wandb_offline_runs(trial_dir) -> list:
                 run["history"].append(value(record.history.item))
         runs.append(run)
     return runs
+
+
+def simulator_pids(text: str) -> list:
+    """The processes whose command line names `text` (our scratch root), found in /proc."""
+    pids = []
+    for pid_dir in Path("/proc").iterdir():
+        if pid_dir.name.isdigit():
+            try:
+                cmdline = (pid_dir / "cmdline").read_bytes().decode(errors="replace")
+                state = (pid_dir / "stat").read_text().rpartition(")")[2].split()[0]
+            except OSError:
+                continue
+            if text in cmdline and "external_sim_server" in cmdline and state != "Z":
+                pids.append(int(pid_dir.name))
+    return pids
+
+
+def lines_until(proc, start: str) -> list:
+    """The lines a running trainer (Popen, text stdout) printed, up to the first that starts with `start` (e.g.
+    "iter    1": signal it then)."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(start):
+            break
+    return seen

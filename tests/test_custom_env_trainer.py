@@ -4,9 +4,22 @@ import json
 import os
 import re
 import signal
+import subprocess
+import time
 
 import pytest
-from conftest import REPO, RETURN, clean_env, error_lines, read_progress, run_module, run_script
+from conftest import (
+    PYTHON,
+    REPO,
+    RETURN,
+    clean_env,
+    error_lines,
+    lines_until,
+    read_progress,
+    run_module,
+    run_script,
+    simulator_pids,
+)
 
 TRAINER = "custom_gym_env/custom_env_trainer.py"
 
@@ -186,27 +199,57 @@ def test_a_2d_observation_env_is_flattened_alike_on_both_nodes_of_a_cluster(ray_
 
 
 @pytest.mark.cluster
-def test_crashing_simulators_are_rebuilt_inside_runners_on_both_nodes(ray_cluster, tmp_path):
+def test_crashing_and_stopped_simulators_are_rebuilt_inside_runners_on_both_nodes(ray_cluster, tmp_path):
     """The external-simulator example (a server process per env copy, custom_gym_env/external_sim_env.py) on a real
-    2-node cluster, its simulators exiting every 150 steps: the env guard in each remote runner rebuilds its copy,
-    the run trains on and counts the restarts (the local damage, SIGKILL and SIGSTOP: tests/test_env_failures.py).
+    2-node cluster, its simulators exiting every 150 steps and one copy's SIGSTOPped after iteration 1: the env guard
+    in each remote runner rebuilds the crashed copies and, past --env-timeout in iteration 2, the stopped one (its
+    simulator killed); the run trains on and counts both (the same damage to a local run: test_env_failures.py).
     2 runners x 4 envs: each copy records who it is at each build (env_config record_dir), so the test sees 8
     distinct identities (runner, index, run-wide number), 8 scratch folders and 8 simulator ports, on both nodes'
     runners, and a copy rebuilt after its crash that keeps its identity and folder (rlhpc/envs/identity.py)."""
     earlier = {a["id"] for a in ray_cluster.actors()}
     records = tmp_path / "who"
     records.mkdir()
-    out = run_script(TRAINER, "--name-env", REPO / "custom_gym_env" / "external_sim_env.py:ExternalSimEnv",
-                     "--env-config", "crash_every_steps=150", "--env-config", f"record_dir={records}", "--address",
-                     ray_cluster.address, "--num-cpus", 2, "--num-envs-per-runner", 4, "--vectorize", "async",
-                     "--stop-iters", 1, "--storage-path", tmp_path, env=ray_cluster.env, cwd="/")
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    [row] = read_progress(tmp_path / "ExternalSimEnv")
-    assert row["env_runners/env_restarts"] >= 2 and row["num_env_steps_sampled_lifetime"] >= 2000, row
-    assert "the simulator crashed" in out.stderr  # each copy's first crash, one line (rlhpc/envs/guard.py)
+    args = ["--name-env", REPO / "custom_gym_env" / "external_sim_env.py:ExternalSimEnv", "--env-config",
+            "crash_every_steps=150", "--env-config", f"record_dir={records}", "--address", ray_cluster.address,
+            "--num-cpus", 2, "--num-envs-per-runner", 4, "--vectorize", "async", "--env-timeout", 5,
+            "--stop-iters", 2, "--storage-path", tmp_path]
+    proc = subprocess.Popen([PYTHON, str(REPO / TRAINER), *map(str, args)], env=ray_cluster.env, cwd="/",
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = lines_until(proc, "iter    1")  # sampling is over in seconds: iteration 2 meets the stopped one
+        stopped = stop_one_remote_copy(records)
+        stdout, stderr = proc.communicate(timeout=300)
+        stdout = "".join(seen) + stdout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    rows = read_progress(tmp_path / "ExternalSimEnv")
+    assert len(rows) == 2 and sum(row["env_runners/env_restarts"] for row in rows) >= 2, rows
+    assert rows[1]["env_runners/env_timeouts"] >= 1, rows[1]
+    assert "the simulator crashed" in stderr  # each copy's first crash, one line (rlhpc/envs/guard.py)
+    deadline = time.monotonic() + 10  # the stopped simulators were killed with their copy, not left behind
+    while set(stopped) & set(simulator_pids("--dir")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not set(stopped) & set(simulator_pids("--dir")), f"SIGSTOPped simulators {stopped} outlived the run"
     runners = [a for a in ray_cluster.actors() if a["class"] == "SingleAgentEnvRunner" and a["id"] not in earlier]
     assert {a["node"] for a in runners} == {n["id"] for n in ray_cluster.nodes() if n["alive"]}, runners
     assert_8_distinct_copies([json.loads(p.read_text()) for p in records.glob("*.json")], runners)
+
+
+def stop_one_remote_copy(records) -> list:
+    """SIGSTOPs the simulators of one copy that a remote runner's sub-env process built (vector index 1 and up:
+    index 0 may be the copy a runner builds for the spaces alone); -> their PIDs."""
+    for build in (json.loads(p.read_text()) for p in sorted(records.glob("*.json"))):
+        if build["worker_index"] >= 1 and build["vector_index"] >= 1:
+            pids = simulator_pids(build["scratch_dir"])
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            if pids:
+                return pids
+    raise AssertionError("no remote copy's simulator is running")
 
 
 def assert_8_distinct_copies(builds: list, runners: list) -> None:

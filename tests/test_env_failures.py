@@ -8,25 +8,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import PYTHON, REPO, RETURN, clean_env, read_progress
+from conftest import PYTHON, REPO, RETURN, clean_env, lines_until, read_progress, simulator_pids
 
 TRAINER = "simple_example/simple_trainer.py"
 EXTERNAL_SIM = "custom_gym_env/external_sim_env.py:ExternalSimEnv"
-
-
-def simulator_pids(text: str) -> list:
-    """The processes whose command line names `text` (our scratch root), found in /proc."""
-    pids = []
-    for pid_dir in Path("/proc").iterdir():
-        if pid_dir.name.isdigit():
-            try:
-                cmdline = (pid_dir / "cmdline").read_bytes().decode(errors="replace")
-                state = (pid_dir / "stat").read_text().rpartition(")")[2].split()[0]
-            except OSError:
-                continue
-            if text in cmdline and "external_sim_server" in cmdline and state != "Z":
-                pids.append(int(pid_dir.name))
-    return pids
 
 
 def test_a_killed_and_a_stopped_simulator_are_rebuilt_and_the_run_reaches_its_goal(tmp_path):
@@ -75,11 +60,7 @@ def test_sigterm_while_every_simulator_hangs_saves_the_last_iteration_within_the
             str(tmp_path / "results"), "--name", "run"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if line.startswith("iter    1"):
-                break
+        seen = lines_until(proc, "iter    1")
         simulators = simulator_pids(str(scratch))
         assert len(simulators) == 2, ("".join(seen), simulators)
         for pid in simulators:
@@ -152,11 +133,7 @@ def test_sigterm_while_a_tune_trial_hangs_stops_tune_within_the_grace(tmp_path):
             "run"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if line.startswith("iter    1"):
-                break
+        seen = lines_until(proc, "iter    1")
         processes = descendants(proc.pid)  # iteration 2 hangs at its 100th step per copy
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)

@@ -145,12 +145,16 @@ def test_ip_head_is_the_default_address(tmp_path):
 
 
 @pytest.mark.cluster
-def test_cluster_run_reaches_threshold_with_runners_on_both_nodes(ray_cluster, tmp_path):
+def test_cluster_run_trains_with_runners_on_both_nodes(ray_cluster, tmp_path):
+    """A run joined to a 2-node Ray cluster: its env runners on both nodes, the 100-episode return made of both
+    runners' episodes and rising. (Training to the threshold on a cluster: the Slurm 3-node job, test_slurm.py.)"""
     out = run_script(TRAINER, "--address", ray_cluster.address, "--num-cpus", 2, "--storage-path", tmp_path,
-                     "--as-test", env=ray_cluster.env)
+                     "--stop-iters", 4, "--seed", 0, env=ray_cluster.env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "2 nodes" in out.stdout
-    assert read_progress(tmp_path / "CartPole-v0")[-1][RETURN] >= 195.0
+    rows = read_progress(tmp_path / "CartPole-v0")
+    assert len(rows) == 4 and rows[-1][RETURN] > rows[0][RETURN] + 10, [r[RETURN] for r in rows]
+    assert_return_is_the_mean_of_the_last_100_episodes(rows, several_runners=True)
     assert list(tmp_path.glob("CartPole-v0/experiment_state-*.json")), "a cluster run goes through Tune"
     nodes = {n["id"] for n in ray_cluster.nodes() if n["alive"]}
     runner_nodes = {a["node"] for a in ray_cluster.actors() if a["class"] == "SingleAgentEnvRunner"}
