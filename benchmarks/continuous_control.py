@@ -15,6 +15,7 @@ benchmarks/results/continuous_control.json; the runs are kept under --storage-pa
 """
 
 import argparse
+import json
 import re
 import statistics
 import subprocess
@@ -109,15 +110,25 @@ def main():
     if unknown:
         parser.error(f"--envs: no published figures for {', '.join(unknown)} (known: {', '.join(PUBLISHED)})")
     storage = Path(args.storage_path).expanduser().absolute()
-    rows = []
+    rows = earlier_rows(args.steps)  # other envs' rows stay; an env run now replaces its own
     print("| env | final 100-episode mean (band) | to CleanRL's figure | CleanRL | RLlib target | speed |")
     print("|---|---|---|---|---|---|", flush=True)
     for env in envs:
         runs = [run(env, seed, args.steps, storage) for seed in range(1, args.seeds + 1)]
-        rows.append(row(env, runs))
-        print(line(rows[-1]), flush=True)
-    path = write_json("continuous_control", {"steps": args.steps, "seeds": args.seeds, "rows": rows})
+        rows[env] = row(env, runs)
+        print(line(rows[env]), flush=True)
+        # after each env: a long run stopped half-way keeps the rows it finished
+        path = write_json("continuous_control", {"steps": args.steps, "rows": list(rows.values())})
     print(f"results: {path}; runs: {storage} (python -m rlhpc.compare {storage})")
+
+
+def earlier_rows(steps: int) -> dict:
+    """{env: row} of benchmarks/results/continuous_control.json, when it was run with as many steps."""
+    try:
+        earlier = json.loads((REPO / "benchmarks" / "results" / "continuous_control.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {r["env"]: r for r in earlier.get("rows", [])} if earlier.get("steps") == steps else {}
 
 
 if __name__ == "__main__":
