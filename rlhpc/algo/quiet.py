@@ -18,41 +18,36 @@ ASYNC_WORKER_ERRORS = ("ERROR: Received the following error from Worker", "ERROR
 REPLACED = {"showwarning": warnings.showwarning}  # the warnings.showwarning show_warning stands in for
 
 
-class Drop(logging.Filter):
-    """Drops a logger's records that contain `text`; equal filters are one (addFilter adds each once)."""
+class TextFilter(logging.Filter):
+    """A filter on a logger's records that contain `text`; equal filters (same kind, same text) are one, since
+    addFilter adds each once and quiet_rllib_noise runs again in every process that builds RLlib's callbacks."""
 
     def __init__(self, text: str):
         super().__init__()
         self.text = text
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.text == self.text
+
+    def __hash__(self):
+        return hash((type(self).__name__, self.text))
+
+
+class Drop(TextFilter):
+    """Drops a logger's records that contain `text`."""
 
     def filter(self, record):
         return self.text not in record.getMessage()
 
-    def __eq__(self, other):
-        return isinstance(other, Drop) and other.text == self.text
 
-    def __hash__(self):
-        return hash(self.text)
-
-
-class WithoutTraceback(logging.Filter):
+class WithoutTraceback(TextFilter):
     """Keeps a logger's records that contain `text` to their one line: the traceback is in the trial's error.txt and
-    the run's error line names its cause. Equal filters are one."""
-
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
+    the run's error line names its cause."""
 
     def filter(self, record):
         if self.text in str(record.msg):
             record.exc_info, record.exc_text = None, None
         return True
-
-    def __eq__(self, other):
-        return isinstance(other, WithoutTraceback) and other.text == self.text
-
-    def __hash__(self):
-        return hash(("WithoutTraceback", self.text))
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None):

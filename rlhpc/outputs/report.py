@@ -77,7 +77,7 @@ def scheduler_line(search) -> str:
     """What --scheduler will do, in one line."""
     if search.scheduler in POPULATION:
         keys = ", ".join(".".join(path) for path, _, _ in search.space)
-        by = "their 100-episode return" if search.metric == "return" else f"{search.metric} ({search.mode})"
+        by = ranking(search)
         how = "perturbed" if search.scheduler == "pbt" else "new values picked by a Gaussian process"
         return (f"{search.scheduler}: every {search.perturbation_interval} iterations the worst quarter of the trials "
                 f"take the weights of one of the best quarter (by {by}) and its {keys}, {how}")
@@ -88,10 +88,15 @@ def scheduler_line(search) -> str:
             "of the trials at each rung go on (by their 100-episode return)")
 
 
+def ranking(search) -> str:
+    """What --metric ranks the trials by, in words."""
+    return "their 100-episode return" if search.metric == "return" else f"{search.metric} ({search.mode})"
+
+
 def searcher_line(search) -> str:
     """What --search will do, in one line."""
     name = {"optuna": "Optuna's TPE", "bayesopt": "a Gaussian process (BayesOpt)"}[search.searcher]
-    by = "their 100-episode return" if search.metric == "return" else f"{search.metric} ({search.mode})"
+    by = ranking(search)
     return (f"{search.searcher}: {name} picks each of the {search.num_samples} trials' values from the results of the "
             f"trials before (by {by})")
 

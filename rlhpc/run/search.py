@@ -156,6 +156,11 @@ def trial_count(space, num_samples: int, searcher: str | None = None) -> int:
     return num_samples * math.prod(len(values) for _, kind, values in space if kind == "grid")
 
 
+def grid_keys(space) -> list:
+    """The dotted keys given as --grid lists (a model-based search or PB2 needs ranges for some)."""
+    return [".".join(path) for path, kind, _ in space if kind == "grid"]
+
+
 def check_searcher(args, space) -> None:
     """--search's settings, each bad one refused in one line before Ray starts."""
     searcher = getattr(args, "search", None)
@@ -167,7 +172,7 @@ def check_searcher(args, space) -> None:
     if not space:
         raise UserError(f"--search {searcher} picks values for the keys of --uniform, --loguniform or --grid: give "
                         "at least one, e.g. --loguniform lr=1e-5,1e-2")
-    grids = [".".join(path) for path, kind, _ in space if kind == "grid"]
+    grids = grid_keys(space)
     if searcher == "bayesopt" and grids:
         raise UserError(f"--search bayesopt searches ranges: give {grids[0]} as --uniform KEY=LOW,HIGH, or use "
                         "--search optuna (it takes --grid values as categories)")
@@ -198,7 +203,7 @@ def check_population(args, space, trials: int) -> None:
     if shaped:  # a network of another shape cannot take the copied weights
         raise UserError(f"--scheduler {name} copies weights between trials, so it cannot search {shaped[0]} (the "
                         "network): search it without --scheduler, or with --scheduler asha")
-    grids = [".".join(path) for path, kind, _ in space if kind == "grid"]
+    grids = grid_keys(space)
     if name == "pb2" and grids:  # PB2's Gaussian process models ranges of numbers
         raise UserError(f"--scheduler pb2 picks new values within ranges: give {grids[0]} as --uniform KEY=LOW,HIGH "
                         "or --loguniform, or use --scheduler pbt (it takes --grid lists)")

@@ -333,6 +333,16 @@ def make_tuner(spec, param_space, stop: StopSignal, placement=None, at_once: int
     return tune.Tuner(algo_cls, param_space=param_space, run_config=run_config, tune_config=tune_config)
 
 
+def return_metric(spec) -> str:
+    """The 100-episode return's result key, as this run's API stack reports it."""
+    return LEGACY_RETURN_METRIC if spec.training.legacy_stack else RETURN_METRIC
+
+
+def ranked_by(spec) -> str:
+    """The result key PBT/PB2 and a --search rank trials by: --metric's (return: the 100-episode return)."""
+    return return_metric(spec) if spec.search.metric == "return" else spec.search.metric
+
+
 def search_algorithm(spec, at_once: int):
     """Tune's search_alg: --search's model (at most --max-concurrent trials at once, else as many as the allocation
     holds: it learns from the results of the trials before), or the grid and random draws of Tune's own generator,
@@ -342,8 +352,7 @@ def search_algorithm(spec, at_once: int):
         if seed is None and not search.max_concurrent:
             return None
         return BasicVariantGenerator(random_state=seed, max_concurrent=search.max_concurrent or 0)
-    metric = LEGACY_RETURN_METRIC if spec.training.legacy_stack else RETURN_METRIC
-    metric = metric if search.metric == "return" else search.metric
+    metric = ranked_by(spec)
     if search.searcher == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -455,9 +464,7 @@ def population_based(spec, config_keys, all_at_once: bool):
     pb2: the same exploits; the new values are where PB2's Gaussian process (of the returns' change against the
     values) expects the most, within the --uniform/--loguniform ranges."""
     search = spec.search
-    metric = search.metric
-    if metric == "return":
-        metric = LEGACY_RETURN_METRIC if spec.training.legacy_stack else RETURN_METRIC
+    metric = ranked_by(spec)
     # RLlib's Algorithm has no reset_config, so reusing actors would not spare the restart: Tune's hint is noise.
     warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
     common = dict(experiment_path=spec.output.resume_dir or spec.output.experiment_dir, searched=search.space,
@@ -512,7 +519,7 @@ def scheduler(spec, config_keys=(), all_at_once: bool = False):
     from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
 
     max_t = spec.stop.criteria.get("training_iteration") or search.grace_period * search.reduction_factor ** 4
-    metric = LEGACY_RETURN_METRIC if spec.training.legacy_stack else RETURN_METRIC
+    metric = return_metric(spec)  # always the return: the stopped trials are the ones that learn least
     if search.scheduler == "hyperband":
         return HyperBandScheduler(time_attr="training_iteration", metric=metric, mode="max", max_t=int(max_t),
                                   reduction_factor=search.reduction_factor)
