@@ -283,7 +283,7 @@ def print_stopped_early(outcome: Outcome, spec) -> None:
 
 
 def print_exploits(outcome: Outcome, spec) -> None:
-    """--scheduler pbt/pb2: the exploits rlhpc.train.tune_run.RecordedExploits kept in
+    """--scheduler pbt/pb2: the exploits rlhpc.train.tune_search.RecordedExploits kept in
     <experiment>/rlhpc_scheduler.json, a line each (the file is written with none when there was none)."""
     from rlhpc.run import experiment
     from rlhpc.run.search import pbt_record

@@ -18,25 +18,25 @@ def spec_of(monkeypatch, tmp_path, *flags):
 
 
 def test_pb2_gets_the_ranges_as_bounds_and_pickles(monkeypatch, tmp_path):
-    from rlhpc.train import tune_run
+    from rlhpc.train import tune_search
 
     spec = spec_of(monkeypatch, tmp_path, "--scheduler", "pb2", "--loguniform", "lr=1e-5,1e-3", "--uniform",
                    "gamma=0.9,0.999", "--num-samples", "4", "--perturbation-interval", "2")
-    pb2 = tune_run.scheduler(spec, {"lr", "gamma"})
-    assert isinstance(pb2, tune_run.RecordedPB2) and pb2.scheduler_name == "pb2"
+    pb2 = tune_search.scheduler(spec, {"lr", "gamma"})
+    assert isinstance(pb2, tune_search.RecordedPB2) and pb2.scheduler_name == "pb2"
     assert pb2._hyperparam_bounds == {"lr": [1e-5, 1e-3], "gamma": [0.9, 0.999]}
     assert pb2._perturbation_interval == 2
-    assert type(pickle.loads(pickle.dumps(pb2))) is tune_run.RecordedPB2
+    assert type(pickle.loads(pickle.dumps(pb2))) is tune_search.RecordedPB2
 
 
 def test_hyperband_goes_to_the_stop_iteration_by_the_reduction_factor(monkeypatch, tmp_path):
     from ray.tune.schedulers import HyperBandScheduler
 
-    from rlhpc.train import tune_run
+    from rlhpc.train import tune_search
 
     spec = spec_of(monkeypatch, tmp_path, "--scheduler", "hyperband", "--grid", "lr=[1e-3,1e-4,1e-5]",
                    "--reduction-factor", "2")
-    hyperband = tune_run.scheduler(spec)
+    hyperband = tune_search.scheduler(spec)
     assert isinstance(hyperband, HyperBandScheduler)
     assert (hyperband._max_t_attr, hyperband._eta) == (8, 2)
 
@@ -50,11 +50,11 @@ def test_a_model_based_search_is_limited_to_the_trials_at_once(monkeypatch, tmp_
                                                                expected):
     from ray.tune.search import ConcurrencyLimiter
 
-    from rlhpc.train import tune_run
+    from rlhpc.train import tune_search
 
     flags = ["--search", searcher, "--loguniform", "lr=1e-5,1e-3", "--num-samples", "6", "--seed", "3"]
     spec = spec_of(monkeypatch, tmp_path, *flags, *(["--max-concurrent", limit] if limit else []))
-    limited = tune_run.search_algorithm(spec, at_once)
+    limited = tune_search.search_algorithm(spec, at_once)
     assert isinstance(limited, ConcurrencyLimiter) and limited.max_concurrent == expected
     assert type(limited.searcher).__name__ == {"optuna": "OptunaSearch", "bayesopt": "BayesOptSearch"}[searcher]
     pickle.loads(pickle.dumps(limited))
@@ -68,13 +68,13 @@ def test_pbts_state_comes_back_into_the_resumed_scheduler_by_trial_id(monkeypatc
 
     from ray.tune.experiment import Trial
 
-    from rlhpc.train import tune_run
+    from rlhpc.train import tune_search
 
     spec = spec_of(monkeypatch, tmp_path, "--scheduler", "pbt", "--grid", "lr=[1e-3,1e-4]")
     controller = types.SimpleNamespace(search_alg=None)
 
     def population():
-        pbt = tune_run.scheduler(spec, {"lr"})
+        pbt = tune_search.scheduler(spec, {"lr"})
         trials = [Trial("PPO", stub=True, trial_id=trial_id, config={"lr": 1e-3}) for trial_id in ("a", "b")]
         for trial in trials:
             pbt.on_trial_add(controller, trial)
@@ -82,10 +82,10 @@ def test_pbts_state_comes_back_into_the_resumed_scheduler_by_trial_id(monkeypatc
 
     before, (a, _) = population()
     before._trial_state[a].last_score, before._trial_state[a].last_perturbation_time = 42.0, 8
-    saved = pickle.loads(pickle.dumps(tune_run.SchedulerStateKept(before).get_state()))  # as Tune saves it
+    saved = pickle.loads(pickle.dumps(tune_search.SchedulerStateKept(before).get_state()))  # as Tune saves it
 
     after, (a_again, b_again) = population()
-    tune_run.SchedulerStateKept(after).set_state(saved)
+    tune_search.SchedulerStateKept(after).set_state(saved)
     assert (after._trial_state[a_again].last_score, after._trial_state[a_again].last_perturbation_time) == (42.0, 8)
     assert after._trial_state[b_again].last_perturbation_time == 0
 
