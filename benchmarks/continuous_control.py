@@ -3,6 +3,7 @@
     pip install -e '.[envs,bench]'                                    # gymnasium[mujoco]
     python benchmarks/continuous_control.py                                       # 4 envs x 3 seeds x 1 M steps (hours)
     python benchmarks/continuous_control.py --envs HalfCheetah-v5 --seeds 1 --steps 1000000
+    python benchmarks/continuous_control.py --envs Hopper-v5 --seeds 1 --steps 100000 --sb3   # wall time beside SB3
 
 Each run is the trainer with no flags but the env, --seed and --stop-timesteps (and a --stop-reward out of reach, so
 that every run takes all its steps; the defaults of the continuous
@@ -10,8 +11,11 @@ family, rlhpc/run/defaults.py, and --normalize-obs auto). Per env: the final 100
 95 % band (rlhpc.outputs.compare.spread: a bootstrap CI of the mean from 3 seeds on, else the range), env steps and
 wall time to CleanRL's figure where a run got there, steps/s over training time, and beside them CleanRL's
 ppo_continuous_action (Open RL Benchmark, MuJoCo v4, 1 M steps, 3 seeds) and RLlib's own targets
-(rllib/tuned_examples/ppo/benchmark_ppo_mujoco.py, 1 M steps). Results: a table on stdout and
-benchmarks/results/continuous_control.json; the runs are kept under --storage-path for `python -m rlhpc.compare`.
+(rllib/tuned_examples/ppo/benchmark_ppo_mujoco.py, 1 M steps). With --sb3, Stable-Baselines3's PPO trains the same
+env for as many steps right after (seed 1, one run, in a fresh process): its defaults are CleanRL's values, which the
+continuous family uses, with VecNormalize for the observations, so the two differ in the trainer, not the settings.
+Results: a table on stdout and benchmarks/results/continuous_control.json (continuous_control_<steps>.json for other
+step counts); the runs are kept under --storage-path for `python -m rlhpc.compare`.
 """
 
 import argparse
@@ -71,6 +75,35 @@ def run(env: str, seed: int, steps: int, storage: Path) -> dict:
             "experiment_dir": str(storage / name)}
 
 
+SB3_DEFAULTS = r'''
+import sys, time
+started = time.time()
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecNormalize
+
+env_name, seed, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+env = VecNormalize(make_vec_env(env_name, n_envs=1, seed=seed), norm_reward=False)
+model = PPO("MlpPolicy", env, seed=seed, device="cpu")  # SB3's defaults: CleanRL's values, the continuous family's
+training = time.time()
+model.learn(total_timesteps=steps)
+episodes = [e["r"] for e in model.ep_info_buffer]  # the last 100
+print("SB3", time.time() - training, time.time() - started, model.num_timesteps, sum(episodes) / len(episodes))
+'''
+
+
+def sb3_run(env: str, seed: int, steps: int) -> dict:
+    """SB3's PPO with its defaults on the same env and steps, from a cold process: its training and wall time."""
+    out = subprocess.run([sys.executable, "-c", SB3_DEFAULTS, env, str(seed), str(steps)], capture_output=True,
+                         text=True, check=False)
+    found = [line.split() for line in out.stdout.splitlines() if line.startswith("SB3 ")]
+    if out.returncode or not found:
+        return {"seed": seed, "exit_code": out.returncode, "error": (out.stderr.strip().splitlines() or ["?"])[-1]}
+    _, train_s, wall_s, env_steps, ret = found[-1]
+    return {"seed": seed, "train_s": float(train_s), "wall_s": float(wall_s), "env_steps": int(env_steps),
+            "return": float(ret)}
+
+
 def row(env: str, runs: list) -> dict:
     from rlhpc.outputs.compare import spread
 
@@ -94,7 +127,17 @@ def line(r: dict) -> str:
           if hit else f"not reached (0/{len(done)})")
     band = f"{r['low']:,.0f}..{r['high']:,.0f}" if len(done) > 1 else "one seed"
     return (f"| {r['env']} | {r['mean']:,.0f} ({band}) | {to} | {r['cleanrl']:,} | {r['rllib_target']:,} | "
-            f"{r['steps_per_s']:,.0f} steps/s, {statistics.mean(x['wall_s'] for x in done):,.0f} s wall |")
+            f"{r['steps_per_s']:,.0f} steps/s, {statistics.mean(x['wall_s'] for x in done):,.0f} s wall |"
+            + (sb3_cell(r, done) if "sb3" in r else ""))
+
+
+def sb3_cell(r: dict, done: list) -> str:
+    sb3 = r["sb3"]
+    if "return" not in sb3:
+        return f" SB3 failed: {sb3['error']} |"
+    ratio = statistics.mean(x["wall_s"] for x in done) / sb3["wall_s"]
+    return (f" SB3: {sb3['env_steps'] / sb3['train_s']:,.0f} steps/s, {sb3['wall_s']:,.0f} s wall, return "
+            f"{sb3['return']:,.0f}; wall time ratio {ratio:.2f} |")
 
 
 def main():
@@ -102,6 +145,7 @@ def main():
     parser.add_argument("--envs", default=",".join(PUBLISHED), help="comma-separated (default: all four)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 1..N (default: 3)")
     parser.add_argument("--steps", type=int, default=1_000_000, help="env steps per run (default: 1,000,000)")
+    parser.add_argument("--sb3", action="store_true", help="and SB3's PPO, its defaults, one run per env")
     parser.add_argument("--storage-path", default=str(Path.home() / "ray_results" / "mujoco_benchmark"),
                         help="where the runs are kept")
     args = parser.parse_args()
@@ -111,21 +155,29 @@ def main():
         parser.error(f"--envs: no published figures for {', '.join(unknown)} (known: {', '.join(PUBLISHED)})")
     storage = Path(args.storage_path).expanduser().absolute()
     rows = earlier_rows(args.steps)  # other envs' rows stay; an env run now replaces its own
-    print("| env | final 100-episode mean (band) | to CleanRL's figure | CleanRL | RLlib target | speed |")
-    print("|---|---|---|---|---|---|", flush=True)
+    print("| env | final 100-episode mean (band) | to CleanRL's figure | CleanRL | RLlib target | speed |"
+          + (" SB3 (its defaults), same steps |" if args.sb3 else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if args.sb3 else ""), flush=True)
     for env in envs:
         runs = [run(env, seed, args.steps, storage) for seed in range(1, args.seeds + 1)]
         rows[env] = row(env, runs)
+        if args.sb3:
+            rows[env]["sb3"] = sb3_run(env, 1, args.steps)
         print(line(rows[env]), flush=True)
         # after each env: a long run stopped half-way keeps the rows it finished
-        path = write_json("continuous_control", {"steps": args.steps, "rows": list(rows.values())})
+        path = write_json(results_name(args.steps), {"steps": args.steps, "rows": list(rows.values())})
     print(f"results: {path}; runs: {storage} (python -m rlhpc.compare {storage})")
 
 
+def results_name(steps: int) -> str:
+    """continuous_control for the published 1 M steps, continuous_control_<steps> for a shorter look."""
+    return "continuous_control" if steps == 1_000_000 else f"continuous_control_{steps}"
+
+
 def earlier_rows(steps: int) -> dict:
-    """{env: row} of benchmarks/results/continuous_control.json, when it was run with as many steps."""
+    """{env: row} of this step count's results file, run before."""
     try:
-        earlier = json.loads((REPO / "benchmarks" / "results" / "continuous_control.json").read_text())
+        earlier = json.loads((REPO / "benchmarks" / "results" / f"{results_name(steps)}.json").read_text())
     except (OSError, ValueError):
         return {}
     return {r["env"]: r for r in earlier.get("rows", [])} if earlier.get("steps") == steps else {}
