@@ -1,7 +1,9 @@
 """--normalize-obs end to end on a MuJoCo env (the [mujoco] extra stays working): the observation normalizer is saved
-in checkpoints, a --resume goes on with its statistics, and rlhpc.evaluate plays with them. Which runs get it
-(the env families, --print-config): unit/test_env_families.py."""
+in checkpoints, a --resume goes on with its statistics, and rlhpc.evaluate plays with them; --anneal-lr's schedule
+goes on from the steps sampled before the resume. Which runs get them (the env families, --print-config):
+unit/test_env_families.py."""
 
+import json
 import pickle
 from pathlib import Path
 
@@ -20,13 +22,21 @@ def saved_filter(checkpoint: Path) -> dict:
         return pickle.load(f)[None]
 
 
+def learning_rates(experiment: Path) -> list:
+    """The learner's lr at each iteration, as the trial's result.json has it."""
+    [results] = experiment.glob("*/result.json")
+    return [json.loads(line)["learners"]["default_policy"]["default_optimizer_learning_rate"]
+            for line in results.read_text().splitlines()]
+
+
 def test_the_normalizer_is_saved_resumed_and_played_by_evaluate(tmp_path):
     pytest.importorskip("mujoco")
     env = clean_env(HOME=tmp_path)
     args = ["--name-env", ENV, "--seed", 0, "--checkpoint-freq", 1, "--storage-path", tmp_path, "--name", "run"]
-    out = run_script(TRAINER, *args, "--stop-iters", 1, env=env)
+    out = run_script(TRAINER, *args, "--stop-iters", 1, "--stop-timesteps", 6000, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "observations normalized: yes (auto: on for continuous actions)" in out.stdout
+    assert "observations normalized: yes (auto: on for continuous actions); lr annealed to 0 at 6,000 steps" \
+        in out.stdout
     [first] = sorted(tmp_path.glob("run/*/checkpoint_*"))
     pushes = saved_filter(first)["running_stats"][0]["num_pushes"]
     assert pushes >= 2048  # every observation of the first batch went through it
@@ -37,6 +47,10 @@ def test_the_normalizer_is_saved_resumed_and_played_by_evaluate(tmp_path):
     assert last != first
     # Resumed with the saved statistics, then updated: more pushes than one batch's, not a fresh filter's.
     assert saved_filter(last)["running_stats"][0]["num_pushes"] >= pushes + 2048
+    # The lr falls with the steps sampled in both jobs (3e-4 x (1 - steps / 6,000)): a count started again at the
+    # resume would have the second iteration at the first one's lr.
+    first_lr, second_lr = learning_rates(tmp_path / "run")
+    assert 1.5e-4 < first_lr < 3e-4 and second_lr < 1.2e-4
 
     normalizer = evaluate.observation_filter(last)
     mean, std = normalizer.running_stats.mean, normalizer.running_stats.std

@@ -227,6 +227,10 @@ def build_config(spec):  # noqa: C901 -- one step per part of the spec, in the o
         config.debugging(seed=spec.training.seed)
     config.env_runners(sample_timeout_s=sample_timeout(config, spec))
     apply_overrides(config, [(list(path), value) for path, value in spec.training.overrides], spec.training.algo)
+    until = spec.training.anneal_lr_until
+    if until and isinstance(config.lr, int | float):  # --anneal-lr; a schedule given with --set lr=[...] stays
+        # RLlib's learner interpolates [[step, lr], ...] by the env steps sampled so far, this run's stop criterion
+        config.training(lr=[[0, config.lr], [until, 0.0]])
     for path, _, values in spec.search.space:  # every candidate must be a value the config accepts
         for value in values:
             apply_overrides(copy.deepcopy(config), [(list(path), value)], spec.training.algo)
@@ -299,6 +303,8 @@ def describe(config, spec, bundles: list) -> dict:
         "tuned_defaults": tuned_defaults(spec.training.algo, spec.env.source.label, spec.env.family),
         "normalize_observations": f"{'on' if spec.env.normalize_observations else 'off'} "
                                   f"({spec.env.normalize_reason})",
+        "anneal_lr": (f"to 0 at {spec.training.anneal_lr_until:,} env steps" if spec.training.anneal_lr_until
+                      else "off") + f" ({spec.training.anneal_lr_reason})",
     }
     full = {}
     for key, value in sorted(config.to_dict().items()):

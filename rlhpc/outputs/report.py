@@ -58,7 +58,9 @@ def start_lines(spec, where: str, placement: dict) -> None:
              f"{placement['rollout_fragment_length']} steps per env and sample")
     print(f"envs step {placement['vectorize']}; {batch}", flush=True)
     print(f"defaults for {spec.env.family} envs ({spec.env.family_reason}, rlhpc/run/defaults.py); observations "
-          f"normalized: {'yes' if spec.env.normalize_observations else 'no'} ({spec.env.normalize_reason})", flush=True)
+          f"normalized: {'yes' if spec.env.normalize_observations else 'no'} ({spec.env.normalize_reason})"
+          + (f"; lr annealed to 0 at {spec.training.anneal_lr_until:,} steps ({spec.training.anneal_lr_reason})"
+             if spec.training.anneal_lr_until else ""), flush=True)
     if not spec.training.legacy_stack and not spec.env.agent_policy:  # rlhpc.envs.guard
         limit = (f"a step over {spec.env.step_timeout_s:g} s is abandoned ({spec.env.timeout_reason})"
                  if spec.env.step_timeout_s else "no time limit (--env-timeout 0)")

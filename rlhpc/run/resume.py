@@ -35,6 +35,7 @@ RUN_SETTINGS = {
     "scheduler": "--scheduler", "grace_period": "--grace-period", "reduction_factor": "--reduction-factor",
     "perturbation_interval": "--perturbation-interval", "search": "--search", "max_concurrent": "--max-concurrent",
     "eval_interval": "--eval-interval", "eval_episodes": "--eval-episodes", "normalize_obs": "--normalize-obs",
+    "anneal_lr": "--anneal-lr",
 }
 # dest -> flag: how long it trains. "Train it longer" is the most common reason to resume: allowed, recorded.
 HOW_LONG = {"stop_reward": "--stop-reward", "stop_iters": "--stop-iters", "stop_timesteps": "--stop-timesteps",
@@ -102,6 +103,8 @@ def settings(args, flags, make_parser, default_name: str) -> tuple:
         return argparse.Namespace(**{**vars(args), "resume": run_dir}), []
     path = os.path.join(run_dir, experiment.RUN_SPEC_FILE)
     current = vars(parse_recorded(make_parser, list(record.flags), path))
+    if "anneal_lr_until" not in record.spec:  # a run from before --anneal-lr trained at a constant lr: it resumes so
+        current["anneal_lr"] = "off"
     # The run's settings now: as started, with what earlier resumes changed.
     for earlier in record.resumes:
         if earlier.flags is not None:

@@ -25,7 +25,7 @@ from rlhpc.run import experiment, tracking_flags
 from rlhpc.run.cli import env_config_from, parse_assignments, without_token
 from rlhpc.run.defaults import CONTINUOUS, OBSERVATIONS_AS_THEY_ARE, env_family, tuned_defaults
 from rlhpc.run.records import ConfigFile
-from rlhpc.run.results import EVAL_RETURN_METRIC, LEGACY_RETURN_METRIC, RETURN_METRIC, target_reward
+from rlhpc.run.results import EVAL_RETURN_METRIC, LEGACY_RETURN_METRIC, RETURN_METRIC, STEPS_METRIC, target_reward
 from rlhpc.run.search import POPULATION
 
 # These learn from recorded data (config key input_), not by acting in an env.
@@ -54,6 +54,8 @@ class Training:
     overrides: tuple  # --set as ((path...), value) pairs, applied last
     eval_interval: int  # iterations between greedy evaluations (0: none); the best checkpoint is kept
     eval_episodes: int
+    anneal_lr_until: int | None = None  # env steps at which the lr has fallen linearly to 0 (--anneal-lr); None: not
+    anneal_lr_reason: str = ""  # why on or off, for --print-config
 
     @property
     def legacy_stack(self) -> bool:
@@ -199,6 +201,7 @@ class RunSpec:
             "flags": list(self.flags), "config_file": self.config_file.to_json() if self.config_file else None,
             "family": env.family, "normalize_observations": env.normalize_observations,
             "searcher": search.searcher, "max_concurrent": search.max_concurrent,
+            "anneal_lr_until": training.anneal_lr_until,
         }
 
     def with_experiment_dir(self, name: str, experiment_dir: str) -> "RunSpec":
@@ -223,6 +226,7 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from
     tuned = tuned_defaults(training.algo, source.label, env.family)
     num_envs = envs_per_runner(args, training, tuned)
     stop = resolve_stop(args, training, env, stop_reward_for)
+    training = with_lr_annealing(args, training, env, stop)
     search = resolve_search(args)
     placement = resolve_placement(args, training, env, num_envs, tuned)
     tracking = resolve_tracking(args)
@@ -363,6 +367,30 @@ def resolve_stop(args, training: Training, env: Env, stop_reward_for) -> Stop:
         raise UserError("--eval-interval needs the new API stack (--framework torch)")
     stop = stop_criteria(args, default_reward, training.legacy_stack)
     return Stop(criteria=MappingProxyType(stop), as_test=args.as_test)
+
+
+def with_lr_annealing(args, training: Training, env: Env, stop: Stop) -> Training:
+    """--anneal-lr: the lr (the defaults' or --set's) falls linearly to 0 at --stop-timesteps, as CleanRL's PPO
+    anneals it over its total steps. auto: on for the continuous family (rlhpc.run.defaults: the measurement is
+    there), when the run has a --stop-timesteps to anneal to; off for the rest. A resume that trains longer
+    stretches the schedule to the new end."""
+    asked = getattr(args, "anneal_lr", "auto")
+    until = stop.criteria.get(STEPS_METRIC)
+    if asked == "on" and not until:
+        raise UserError("--anneal-lr on: the lr falls to 0 at --stop-timesteps: give --stop-timesteps N")
+    if asked == "on" and training.legacy_stack:
+        raise UserError("--anneal-lr on needs the new API stack (--framework torch)")
+    if asked != "auto":
+        on = asked == "on"
+        why = f"--anneal-lr {asked}"
+    elif env.family != CONTINUOUS or training.legacy_stack:
+        on, why = False, f"auto: off for {env.family} actions" if env.family != CONTINUOUS else \
+            "auto: off on the legacy API stack"
+    elif not until:
+        on, why = False, "auto: off without --stop-timesteps (nothing to anneal to)"
+    else:
+        on, why = True, "auto: on for continuous actions"
+    return dataclasses.replace(training, anneal_lr_until=int(until) if on and until else None, anneal_lr_reason=why)
 
 
 def resolve_search(args) -> Search:

@@ -20,12 +20,16 @@ def printed(trainer, *argv) -> dict:
 
 
 def test_continuous_actions_get_the_continuous_family_and_set_wins(trainer):
-    shown = printed(trainer, "--name-env", "MountainCarContinuous-v0", "--set", "num_epochs=4")
+    shown = printed(trainer, "--name-env", "MountainCarContinuous-v0", "--set", "num_epochs=4", "--stop-timesteps",
+                    50_000)
     summary, config = shown["summary"], shown["config"]
     assert summary["family"] == "continuous (Box actions)"
     assert summary["normalize_observations"] == "on (auto: on for continuous actions)"
     assert summary["tuned_defaults"]["lr"] == 3e-4 and summary["tuned_defaults"]["num_epochs"] == 10
-    assert (config["lr"], config["lambda"], config["minibatch_size"], config["clip_param"]) == (3e-4, 0.95, 64, 0.2)
+    # --anneal-lr auto: the family's lr falls linearly to 0 at --stop-timesteps (RLlib's [[step, value], ...])
+    assert summary["anneal_lr"] == "to 0 at 50,000 env steps (auto: on for continuous actions)"
+    assert config["lr"] == [[0, 3e-4], [50_000, 0.0]]
+    assert (config["lambda"], config["minibatch_size"], config["clip_param"]) == (0.95, 64, 0.2)
     assert config["grad_clip"] == 0.5 and config["use_kl_loss"] is False and config["vf_clip_param"] == 10_000
     assert config["num_epochs"] == 4  # --set beats the family's 10
     assert summary["train_batch_size_per_learner"] == 2048
@@ -38,10 +42,11 @@ def test_a_family_value_can_be_set_back_to_rllibs_none(trainer):
 
 
 def test_discrete_actions_keep_the_algorithm_defaults(trainer):
-    shown = printed(trainer, "--name-env", "CartPole-v1")
+    shown = printed(trainer, "--name-env", "CartPole-v1", "--stop-timesteps", 50_000)
     summary, config = shown["summary"], shown["config"]
     assert summary["family"] == "discrete (Discrete actions)"
     assert summary["normalize_observations"] == "off (auto: off for discrete actions)"
+    assert summary["anneal_lr"] == "off (auto: off for discrete actions)"
     assert (config["lr"], config["minibatch_size"], config["clip_param"]) == (1e-3, 256, 0.3)
     assert "grad_clip" not in summary["tuned_defaults"]
 
@@ -83,8 +88,10 @@ def test_the_normalizer_comes_after_the_flattening(monkeypatch, tmp_path):
      "multi-agent env; drop the flag (or --normalize-obs off)"),
     (["--name-env", str(REPO / "custom_gym_env/masked_env.py:MaskedDispatchEnv"), "--normalize-obs", "on"],
      "error: --normalize-obs on: its observations carry an action mask"),
+    (["--name-env", "CartPole-v1", "--anneal-lr", "on"],
+     "error: --anneal-lr on: the lr falls to 0 at --stop-timesteps: give --stop-timesteps N"),
 ])
-def test_normalization_where_it_cannot_work_is_one_line(trainer, args, message):
+def test_normalization_or_annealing_where_it_cannot_work_is_one_line(trainer, args, message):
     code, _, err = trainer(*args, "--stop-iters", 1)
     assert code == 2
     assert one_error_line(err).startswith(message)

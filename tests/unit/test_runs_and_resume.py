@@ -63,6 +63,13 @@ def test_resume_takes_the_runs_own_flags_and_lets_placement_change(trainer, tmp_
     assert spec["changes"] == [{"flag": "--num-cpus", "from": 2, "to": 1, "trains": False}]
 
 
+def test_a_run_from_before_anneal_lr_resumes_at_its_constant_lr(trainer, tmp_path):
+    flags = ["--name-env", "MountainCarContinuous-v0", "--stop-timesteps", "50000"]  # annealed, if started now
+    code, out, err = trainer("--resume", recorded_run(tmp_path / "run", flags), "--print-config")
+    assert code == 0, err
+    assert json.loads(out)["config"]["lr"] == 3e-4  # its record has no anneal_lr_until: it trained without
+
+
 def test_resume_by_a_shared_name_picks_this_jobs_run_or_lists_them(trainer, tmp_path, monkeypatch):
     from rlhpc.run import resume
 
