@@ -65,8 +65,9 @@ FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
         # vf_clip_param stays PPO's 10,000 (ALGO_DEFAULTS): MuJoCo returns run to thousands.
         # And the lr falls linearly to 0 at --stop-timesteps (--anneal-lr auto, rlhpc.run.spec), as CleanRL's does:
         # with 3e-4 throughout, Hopper-v5 and Walker2d-v5 peaked near CleanRL's figures at ~500 k steps and fell
-        # back (Hopper 2,553 -> 1,939 at 1 M, Walker2d 2,257 -> 983; seed 1); annealed, Hopper rose to the end: 2,339
-        # at 1 M (`--name-env Hopper-v5 --seed 1 --stop-timesteps 1000000`, 2026-12-03; benchmarks/README.md).
+        # back (Hopper 2,553 -> 1,939 at 1 M, Walker2d 2,257 -> 983; seed 1); annealed, all three rose to the end:
+        # HalfCheetah 3,211 (1,513 at 3e-4), Hopper 2,339, Walker2d 1,472 at 1 M (`--name-env Hopper-v5 --seed 1
+        # --stop-timesteps 1000000`, 2026-12-03; benchmarks/README.md, "Continuous control").
     },
 }
 

@@ -381,11 +381,11 @@ def with_lr_annealing(args, training: Training, env: Env, stop: Stop) -> Trainin
     if asked == "on" and training.legacy_stack:
         raise UserError("--anneal-lr on needs the new API stack (--framework torch)")
     if asked != "auto":
-        on = asked == "on"
-        why = f"--anneal-lr {asked}"
-    elif env.family != CONTINUOUS or training.legacy_stack:
-        on, why = False, f"auto: off for {env.family} actions" if env.family != CONTINUOUS else \
-            "auto: off on the legacy API stack"
+        on, why = asked == "on", f"--anneal-lr {asked}"
+    elif training.legacy_stack:
+        on, why = False, "auto: off on the legacy API stack"
+    elif env.family != CONTINUOUS:
+        on, why = False, f"auto: off for {env.family} actions"
     elif not until:
         on, why = False, "auto: off without --stop-timesteps (nothing to anneal to)"
     else:
