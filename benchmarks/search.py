@@ -11,8 +11,9 @@ rate up gives it nothing to compare with), on an env whose step waits 1 ms as a 
 sampling in its own process (--num-cpus 0: as many trials at a time as the machine has cores). "pbt" trains a
 population of as many trials over the same range (--loguniform), exploiting every 2 iterations: the same budget of
 iterations. Measured: the search's wall time, from process start, and the best final 100-episode
-return. --env CartPole-v1 --stop-iters 25 is a case where the best rate changes as training goes (a high rate learns
-fastest early and unlearns near the top; a low one is stable but slow), which a fixed setting cannot follow.
+return, and each trial's final return and (PBT) its exploits, as the search's rlhpc_scheduler.json kept them.
+--env CartPole-v1 --stop-iters 25 was tried as a case where a schedule could pay (a high rate learning fast early,
+a lower one keeping the top): measured, it is not one (benchmarks/README.md).
 Targets (issue 29): ASHA the same best return in at most half the wall time; PBT a return the best fixed
 setting does not reach, in its budget. Results: a table on stdout and benchmarks/results/search.json.
 """
@@ -62,15 +63,18 @@ def search(name: str, args) -> dict:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=7200, check=False,
                              cwd=Path(__file__).resolve().parent.parent)
         wall_s = time.perf_counter() - started
-        finals, iterations = [], 0
-        for progress in Path(storage, name).glob("*/progress.csv"):
+        finals, iterations = {}, 0
+        for progress in sorted(Path(storage, name).glob("*/progress.csv")):
             with open(progress) as f:
                 rows = list(csv.DictReader(f))
             iterations += len(rows)
             if rows and rows[-1].get(RETURN) not in (None, "", "nan"):
-                finals.append(float(rows[-1][RETURN]))
+                finals[progress.parent.name] = float(rows[-1][RETURN])
+        decisions = Path(storage, name, "rlhpc_scheduler.json")  # ASHA's stops, PBT's exploits
+        kept = json.loads(decisions.read_text()) if decisions.exists() else None
     return {"name": name, "exit_code": out.returncode, "wall_s": wall_s, "trials": len(finals),
-            "iterations": iterations, "best_return": max(finals) if finals else math.nan,
+            "iterations": iterations, "best_return": max(finals.values()) if finals else math.nan,
+            "final_returns": finals, "scheduler": kept,
             "error": None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["?"])[-1]}
 
 
