@@ -7,7 +7,9 @@ RLModule are made. Each filter says why it exists; real warnings (an env's obser
 
 import logging
 import re
+import sys
 import warnings
+from collections.abc import Callable
 
 from rlhpc.errors import warn
 
@@ -15,7 +17,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colour codes gymnasium.logger wraps 
 # What Gymnasium's async vector env logs when a sub-env raises, before raising the error again in the runner.
 ASYNC_WORKER_ERRORS = ("ERROR: Received the following error from Worker", "ERROR: Traceback",
                        "ERROR: Raising the last exception back")
-REPLACED = {"showwarning": warnings.showwarning}  # the warnings.showwarning show_warning stands in for
+REPLACED: dict[str, Callable] = {"showwarning": warnings.showwarning,  # what show_warning stands in for
+                                 "unraisablehook": sys.unraisablehook}  # what exit_in_a_finalizer stands in for
 
 
 class TextFilter(logging.Filter):
@@ -63,6 +66,16 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
     REPLACED["showwarning"](message, category, filename, lineno, file, line)
 
 
+def exit_in_a_finalizer(unraisable) -> None:
+    """sys.unraisablehook without the SystemExit that Ray's SIGTERM handler raises when an env runner is ended while
+    a finalizer runs (EnvRunner.__del__ at the end of a run): Python printed it as "Exception ignored in: ..." with
+    a traceback, which Ray forwarded into the job's log mid-line (seen: it split the run's summary line). The
+    process is being ended on purpose; any other exception in a finalizer is printed as before."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
+        return
+    REPLACED["unraisablehook"](unraisable)
+
+
 def quiet_rllib_noise() -> None:
     """Installs the filters in this process (again is harmless)."""
     import gymnasium.logger  # noqa: F401 -- its import puts a "once" filter for its deprecations first; ours go before
@@ -75,6 +88,9 @@ def quiet_rllib_noise() -> None:
     if getattr(warnings.showwarning, "__name__", "") != show_warning.__name__:
         REPLACED["showwarning"] = warnings.showwarning
         warnings.showwarning = show_warning
+    if getattr(sys.unraisablehook, "__name__", "") != exit_in_a_finalizer.__name__:
+        REPLACED["unraisablehook"] = sys.unraisablehook
+        sys.unraisablehook = exit_in_a_finalizer
     # "You are running PPO on the new API stack! This is the new default ...": said for every config RLlib checks.
     logging.getLogger("ray.rllib.algorithms.algorithm_config").addFilter(Drop("on the new API stack"))
     # RLlib's own modules use a class it deprecated (RLModule(config=...)), in every process that builds one.

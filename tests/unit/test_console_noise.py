@@ -24,6 +24,28 @@ def test_gymnasium_warnings_come_without_colour_codes_and_internal_deprecations_
     assert rllib.filter(logging.makeLogRecord({"msg": "DeprecationWarning: `some_key` has been deprecated."}))
 
 
+def test_an_exit_inside_a_finalizer_prints_nothing_and_other_finalizer_errors_still_print():
+    """What an env runner ended at the end of a run printed into the job's log (SystemExit from Ray's SIGTERM handler
+    inside EnvRunner.__del__), in a process of its own as a runner is."""
+    import subprocess
+
+    code = """if True:
+        from rlhpc.algo.quiet import quiet_rllib_noise
+        quiet_rllib_noise()
+        class Ended:
+            def __del__(self):
+                raise SystemExit(1)
+        class Broken:
+            def __del__(self):
+                raise ValueError("a finalizer's own bug")
+        Ended(); Broken()
+        print("went on")"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout == "went on\n", out.stderr
+    assert "SystemExit" not in out.stderr and out.stderr.count("Exception ignored in") == 1
+    assert "ValueError: a finalizer's own bug" in out.stderr
+
+
 def test_a_runners_fatal_error_is_one_line_naming_the_envs_own_exception(monkeypatch):
     """What RLlib logs in an env runner whose sample() raised (rlhpc.algo.runner_errors): the env's error, not
     RLlib's bare `RuntimeError from e`, kept for the driver with its traceback, and one line on the console."""

@@ -105,7 +105,7 @@ RECORDED_SPEC_KEYS = [
     "eval_interval", "eval_episodes", "stop", "as_test",
     "max_failures", "checkpoint_freq", "wandb", "mlflow", "name", "storage_path", "experiment_dir", "resume_dir",
     "changes", "backend", "print_config", "command_line", "flags", "config_file", "family", "normalize_observations",
-    "searcher", "max_concurrent"]
+    "searcher", "max_concurrent", "anneal_lr_until"]
 
 
 def test_the_spec_made_of_parts_records_flat_with_the_keys_runs_always_had(monkeypatch, tmp_path):
