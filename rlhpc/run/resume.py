@@ -103,7 +103,7 @@ def settings(args, flags, make_parser, default_name: str) -> tuple:
         return argparse.Namespace(**{**vars(args), "resume": run_dir}), []
     path = os.path.join(run_dir, experiment.RUN_SPEC_FILE)
     current = vars(parse_recorded(make_parser, list(record.flags), path))
-    if "anneal_lr_until" not in record.spec:  # a run from before --anneal-lr trained at a constant lr: it resumes so
+    if "anneal_lr_until" not in record.spec:  # a run from before --anneal-lr: it trained, and resumes, at a constant lr
         current["anneal_lr"] = "off"
     # The run's settings now: as started, with what earlier resumes changed.
     for earlier in record.resumes:
