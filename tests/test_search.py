@@ -61,14 +61,20 @@ def test_asha_stops_a_trial_that_cannot_learn_at_its_first_rung_across_a_signal_
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "stopped by SIGUSR1; state and checkpoint saved" in stdout, stderr[-3000:]
     before = trial_rows(tmp_path / "asha")
-    done_before = {lr for lr, rows in before.items() if len(rows) == 4}
-    assert done_before and len(done_before) < 3, before
 
     changed = run_script(TRAINER, "--resume", tmp_path / "asha", "--grid", "lr=[1e-3,3e-4]", env=env, timeout=60)
     assert changed.returncode == 2 and "--grid" in one_line(changed.stderr), changed.stderr
     out = run_script(TRAINER, "--resume", tmp_path / "asha", env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     after = trial_rows(tmp_path / "asha")
+    decided = json.loads((tmp_path / "asha" / "rlhpc_scheduler.json").read_text())
+    stopped = {entry["trial"]: entry["iteration"] for entry in decided["stopped_early"]}
+    # Ended before the signal: run to the end, or stopped by ASHA at iteration 2 (its rung: a trial checkpointed
+    # there by the signal had that result judged before the stop). Not only lr=1e-7: lr=3e-4 is stopped there too
+    # when it reaches the rung after lr=1e-3 with a lower return (seen on a loaded machine).
+    stopped_lrs = {trial_lr(tmp_path / "asha" / name) for name, iteration in stopped.items() if iteration == 2}
+    done_before = {lr for lr, rows in before.items() if len(rows) == 4 or (len(rows) == 2 and lr in stopped_lrs)}
+    assert done_before and len(done_before) < 3, (before, stopped)
     assert len(after) == 3, after  # the same trials, none started again from scratch
     for lr in done_before:
         assert after[lr] == before[lr]  # a finished trial is not trained again
@@ -76,8 +82,6 @@ def test_asha_stops_a_trial_that_cannot_learn_at_its_first_rung_across_a_signal_
         assert rows == list(range(1, len(rows) + 1))  # each iteration once, across the resume
     iterations = {lr: len(rows) for lr, rows in after.items()}
     assert iterations[1e-7] == 2 and iterations[1e-3] == 4, iterations
-    decided = json.loads((tmp_path / "asha" / "rlhpc_scheduler.json").read_text())
-    stopped = {entry["trial"]: entry["iteration"] for entry in decided["stopped_early"]}
     assert 2 in stopped.values() and len(stopped) == sum(1 for n in iterations.values() if n < 4)
     assert f"asha stopped {len(stopped)} of 3 trials early: " in out.stdout
     compare = run_module("rlhpc.compare", tmp_path / "asha", "--out", tmp_path / "asha.png", env=env)
@@ -91,9 +95,12 @@ def trial_rows(experiment) -> dict:
     rows = {}
     for trial in (p for p in experiment.iterdir() if (p / "progress.csv").exists()):
         with open(trial / "progress.csv") as f:
-            rows[json.loads((trial / "params.json").read_text())["lr"]] = [
-                int(row["training_iteration"]) for row in csv.DictReader(f)]
+            rows[trial_lr(trial)] = [int(row["training_iteration"]) for row in csv.DictReader(f)]
     return rows
+
+
+def trial_lr(trial_dir) -> float:
+    return json.loads((trial_dir / "params.json").read_text())["lr"]
 
 
 def one_line(stderr: str) -> str:
