@@ -9,11 +9,12 @@ TRAINER = "simple_example/simple_trainer.py"
 
 
 def test_ppo_defaults_learn_pendulum(tmp_path):
-    """Random play scores about -1200 per episode; the defaults must get past -400 (RLlib's own stay at -1200)."""
-    out = run_script(TRAINER, "--name-env", "Pendulum-v1", "--stop-reward", -400, "--stop-timesteps", 240_000,
+    """Random play scores about -1200 per episode; the defaults must get past -600, over half the way to the -150 of
+    a solved pendulum (RLlib's own stay at -1200; -400 came 6 iterations later, ~15 s more of the suite)."""
+    out = run_script(TRAINER, "--name-env", "Pendulum-v1", "--stop-reward", -600, "--stop-timesteps", 240_000,
                      "--seed", 0, "--as-test", "--storage-path", tmp_path, env=clean_env(HOME=tmp_path), timeout=400)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     rows = read_progress(tmp_path / "Pendulum-v1")
     assert rows[0][RETURN] < -900, "the first iteration should still play about randomly"
-    assert rows[-1][RETURN] >= -400
+    assert rows[-1][RETURN] >= -600
     assert "summary: reached=yes" in out.stdout
