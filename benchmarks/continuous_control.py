@@ -143,7 +143,8 @@ def sb3_cell(r: dict, done: list) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", default=",".join(PUBLISHED), help="comma-separated (default: all four)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 1..N (default: 3)")
+    parser.add_argument("--seeds", default="3", help="N: seeds 1..N (default: 3); or a list, 2,3: those seeds, added "
+                        "to the env's row in the results file (its other seeds' runs kept)")
     parser.add_argument("--steps", type=int, default=1_000_000, help="env steps per run (default: 1,000,000)")
     parser.add_argument("--sb3", action="store_true", help="and SB3's PPO, its defaults, one run per env")
     parser.add_argument("--storage-path", default=str(Path.home() / "ray_results" / "mujoco_benchmark"),
@@ -153,20 +154,32 @@ def main():
     unknown = [e for e in envs if e not in PUBLISHED]
     if unknown:
         parser.error(f"--envs: no published figures for {', '.join(unknown)} (known: {', '.join(PUBLISHED)})")
+    seeds, adding = seed_list(args.seeds)
     storage = Path(args.storage_path).expanduser().absolute()
-    rows = earlier_rows(args.steps)  # other envs' rows stay; an env run now replaces its own
     print("| env | final 100-episode mean (band) | to CleanRL's figure | CleanRL | RLlib target | speed |"
           + (" SB3 (its defaults), same steps |" if args.sb3 else ""))
     print("|---|---|---|---|---|---|" + ("---|" if args.sb3 else ""), flush=True)
     for env in envs:
-        runs = [run(env, seed, args.steps, storage) for seed in range(1, args.seeds + 1)]
-        rows[env] = row(env, runs)
+        runs = [run(env, seed, args.steps, storage) for seed in seeds]
+        # Read again now: another env's run beside this one may have written its row meanwhile.
+        rows = earlier_rows(args.steps)  # other envs' rows stay; an env run now replaces its own
+        if adding and env in rows:
+            runs = sorted([r for r in rows[env]["runs"] if r["seed"] not in seeds] + runs, key=lambda r: r["seed"])
+        kept = {key: rows[env][key] for key in ("constant_lr_before", "sb3") if env in rows and key in rows[env]}
+        rows[env] = {**row(env, runs), **(kept if adding else {})}
         if args.sb3:
             rows[env]["sb3"] = sb3_run(env, 1, args.steps)
         print(line(rows[env]), flush=True)
         # after each env: a long run stopped half-way keeps the rows it finished
         path = write_json(results_name(args.steps), {"steps": args.steps, "rows": list(rows.values())})
     print(f"results: {path}; runs: {storage} (python -m rlhpc.compare {storage})")
+
+
+def seed_list(text: str) -> tuple:
+    """--seeds -> (the seeds, whether they are added to the runs already in the results file)."""
+    if "," in text:
+        return [int(s) for s in text.split(",") if s.strip()], True
+    return list(range(1, int(text) + 1)), False
 
 
 def results_name(steps: int) -> str:
