@@ -35,8 +35,8 @@ def test_the_normalizer_is_saved_resumed_and_played_by_evaluate(tmp_path):
     args = ["--name-env", ENV, "--seed", 0, "--checkpoint-freq", 1, "--storage-path", tmp_path, "--name", "run"]
     out = run_script(TRAINER, *args, "--stop-iters", 1, "--stop-timesteps", 6000, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "observations normalized: yes (auto: on for continuous actions); lr annealed to 0 at 6,000 steps" \
-        in out.stdout
+    assert ("observations normalized: yes, lr annealed to 0 at 6,000 env steps (auto: on for continuous actions)"
+            in out.stdout)
     [first] = sorted(tmp_path.glob("run/*/checkpoint_*"))
     pushes = saved_filter(first)["running_stats"][0]["num_pushes"]
     assert pushes >= 2048  # every observation of the first batch went through it

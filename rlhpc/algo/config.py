@@ -303,8 +303,7 @@ def describe(config, spec, bundles: list) -> dict:
         "tuned_defaults": tuned_defaults(spec.training.algo, spec.env.source.label, spec.env.family),
         "normalize_observations": f"{'on' if spec.env.normalize_observations else 'off'} "
                                   f"({spec.env.normalize_reason})",
-        "anneal_lr": (f"to 0 at {spec.training.anneal_lr_until:,} env steps" if spec.training.anneal_lr_until
-                      else "off") + f" ({spec.training.anneal_lr_reason})",
+        "anneal_lr": f"{spec.training.lr_schedule} ({spec.training.anneal_lr_reason})",
     }
     full = {}
     for key, value in sorted(config.to_dict().items()):

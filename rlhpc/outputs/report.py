@@ -41,6 +41,18 @@ class Outcome:
     stop: dict | None = None  # the stop criteria it ran under, when a resume kept its first ones
 
 
+def family_settings(spec) -> str:
+    """Observation normalization and the lr's schedule, each with why; a reason they share (auto: on for continuous
+    actions) said once."""
+    normalized = f"observations normalized: {'yes' if spec.env.normalize_observations else 'no'}"
+    if not spec.training.anneal_lr_until:
+        return f"{normalized} ({spec.env.normalize_reason})"
+    annealed = f"lr {spec.training.lr_schedule}"
+    if spec.env.normalize_reason == spec.training.anneal_lr_reason:
+        return f"{normalized}, {annealed} ({spec.env.normalize_reason})"
+    return f"{normalized} ({spec.env.normalize_reason}); {annealed} ({spec.training.anneal_lr_reason})"
+
+
 def start_lines(spec, where: str, placement: dict) -> None:
     print(f"{spec.training.algo} on {spec.env.source.name} with {where}: {placement['num_env_runners']} env runner(s) "
           f"x {placement['num_envs_per_env_runner']} envs, learner: {placement['learner_placement']}", flush=True)
@@ -57,10 +69,8 @@ def start_lines(spec, where: str, placement: dict) -> None:
              f"{placement['rollout_fragment_length']} steps" if spec.placement.train_batch_size else
              f"{placement['rollout_fragment_length']} steps per env and sample")
     print(f"envs step {placement['vectorize']}; {batch}", flush=True)
-    print(f"defaults for {spec.env.family} envs ({spec.env.family_reason}, rlhpc/run/defaults.py); observations "
-          f"normalized: {'yes' if spec.env.normalize_observations else 'no'} ({spec.env.normalize_reason})"
-          + (f"; lr annealed to 0 at {spec.training.anneal_lr_until:,} steps ({spec.training.anneal_lr_reason})"
-             if spec.training.anneal_lr_until else ""), flush=True)
+    print(f"defaults for {spec.env.family} envs ({spec.env.family_reason}, rlhpc/run/defaults.py); "
+          + family_settings(spec), flush=True)
     if not spec.training.legacy_stack and not spec.env.agent_policy:  # rlhpc.envs.guard
         limit = (f"a step over {spec.env.step_timeout_s:g} s is abandoned ({spec.env.timeout_reason})"
                  if spec.env.step_timeout_s else "no time limit (--env-timeout 0)")

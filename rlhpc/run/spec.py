@@ -58,6 +58,11 @@ class Training:
     anneal_lr_reason: str = ""  # why on or off, for --print-config
 
     @property
+    def lr_schedule(self) -> str:
+        """The lr over the run, as the first lines and --print-config say it."""
+        return f"annealed to 0 at {self.anneal_lr_until:,} env steps" if self.anneal_lr_until else "constant"
+
+    @property
     def legacy_stack(self) -> bool:
         return self.framework == "tf2"  # RLlib's TensorFlow support exists only on the legacy API stack
 

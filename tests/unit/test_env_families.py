@@ -27,7 +27,7 @@ def test_continuous_actions_get_the_continuous_family_and_set_wins(trainer):
     assert summary["normalize_observations"] == "on (auto: on for continuous actions)"
     assert summary["tuned_defaults"]["lr"] == 3e-4 and summary["tuned_defaults"]["num_epochs"] == 10
     # --anneal-lr auto: the family's lr falls linearly to 0 at --stop-timesteps (RLlib's [[step, value], ...])
-    assert summary["anneal_lr"] == "to 0 at 50,000 env steps (auto: on for continuous actions)"
+    assert summary["anneal_lr"] == "annealed to 0 at 50,000 env steps (auto: on for continuous actions)"
     assert config["lr"] == [[0, 3e-4], [50_000, 0.0]]
     assert (config["lambda"], config["minibatch_size"], config["clip_param"]) == (0.95, 64, 0.2)
     assert config["grad_clip"] == 0.5 and config["use_kl_loss"] is False and config["vf_clip_param"] == 10_000
@@ -46,7 +46,7 @@ def test_discrete_actions_keep_the_algorithm_defaults(trainer):
     summary, config = shown["summary"], shown["config"]
     assert summary["family"] == "discrete (Discrete actions)"
     assert summary["normalize_observations"] == "off (auto: off for discrete actions)"
-    assert summary["anneal_lr"] == "off (auto: off for discrete actions)"
+    assert summary["anneal_lr"] == "constant (auto: off for discrete actions)"
     assert (config["lr"], config["minibatch_size"], config["clip_param"]) == (1e-3, 256, 0.3)
     assert "grad_clip" not in summary["tuned_defaults"]
 
