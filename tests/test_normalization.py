@@ -52,7 +52,7 @@ def test_the_normalizer_is_saved_resumed_and_played_by_evaluate(tmp_path):
     first_lr, second_lr = learning_rates(tmp_path / "run")
     assert 1.5e-4 < first_lr < 3e-4 and second_lr < 1.2e-4
 
-    normalizer = evaluate.observation_filter(last)
+    normalizer = evaluate.observation_filters(last)[None]
     mean, std = normalizer.running_stats.mean, normalizer.running_stats.std
     assert mean.shape == (4,) and abs(mean).max() > 1e-3 and (std > 0).all()  # learned, not the identity
     module = evaluate.load_module(last, next(iter(evaluate.module_dirs(last).values())))

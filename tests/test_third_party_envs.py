@@ -8,6 +8,8 @@ import re
 
 from conftest import RETURN, clean_env, read_progress, run_module, run_script
 
+from rlhpc.outputs import evaluate
+
 TRAINER = "simple_example/simple_trainer.py"
 SMALL_BATCH = ("--set", "train_batch_size_per_learner=128", "--set", "minibatch_size=64", "--set", "num_epochs=2",
                "--num-envs-per-runner", 2)
@@ -15,20 +17,33 @@ SMALL_BATCH = ("--set", "train_batch_size_per_learner=128", "--set", "minibatch_
 
 def test_a_pettingzoo_parallel_env_trains_by_name_and_evaluate_plays_each_agent(tmp_path):
     """mpe2's simple_spread_v3 (3 agents, one shared policy) by `package:env_module`, --env-config to its
-    constructor; evaluate rebuilds it from the run's record."""
+    constructor, with continuous actions: the continuous family's defaults, and its observations normalized, each
+    agent by its own statistics (saved under the agent's id); evaluate rebuilds the env from the run's record and
+    plays each agent with its own normalizer."""
     env = clean_env(HOME=tmp_path)
     out = run_script(TRAINER, "--name-env", "mpe2:simple_spread_v3", "--env-config", "max_cycles=10",
-                     "--stop-iters", 2, *SMALL_BATCH, "--storage-path", tmp_path, env=env)
+                     "--env-config", "continuous_actions=true", "--stop-iters", 2, *SMALL_BATCH,
+                     "--storage-path", tmp_path, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "policies: one shared policy for 3 agents" in out.stdout
+    assert "defaults for continuous envs" in out.stdout and "observations normalized: yes" in out.stdout
     rows = read_progress(tmp_path / "simple_spread_v3")
     assert [row["training_iteration"] for row in rows] == [1, 2]
     # max_cycles=10 reached the env (its default is 25): every episode is 10 steps long
     assert rows[-1]["env_runners/episode_len_mean"] == 10, rows[-1]["env_runners/episode_len_mean"]
     assert rows[-1][RETURN] < 0  # simple_spread's rewards are distances: negative
+    [checkpoint] = (tmp_path / "simple_spread_v3").glob("*/checkpoint_*")
+    normalizers = evaluate.observation_filters(checkpoint)
+    assert sorted(normalizers) == ["agent_0", "agent_1", "agent_2"]
+    # Each agent's own statistics: 2 iterations of 128 env steps, every agent observing at each step and reset.
+    [seen] = {n.running_stats.n for n in normalizers.values()}
+    assert seen >= 256, seen
+    assert normalizers["agent_0"].running_stats.mean[0] != normalizers["agent_1"].running_stats.mean[0]
     played = run_module("rlhpc.evaluate", tmp_path / "simple_spread_v3", "--episodes", 2, "--seed", 0, env=env)
     assert played.returncode == 0, played.stderr[-3000:]
     assert re.search(r"^episode +2 .*return +-[\d.]+", played.stdout, re.MULTILINE), played.stdout
+    assert ("observations normalized as in training, each agent's own mean/std from the checkpoint: "
+            f"agent_0 {seen} observations, agent_1 {seen} observations, agent_2 {seen} observations") in played.stdout
 
 
 def test_a_2d_observation_env_from_pypi_trains_flattened(tmp_path):

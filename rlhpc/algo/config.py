@@ -40,15 +40,16 @@ def flatten_agents_observations(env=None, spaces=None, device=None, agent_ids=No
     return FlattenObservations(multi_agent=True, agent_ids=agent_ids)
 
 
-def normalized_observations(env=None, spaces=None, device=None, flatten=None):
+def normalized_observations(env=None, spaces=None, device=None, flatten=None, multi_agent=False):
     """RLlib's MeanStdFilter after the flattening (it keeps a running mean/std per element of a Box): observations of
     every scale reach the network near 0 with spread 1, clipped to +-10 as CleanRL's are. Its statistics are the env
     runners' connector state: merged across runners at each iteration (EnvRunnerGroup.sync_env_runner_states), saved
-    in checkpoints under env_runner/, restored on --resume, read by rlhpc.evaluate."""
+    in checkpoints under env_runner/, restored on --resume, read by rlhpc.evaluate. A multi-agent env's agents each
+    get their own statistics (RLlib keys them by agent id), also when they share a policy."""
     from ray.rllib.connectors.env_to_module import MeanStdFilter
 
     pieces = flatten(env, spaces, device) if flatten else []
-    return [*(pieces if isinstance(pieces, list) else [pieces]), MeanStdFilter()]
+    return [*(pieces if isinstance(pieces, list) else [pieces]), MeanStdFilter(multi_agent=multi_agent)]
 
 
 def use_action_masks(config, spec) -> dict:
@@ -177,7 +178,8 @@ def build_config(spec):  # noqa: C901 -- one step per part of the spec, in the o
     config.environment(spec.env.source.name, env_config=dict(spec.env.config))
     connector = observation_connector(spec, use_action_masks(config, spec))
     if spec.env.normalize_observations:  # --normalize-obs (rlhpc.run.spec.normalize_observations)
-        connector = functools.partial(normalized_observations, flatten=connector)
+        connector = functools.partial(normalized_observations, flatten=connector,
+                                      multi_agent=bool(spec.env.agent_policy))
     if connector:
         config.env_runners(env_to_module_connector=connector)
     if spec.env.agent_policy:  # a multi-agent env: its policies, and which agent plays with which

@@ -147,29 +147,32 @@ def load_module(checkpoint: Path, path: Path):
     return module
 
 
-def observation_filter(checkpoint: Path):
-    """The run's observation normalizer as saved (ray.rllib.utils.filter.MeanStdFilter), or None when it trained
-    without one. A policy played without it sees raw observations it never saw in training."""
+def observation_filters(checkpoint: Path) -> dict:
+    """The run's observation normalizers as saved (ray.rllib.utils.filter.MeanStdFilter): {agent id: normalizer},
+    agent None for a single-agent env; {} when it trained without. A policy played without its agent's normalizer
+    sees raw observations it never saw in training."""
     path = checkpoint.joinpath(*FILTER_PATH)
     if not path.is_file():
-        return None
+        return {}
     import pickle
 
     import tree  # type: ignore[import-untyped]
     from ray.rllib.utils.filter import MeanStdFilter, RunningStat
 
+    normalizers = {}
     try:
         with open(path, "rb") as f:
             state = pickle.load(f)
-        [saved] = state.values()  # one agent (rlhpc.run.spec.normalize_observations)
-        normalizer = MeanStdFilter(saved["shape"], demean=saved["de_mean_to_zero"], destd=saved["de_std_to_one"],
-                                   clip=saved["clip_by_value"])
-        normalizer.running_stats = tree.unflatten_as(
-            normalizer.shape, [RunningStat.from_state(stats) for stats in saved["running_stats"]])
+        for agent, saved in state.items():  # RLlib's MeanStdFilter connector: one filter per agent id
+            normalizer = MeanStdFilter(saved["shape"], demean=saved["de_mean_to_zero"],
+                                       destd=saved["de_std_to_one"], clip=saved["clip_by_value"])
+            normalizer.running_stats = tree.unflatten_as(
+                normalizer.shape, [RunningStat.from_state(stats) for stats in saved["running_stats"]])
+            normalizers[agent] = normalizer
     except Exception as e:  # noqa: BLE001 -- a truncated pickle, a state from another Ray
         raise UserError(f"corrupt checkpoint {checkpoint}: cannot read its observation normalizer "
                         f"({'/'.join(FILTER_PATH)}): {type(e).__name__}: {e}") from None
-    return normalizer
+    return normalizers
 
 
 def agent_policies(checkpoint: Path, agents: list, policies: list) -> dict:
@@ -243,7 +246,7 @@ class GreedyPolicy:
 
     def __init__(self, module, spaces: tuple, params: dict, name: str, normalizer=None):
         """spaces: (observation space, action space) of the env, or of one agent of a multi-agent env; normalizer:
-        the run's observation filter (observation_filter), applied after the flattening as in training."""
+        the run's observation filter (observation_filters: its agent's), applied after the flattening as in training."""
         import gymnasium
         from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
 
@@ -363,6 +366,19 @@ def play(env, policy, episodes: int, seed=None, max_steps=None, recorder=None) -
     return returns
 
 
+def print_normalizers(policy) -> None:
+    """How many observations the normalizers it plays with were computed from (the policy's, or each agent's)."""
+    normalized = {agent: p.normalizer for agent, p in (policy.items() if isinstance(policy, dict) else
+                                                       [(None, policy)]) if p.normalizer is not None}
+    counts = {agent: getattr(normalizer.running_stats, "n", "?") for agent, normalizer in normalized.items()}
+    if None in counts:
+        print(f"observations normalized as in training: mean/std of {counts[None]:,} observations from the "
+              "checkpoint", flush=True)
+    elif counts:
+        print("observations normalized as in training, each agent's own mean/std from the checkpoint: "
+              + ", ".join(f"{agent} {n:,} observations" for agent, n in sorted(counts.items())), flush=True)
+
+
 def play_agents(env, policies: dict, episodes: int, seed=None, max_steps=None, recorder=None) -> list:
     """A multi-agent env: each agent acts with its own policy. -> [(total return, {agent: return})]."""
     played = []
@@ -432,27 +448,25 @@ def evaluate(args) -> int:  # noqa: C901 -- one story: load, build the env, play
             spaces_of = envs.agent_spaces(env)
             mapping = agent_policies(checkpoint, list(spaces_of), list(dirs))
             modules = {policy: load_module(checkpoint, dirs[policy]) for policy in set(mapping.values())}
+            normalizers = observation_filters(checkpoint)  # per agent, also when agents share a policy
             policy: dict[str, GreedyPolicy] | GreedyPolicy = {
-                agent: GreedyPolicy(modules[mapping[agent]], spaces, params, f"{name} ({agent})")
+                agent: GreedyPolicy(modules[mapping[agent]], spaces, params, f"{name} ({agent})",
+                                    normalizers.get(agent))
                 for agent, spaces in spaces_of.items()}
         elif len(dirs) > 1:
             raise UserError(f"{checkpoint} holds {len(dirs)} policies ({', '.join(dirs)}) but {name} has one "
                             "agent: is it the env the run was trained on?")
         else:
             [path] = dirs.values()
-            normalizer = observation_filter(checkpoint)
             policy = GreedyPolicy(load_module(checkpoint, path), (env.observation_space, env.action_space), params,
-                                  name, normalizer)
+                                  name, observation_filters(checkpoint).get(None))
         if args.video:
             fps = (getattr(env, "metadata", None) or {}).get("render_fps") or 30
             recorder = VideoRecorder(Path(os.path.expanduser(args.video)), int(fps))
         print(f"checkpoint: {checkpoint}", flush=True)
         print(f"env: {name}" + (f" {json.dumps(env_config)}" if env_config else "")
               + f", {args.episodes} greedy episode(s)", flush=True)
-        if isinstance(policy, GreedyPolicy) and policy.normalizer is not None:
-            stats = policy.normalizer.running_stats
-            print(f"observations normalized as in training: mean/std of {getattr(stats, 'n', '?'):,} observations "
-                  "from the checkpoint", flush=True)
+        print_normalizers(policy)
         try:
             if isinstance(policy, dict):
                 played = play_agents(env, policy, args.episodes, args.seed, args.max_steps, recorder)

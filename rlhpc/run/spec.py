@@ -307,14 +307,11 @@ def normalize_observations(asked: str, family: str, probe, training: Training, s
     """-> (on, why) for --normalize-obs: auto is on for the continuous family (rlhpc.run.defaults), whose
     simulators give observations of very different scales (K, MW, prices), except for the envs
     rlhpc.run.defaults.OBSERVATIONS_AS_THEY_ARE names, and off for the rest. RLlib's
-    MeanStdFilter is an env-to-module connector: the new API stack only, one agent (it keeps one filter per
-    agent id, and the trainer's flattening and policy mapping for several agents were not tried with it), and no
-    action mask (it would scale the mask too)."""
+    MeanStdFilter is an env-to-module connector: the new API stack only (one filter per agent of a multi-agent env),
+    and no action mask (it would scale the mask too)."""
     from rlhpc.envs.action_masks import masked_agents
 
-    name = source.name
     why_not = ("the legacy API stack (tf2) has no env-to-module connectors" if training.legacy_stack else
-               f"{name} is a multi-agent env" if probe.agent_spaces is not None else
                "its observations carry an action mask" if masked_agents(probe) else None)
     if asked == "on" and why_not:
         raise UserError(f"--normalize-obs on: {why_not}; drop the flag (or --normalize-obs off)")

@@ -62,6 +62,10 @@ def test_a_per_env_entry_wins_over_its_family(trainer):
 
 def pipeline(*argv) -> list:
     """The env-to-module pieces the trainer gives RLlib (before RLlib's own), by class name."""
+    return [type(piece).__name__ for piece in pipeline_pieces(*argv)]
+
+
+def pipeline_pieces(*argv) -> list:
     from rlhpc.algo.config import build_config
     from rlhpc.run.spec import resolve
 
@@ -70,7 +74,7 @@ def pipeline(*argv) -> list:
     if connector is None:
         return []
     pieces = connector(None, None, None)
-    return [type(piece).__name__ for piece in (pieces if isinstance(pieces, list) else [pieces])]
+    return pieces if isinstance(pieces, list) else [pieces]
 
 
 def test_the_normalizer_comes_after_the_flattening(monkeypatch, tmp_path):
@@ -84,8 +88,6 @@ def test_the_normalizer_comes_after_the_flattening(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--name-env", RENDEZVOUS, "--normalize-obs", "on"], f"error: --normalize-obs on: {RENDEZVOUS} is a "
-     "multi-agent env; drop the flag (or --normalize-obs off)"),
     (["--name-env", str(REPO / "custom_gym_env/masked_env.py:MaskedDispatchEnv"), "--normalize-obs", "on"],
      "error: --normalize-obs on: its observations carry an action mask"),
     (["--name-env", "CartPole-v1", "--anneal-lr", "on"],
@@ -97,6 +99,12 @@ def test_normalization_or_annealing_where_it_cannot_work_is_one_line(trainer, ar
     assert one_error_line(err).startswith(message)
 
 
-def test_a_multi_agent_env_is_not_normalized_by_auto(trainer):
+def test_a_multi_agent_env_gets_statistics_per_agent(trainer, monkeypatch, tmp_path):
+    """RendezvousEnv acts in Discrete: auto leaves it as it is, as for one agent; asked, each agent gets its own
+    statistics (RLlib's MeanStdFilter keyed by agent id), after the per-agent flattening. The run end to end, with
+    evaluate: tests/test_third_party_envs.py (mpe2's simple_spread with continuous actions)."""
     summary = printed(trainer, "--name-env", RENDEZVOUS)["summary"]
-    assert summary["normalize_observations"].startswith("off (auto: off, ")
+    assert summary["normalize_observations"] == "off (auto: off for discrete actions)"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    *_, normalizer = pipeline_pieces("--name-env", RENDEZVOUS, "--normalize-obs", "on")
+    assert type(normalizer).__name__ == "MeanStdFilter" and normalizer._multi_agent
