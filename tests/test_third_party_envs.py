@@ -6,7 +6,7 @@ test_custom_env_trainer.py (it shares that module's Ray cluster)."""
 
 import re
 
-from conftest import RETURN, clean_env, read_progress, run_module, run_script
+from conftest import RETURN, clean_env, error_lines, read_progress, run_module, run_script
 
 from rlhpc.outputs import evaluate
 
@@ -44,6 +44,12 @@ def test_a_pettingzoo_parallel_env_trains_by_name_and_evaluate_plays_each_agent(
     assert re.search(r"^episode +2 .*return +-[\d.]+", played.stdout, re.MULTILINE), played.stdout
     assert ("observations normalized as in training, each agent's own mean/std from the checkpoint: "
             f"agent_0 {seen} observations, agent_1 {seen} observations, agent_2 {seen} observations") in played.stdout
+    # An agent the run never trained (a 4th, by another env_config) is named, not played with what others learned.
+    other = run_module("rlhpc.evaluate", tmp_path / "simple_spread_v3", "--env-config", "N=4", env=env)
+    [error] = error_lines(other.stderr)
+    assert other.returncode == 2 and error.endswith(
+        "'s run trained agents agent_0, agent_1, agent_2, not agent_3: is it the env (and env_config) the run "
+        "trained on?"), other.stderr
 
 
 def test_a_2d_observation_env_from_pypi_trains_flattened(tmp_path):

@@ -179,7 +179,11 @@ def agent_policies(checkpoint: Path, agents: list, policies: list) -> dict:
     """A multi-agent env's agent -> policy id: as the run recorded it (rlhpc.envs.multi_agent), else the obvious one."""
     recorded = read_run_record(checkpoint.parent).agent_policy
     if recorded:
-        mapping = {agent: recorded.get(agent) for agent in agents}
+        unknown = [str(agent) for agent in agents if agent not in recorded]
+        if unknown:
+            raise UserError(f"{checkpoint}'s run trained agents {', '.join(sorted(map(str, recorded)))}, not "
+                            f"{', '.join(unknown)}: is it the env (and env_config) the run trained on?")
+        mapping = {agent: recorded[agent] for agent in agents}
     elif set(agents) <= set(policies):
         mapping = {agent: agent for agent in agents}
     elif len(policies) == 1:
