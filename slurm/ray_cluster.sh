@@ -98,6 +98,8 @@ _ray_cleanup() {
     t0=$SECONDS
     while kill -0 "$_ray_trainer_pid" 2>/dev/null && ((SECONDS - t0 < 60)); do sleep 0.5; done
   fi
+  # The trainer (and the post hook) are done: nothing starts on the cluster now that needs the token.
+  rm -f "$RAY_AUTH_TOKEN_PATH"
   if ((${#_ray_srun_pids[@]})); then
     # On SIGTERM srun ends its step: Slurm kills the step's processes, that node's Ray.
     kill -TERM "${_ray_srun_pids[@]}" 2>/dev/null
@@ -107,7 +109,6 @@ _ray_cleanup() {
       kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null   # Slurm ends the step with the job
     done
   fi
-  rm -f "$RAY_AUTH_TOKEN_PATH"
   if [ "${RLHPC_KEEP_RAY_TMP:-0}" != 1 ]; then
     for entry in "${_ray_nodes[@]}"; do
       node=${entry%%:*} group=${entry#*:}
@@ -124,6 +125,10 @@ _ray_cleanup() {
 trap _ray_cleanup EXIT
 
 _ray_forward() {  # SIGNAL: pass it to the trainer; before there is one, just stop
+  # SIGTERM (scancel, pre-emption) went to every process of the job: the cluster is going down, and Slurm SIGKILLs
+  # this shell KillWait seconds later, maybe before _ray_cleanup gets to the token. The processes that save the run
+  # read it when they started; none starts now.
+  [ "$1" = TERM ] && rm -f "$RAY_AUTH_TOKEN_PATH"
   if [ -n "$_ray_trainer_pid" ]; then
     _ray_log "got SIG$1: passing it to the trainer (pid $_ray_trainer_pid) and waiting for it to save and exit"
     kill -s "$1" "$_ray_trainer_pid" 2>/dev/null

@@ -351,8 +351,9 @@ def test_scancel_ends_a_chain_and_a_failing_env_is_not_requeued(slurm_cluster, t
     assert "Traceback" not in failed.output
     assert "not requeueing: the run ended failed" in failed.output
     assert_cleaned_up(slurm_cluster, failed, crash_dir)  # both jobs have ended: no stray process of either
-    # Not the cancelled job's token file: a plain scancel SIGKILLs the batch shell KillWait (here 5 s) after its TERM,
-    # before its cleanup gets to it (a mode-600 file in the job's mode-700 dir, for a cluster that is gone).
+    # The cancelled job's token went at the TERM: Slurm SIGKILLed its shell KillWait (here 5 s) later, before its
+    # cleanup ended (the nodes' Ray temp dirs stay, as on a cluster without a tmpfs per job; slurm/README.md).
+    assert not (cancel_dir / "job" / "auth_token").exists(), "the token file outlived the cancelled job"
 
 
 def test_a_cluster_that_does_not_come_up_fails_clearly_and_leaves_nothing(slurm_cluster, tmp_path):
