@@ -108,3 +108,22 @@ def test_a_multi_agent_env_gets_statistics_per_agent(trainer, monkeypatch, tmp_p
     monkeypatch.setenv("HOME", str(tmp_path))
     *_, normalizer = pipeline_pieces("--name-env", RENDEZVOUS, "--normalize-obs", "on")
     assert type(normalizer).__name__ == "MeanStdFilter" and normalizer._multi_agent
+
+
+def test_the_first_lines_say_a_shared_reason_once(monkeypatch, tmp_path):
+    """report.family_settings: the normalizer and the lr schedule, each with why; auto's reason for both said once."""
+    from rlhpc.outputs.report import family_settings
+    from rlhpc.run.spec import resolve
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    def said(*argv):
+        return family_settings(resolve(cli.build_parser("").parse_args([str(a) for a in argv])))
+
+    continuous = ["--name-env", "MountainCarContinuous-v0", "--stop-timesteps", 50000]
+    assert said(*continuous) == ("observations normalized: yes, lr annealed to 0 at 50,000 env steps "
+                                 "(auto: on for continuous actions)")
+    assert said(*continuous, "--normalize-obs", "off") == ("observations normalized: no (--normalize-obs off); lr "
+                                                           "annealed to 0 at 50,000 env steps (auto: on for "
+                                                           "continuous actions)")
+    assert said("--name-env", "CartPole-v1") == "observations normalized: no (auto: off for discrete actions)"
