@@ -55,7 +55,7 @@ def reached(trial_dir: Path, target: float) -> tuple:
 
 
 def run(env: str, seed: int, steps: int, storage: Path) -> dict:
-    name = f"{env}_seed{seed}"
+    name = f"{env}_{seed}"  # rlhpc.compare draws the runs whose names differ by a trailing _N as one seed group
     started = time.perf_counter()
     out = subprocess.run([sys.executable, str(TRAINER), "--name-env", env, "--seed", str(seed),
                           "--stop-timesteps", str(steps), "--storage-path", str(storage), "--name", name,

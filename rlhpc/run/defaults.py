@@ -48,7 +48,10 @@ FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
     # run, HalfCheetah-v5, 1 M steps, seed 1: `simple_example/simple_trainer.py --name-env HalfCheetah-v5
     # --stop-timesteps 1000000 --seed 1`). Observations are normalized too (--normalize-obs auto, rlhpc.run.spec).
     # With them (and the filter): 1,513 at 1 M steps (the same command), past CleanRL's 1,443 at 594 k steps;
-    # InvertedPendulum-v5 at 1,000 from 170 k steps (seed 1). benchmarks/README.md, "Continuous control".
+    # InvertedPendulum-v5 at 1,000 from 170 k steps (seed 1). With the lr annealed as well (--anneal-lr auto), 1 M
+    # steps: HalfCheetah-v5 3,211 (seed 1); Walker2d-v5 2,411 and Hopper-v5 1,800, means of seeds 1-3 (CleanRL:
+    # 2,288 and 2,383; `benchmarks/continuous_control.py --envs Hopper-v5,Walker2d-v5`). benchmarks/README.md,
+    # "Continuous control".
     ("PPO", CONTINUOUS): {
         "lr": 3e-4,  # CleanRL's (and SB3's); each value below is CleanRL's unless it says otherwise
         "gamma": 0.99,
