@@ -242,6 +242,13 @@ class Group:
     runs: list
 
 
+def experiment_base(run) -> str:
+    """The run's experiment name without a trailing _N: a job array's tasks (name, name_2, ...) and runs started one
+    per seed (env_1, env_2, ...) are one experiment to compare."""
+    name = run.path.parent.name
+    return name.rsplit("_", 1)[0] if re.search(r"_\d+$", name) else name
+
+
 def seed_groups(runs) -> list:
     """Runs grouped by every setting but the seed; a group only where the seeds differ."""
     flats = [_comparable(run.params) for run in runs]
@@ -249,8 +256,7 @@ def seed_groups(runs) -> list:
     by_key: dict[tuple, list] = {}
     for run, flat in zip(runs, flats, strict=True):
         key = json.dumps({k: v for k, v in flat.items() if k not in noise and k != "seed"}, sort_keys=True)
-        by_key.setdefault((run.path.parent.name.rsplit("_", 1)[0] if re.search(r"_\d+$", run.path.parent.name)
-                           else run.path.parent.name, key), []).append(run)
+        by_key.setdefault((experiment_base(run), key), []).append(run)
     groups = []
     for members in by_key.values():
         seeds = [m.params.get("seed") for m in members]
@@ -266,8 +272,11 @@ def seed_groups(runs) -> list:
         for group in groups:
             first = group.runs[0]
             if len(group.runs) > 1:
-                group.label = f"{first.label} ({len(group.runs)} seeds)" if "(" not in first.label else \
-                    first.label[:-1] + f"; {len(group.runs)} seeds)"
+                text, name = first.label, first.path.parent.name
+                if len({run.path.parent.name for run in group.runs}) > 1 and text.startswith(name):
+                    text = experiment_base(first) + text[len(name):]  # env_1, env_2, env_3: the group is "env"
+                group.label = f"{text} ({len(group.runs)} seeds)" if "(" not in text else \
+                    text[:-1] + f"; {len(group.runs)} seeds)"
             first.label = labels[id(first)]  # a run keeps its own label (with its seed) in its summary line
     return groups
 

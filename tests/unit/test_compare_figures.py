@@ -59,6 +59,17 @@ def test_a_seed_group_is_one_legend_entry_and_its_band_is_a_ci_only_with_enough_
     assert f"({name})" in line and "95% CI" not in line.replace(f"({name})", "")
 
 
+def test_runs_started_one_per_seed_with_a_numbered_name_are_one_group_named_without_the_number(tmp_path):
+    """benchmarks/continuous_control.py names its runs <env>_<seed>, a job array's tasks are name, name_2, ...: one
+    seed group, labelled by the name they share."""
+    paths = [write_run(tmp_path / f"Hopper-v5_{seed}", "PPO_Hopper-v5_0", seed=seed, env="Hopper-v5",
+                       returns=[10 + seed, 20 + seed]).parent for seed in (1, 2, 3)]
+    groups, fig = figure_of(paths)
+    [group] = groups
+    assert [run.params["seed"] for run in group.runs] == [1, 2, 3]
+    assert legend_texts(fig.axes[0]) == ["Hopper-v5 (3 seeds): mean, band = range of 3 seeds"]
+
+
 def test_a_band_covers_the_x_range_every_seed_reached(tmp_path):
     """--x time with a slower seed: the band ends where the faster seed's last point is, not past it."""
     experiment = tmp_path / "CartPole-v1"
