@@ -163,10 +163,9 @@ def main():
         runs = [run(env, seed, args.steps, storage) for seed in seeds]
         # Read again now: another env's run beside this one may have written its row meanwhile.
         rows = earlier_rows(args.steps)  # other envs' rows stay; an env run now replaces its own
-        if adding and env in rows:
-            runs = sorted([r for r in rows[env]["runs"] if r["seed"] not in seeds] + runs, key=lambda r: r["seed"])
-        kept = {key: rows[env][key] for key in ("constant_lr_before", "sb3") if env in rows and key in rows[env]}
-        rows[env] = {**row(env, runs), **(kept if adding else {})}
+        earlier = rows.get(env, {}) if adding else {}  # --seeds 2,3: the row's other seeds and notes stay
+        runs = sorted([r for r in earlier.get("runs", []) if r["seed"] not in seeds] + runs, key=lambda r: r["seed"])
+        rows[env] = {**row(env, runs), **{key: earlier[key] for key in ("constant_lr_before", "sb3") if key in earlier}}
         if args.sb3:
             rows[env]["sb3"] = sb3_run(env, 1, args.steps)
         print(line(rows[env]), flush=True)

@@ -372,9 +372,8 @@ def play(env, policy, episodes: int, seed=None, max_steps=None, recorder=None) -
 
 def print_normalizers(policy) -> None:
     """How many observations the normalizers it plays with were computed from (the policy's, or each agent's)."""
-    normalized = {agent: p.normalizer for agent, p in (policy.items() if isinstance(policy, dict) else
-                                                       [(None, policy)]) if p.normalizer is not None}
-    counts = {agent: getattr(normalizer.running_stats, "n", "?") for agent, normalizer in normalized.items()}
+    played = policy.items() if isinstance(policy, dict) else [(None, policy)]
+    counts = {agent: p.normalizer.running_stats.n for agent, p in played if p.normalizer is not None}
     if None in counts:
         print(f"observations normalized as in training: mean/std of {counts[None]:,} observations from the "
               "checkpoint", flush=True)
