@@ -47,10 +47,11 @@ def test_asha_stops_a_trial_that_cannot_learn_at_its_first_rung_across_a_signal_
     """Three trials, one at a time: the lr=1e-7 one comes last and is below the others' return at iteration 2, so
     ASHA stops it there; the decision is in the output and in rlhpc_scheduler.json. Slurm's wall-time signal
     (SIGUSR1) comes once the first trial is done: --resume keeps it done (not trained again), continues the others
-    with ASHA's rungs as they were, and refuses a changed search space. One at a time, not two: two trials started
+    with ASHA's rungs as they were, and refuses a changed search space; the job's status says stopped (to requeue),
+    then done (a trial ASHA stopped has nothing left to train). One at a time, not two: two trials started
     together end together, and a signal after the first one's end could find every trial ended by the time it was
     handled (1 run in 8 here)."""
-    env = clean_env(HOME=tmp_path)
+    env = clean_env(HOME=tmp_path, RLHPC_STATUS_FILE=tmp_path / "status.json")  # as slurm/ray_cluster.sh sets it
     flags = ["--grid", "lr=[1e-3,3e-4,1e-7]", "--num-cpus", "0", "--stop-iters", "4", "--seed", "0",
              "--scheduler", "asha", "--grace-period", "2", "--reduction-factor", "2", "--max-concurrent", "1",
              "--storage-path", str(tmp_path), "--name", "asha"]
@@ -62,12 +63,14 @@ def test_asha_stops_a_trial_that_cannot_learn_at_its_first_rung_across_a_signal_
     proc.send_signal(signal.SIGUSR1)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "stopped by SIGUSR1; state and checkpoint saved" in stdout, stderr[-3000:]
+    assert json.loads((tmp_path / "status.json").read_text())["ending"] == "stopped"
     before = trial_rows(tmp_path / "asha")
 
     changed = run_script(TRAINER, "--resume", tmp_path / "asha", "--grid", "lr=[1e-3,3e-4]", env=env, timeout=60)
     assert changed.returncode == 2 and "--grid" in one_line(changed.stderr), changed.stderr
     out = run_script(TRAINER, "--resume", tmp_path / "asha", env=env)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((tmp_path / "status.json").read_text())["ending"] == "done"  # the chain does not requeue it
     after = trial_rows(tmp_path / "asha")
     decided = json.loads((tmp_path / "asha" / "rlhpc_scheduler.json").read_text())
     stopped = {entry["trial"]: entry["iteration"] for entry in decided["stopped_early"]}

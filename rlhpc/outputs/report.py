@@ -15,6 +15,7 @@ from rlhpc.run import job_status, tracking_flags
 from rlhpc.run.results import (
     EVAL_RETURN_METRIC,
     as_number,
+    ended,
     env_steps,
     episode_return,
     reached,
@@ -264,28 +265,43 @@ def print_seeds(outcome: Outcome, spec) -> None:
     print(f"{text}; their mean and band: python -m rlhpc.compare {outcome.experiment_path}", flush=True)
 
 
+def training_left(outcome: Outcome, spec) -> bool:
+    """Whether the run has training left: a trial that has not ended (rlhpc.run.results.ended; a failed one has
+    ended), or one the search has not made yet (Tune makes a grid's trials as it starts them)."""
+    from rlhpc.run.search import trial_count
+
+    stop = outcome.stop or dict(spec.stop.criteria)
+    expected = trial_count(spec.search.space, spec.search.num_samples, spec.search.searcher)
+    return len(outcome.trials) < expected or any(not trial.error and not ended(trial.metrics or {}, stop)
+                                                 for trial in outcome.trials)
+
+
+def interrupted(outcome: Outcome, spec) -> bool:
+    """Whether a signal stopped the run with training left (a signal after every trial ended stopped nothing)."""
+    return bool(outcome.stopped_by) and training_left(outcome, spec)
+
+
 def ending(outcome: Outcome, spec) -> str:
     """How the run ended, for the job that runs it (rlhpc.slurm.job requeues STOPPED ones): FAILED, DONE (every
-    trial met a stop criterion), STOPPED (before that, by a signal: resumable); see rlhpc.run.job_status."""
-    stop = outcome.stop or dict(spec.stop.criteria)
+    trial met a stop criterion or was stopped early by the scheduler), STOPPED (before that, by a signal:
+    resumable); see rlhpc.run.job_status."""
     if any(trial.error for trial in outcome.trials):
         return job_status.FAILED
-    if outcome.trials and all(stop_reached(trial.metrics or {}, stop) for trial in outcome.trials):
-        return job_status.DONE
-    return job_status.STOPPED  # by a signal (ours, or Tune's own before ours was installed): resumable
+    # Left to train: stopped by a signal (ours, or Tune's own before ours was installed), resumable.
+    return job_status.STOPPED if training_left(outcome, spec) else job_status.DONE
 
 
 def print_stopped_early(outcome: Outcome, spec) -> None:
-    """Which trials the scheduler stopped (neither a stop criterion met nor failed), in one line and in
+    """Which trials the scheduler stopped (ended, neither a stop criterion met nor failed), in one line and in
     <experiment>/rlhpc_scheduler.json."""
     from rlhpc.run import experiment
 
+    if interrupted(outcome, spec):
+        return  # a trial is still to train: the resumed run decides
     stop = outcome.stop or dict(spec.stop.criteria)
     stopped = [{"trial": os.path.basename(trial.path), "iteration": (trial.metrics or {}).get("training_iteration"),
                 "return": episode_return(trial.metrics or {})}
                for trial in outcome.trials if not trial.error and not stop_reached(trial.metrics or {}, stop)]
-    if outcome.stopped_by:
-        return  # a signal stopped them all: resumed later, nothing decided
     listing = ", ".join(f"{s['trial'][:40]} at iteration {s['iteration']}" for s in stopped)
     print(f"{spec.search.scheduler} stopped {len(stopped)} of {len(outcome.trials)} trials early"
           + (f": {listing}" if stopped else ""), flush=True)
@@ -325,9 +341,11 @@ def finish(outcome: Outcome, spec, started: float) -> int:
         print_exploits(outcome, spec)
     elif spec.search.scheduler:
         print_stopped_early(outcome, spec)
-    if outcome.stopped_by:
+    if interrupted(outcome, spec):
         print(f"stopped by {outcome.stopped_by}; state and checkpoint saved. Continue with: "
               f"--resume {outcome.experiment_path}", flush=True)
+    elif outcome.stopped_by:
+        print(f"{outcome.stopped_by} came after every trial had ended: nothing left to resume", flush=True)
     print(f"tensorboard --logdir {outcome.experiment_path}")
     errors = [trial.error for trial in outcome.trials if trial.error]
     for error in errors:

@@ -75,6 +75,12 @@ def stop_reached(result: dict, stop: Mapping) -> bool:
     return any(flat.get(key) is not None and flat[key] >= value for key, value in stop.items())
 
 
+def ended(result: dict, stop: Mapping) -> bool:
+    """Whether a trial, by its last result, has nothing left to train: it met a stop criterion, or Tune ended it by a
+    decision (its scheduler's early stop: Tune marks the last result done then, not when a signal interrupts it)."""
+    return bool(result.get("done")) or stop_reached(result, stop)
+
+
 def checkpoint_due(result: dict, every: int) -> bool:
     """Whether --checkpoint-freq asks for a checkpoint after this result: decided here for both backends (the
     in-process loop, and Tune through rlhpc.train.tune_run.PeriodicCheckpoints)."""

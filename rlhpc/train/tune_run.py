@@ -32,7 +32,7 @@ from rlhpc.outputs.report import (
     training_failed,
 )
 from rlhpc.run.algorithms import PLACEMENT_KEYS
-from rlhpc.run.results import checkpoint_due, stop_reached
+from rlhpc.run.results import checkpoint_due, ended
 from rlhpc.run.resume import stop_changed
 from rlhpc.run.search import trial_count
 from rlhpc.train import tracking
@@ -299,7 +299,7 @@ def grace_over_line(grid, signal_name: str | None, stop: dict) -> str:
     """Where each trial that --resume trains again goes on from: its last checkpoint (the iteration it was in when
     Tune stopped is lost), or the start."""
     points = [f"trial {(r.metrics or {}).get('trial_id') or os.path.basename(r.path)} {resume_point(r)}" for r in grid
-              if r.error or not stop_reached(r.metrics or {}, stop)]
+              if r.error or not ended(r.metrics or {}, stop)]
     return (f"an iteration did not end within {grace_s():g} s of {signal_name}: Tune stopped there; --resume goes on "
             "with " + (", ".join(points) or "nothing: every trial had finished"))
 

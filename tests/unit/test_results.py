@@ -1,6 +1,7 @@
 """What a run's results say, read in this process: failure lines, the results helpers (returns, steps, stops),
 an iteration's time recovered from RLlib's moving average, and how a run ended for the job that requeues it."""
 
+import json
 import math
 
 import pytest
@@ -53,15 +54,49 @@ def test_this_iterations_time_is_recovered_from_rllibs_moving_average():
     ({"training_iteration": 3}, None, "SIGUSR1", "stopped"),
     ({"training_iteration": 5}, None, "SIGUSR1", "done"),  # the signal came in the last iteration
     ({"training_iteration": 3}, "training failed: ...", None, "failed"),
+    ({"training_iteration": 2, "done": True}, None, None, "done"),  # its scheduler (ASHA) stopped it early
+    ({"training_iteration": 2, "done": True}, None, "SIGUSR1", "done"),  # and the signal came after that
 ])
 def test_how_a_run_ended_for_the_job_that_requeues_it(metrics, error, stopped_by, ending):
     from rlhpc.outputs.report import Outcome, TrialOutcome
     from rlhpc.outputs.report import ending as how
-    from rlhpc.run.spec import Stop
+    from rlhpc.run.spec import Search, Stop
 
-    spec = type("Spec", (), {"stop": Stop(criteria={"training_iteration": 5}, as_test=False)})()
+    spec = type("Spec", (), {"stop": Stop(criteria={"training_iteration": 5}, as_test=False),
+                             "search": Search(space=(), num_samples=1, metric="episode_return_mean", mode="max")})()
     outcome = Outcome("/x", [TrialOutcome(path="/x/t", metrics=metrics, checkpoint=None, error=error)], stopped_by)
     assert how(outcome, spec) == ending
+
+
+def test_a_signal_after_every_trial_ended_stopped_nothing(tmp_path, capsys):
+    """A search whose last trial ASHA stopped before Slurm's USR1 was handled: the run says the signal stopped
+    nothing (not "stopped by SIGUSR1", which made the job chain requeue a finished search), lists ASHA's decision
+    and writes it, and ends DONE. A trial still to train when the signal came keeps the run resumable."""
+    from rlhpc.outputs.report import Outcome, TrialOutcome, ending, finish
+    from rlhpc.run.spec import Search, Stop
+
+    grid = ((("lr",), "grid", (1e-3, 1e-7)),)
+    spec = type("Spec", (), {"stop": Stop(criteria={"training_iteration": 4}, as_test=False),
+                             "search": Search(space=grid, num_samples=1, metric="episode_return_mean", mode="max",
+                                              scheduler="asha", grace_period=2, reduction_factor=2)})()
+    full = TrialOutcome(path=str(tmp_path / "a"), metrics={"training_iteration": 4, "done": True}, checkpoint=None)
+    early = TrialOutcome(path=str(tmp_path / "b"), metrics={"training_iteration": 2, "done": True}, checkpoint=None)
+    outcome = Outcome(str(tmp_path), [full, early], stopped_by="SIGUSR1")
+    finish(outcome, spec, started=0.0)
+    out = capsys.readouterr().out
+    assert "SIGUSR1 came after every trial had ended: nothing left to resume" in out and "stopped by" not in out
+    assert "asha stopped 1 of 2 trials early: b at iteration 2" in out
+    assert json.loads((tmp_path / "rlhpc_scheduler.json").read_text())["stopped_early"][0]["trial"] == "b"
+    assert ending(outcome, spec) == "done"
+
+    running = TrialOutcome(path=str(tmp_path / "c"), metrics={"training_iteration": 3}, checkpoint=None)
+    # Left to train: a trial the signal interrupted, or one Tune had not made yet (it makes a grid's as it starts
+    # them: the second of two run one at a time, when ASHA stopped the first before the signal was handled).
+    for trials in ([full, running], [early]):
+        outcome = Outcome(str(tmp_path), trials, stopped_by="SIGUSR1")
+        finish(outcome, spec, started=0.0)
+        assert "stopped by SIGUSR1; state and checkpoint saved" in capsys.readouterr().out
+        assert ending(outcome, spec) == "stopped"
 
 
 def test_dqns_learning_time_counts_its_learner_updates_not_its_training_steps():
