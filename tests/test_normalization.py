@@ -1,7 +1,7 @@
 """--normalize-obs end to end on a MuJoCo env (the [mujoco] extra stays working): the observation normalizer is saved
 in checkpoints, a --resume goes on with its statistics, and rlhpc.evaluate plays with them; --anneal-lr's schedule
-goes on from the steps sampled before the resume. Which runs get them (the env families, --print-config):
-unit/test_env_families.py."""
+goes on from the steps sampled before the resume; --scale-rewards' statistics (the learner's state) go on too. Which
+runs get them (the env families, --print-config): unit/test_env_families.py."""
 
 import json
 import pickle
@@ -22,6 +22,14 @@ def saved_filter(checkpoint: Path) -> dict:
         return pickle.load(f)[None]
 
 
+def returns_seen(checkpoint: Path) -> float:
+    """How many discounted returns --scale-rewards' running variance has taken in, from the learner's saved state."""
+    from rlhpc.algo.reward_scaling import RewardScalingPPOLearner
+
+    with open(checkpoint / "learner_group" / "learner" / "state.pkl", "rb") as f:
+        return pickle.load(f)[RewardScalingPPOLearner.STATE_KEY]["returns"]["count"]
+
+
 def learning_rates(experiment: Path) -> list:
     """The learner's lr at each iteration, as the trial's result.json has it."""
     [results] = experiment.glob("*/result.json")
@@ -32,7 +40,8 @@ def learning_rates(experiment: Path) -> list:
 def test_the_normalizer_is_saved_resumed_and_played_by_evaluate(tmp_path):
     pytest.importorskip("mujoco")
     env = clean_env(HOME=tmp_path)
-    args = ["--name-env", ENV, "--seed", 0, "--checkpoint-freq", 1, "--storage-path", tmp_path, "--name", "run"]
+    args = ["--name-env", ENV, "--seed", 0, "--checkpoint-freq", 1, "--storage-path", tmp_path, "--name", "run",
+            "--scale-rewards", "on"]
     out = run_script(TRAINER, *args, "--stop-iters", 1, "--stop-timesteps", 6000, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert ("observations normalized: yes, lr annealed to 0 at 6,000 env steps (auto: on for continuous actions)"
@@ -40,6 +49,8 @@ def test_the_normalizer_is_saved_resumed_and_played_by_evaluate(tmp_path):
     [first] = sorted(tmp_path.glob("run/*/checkpoint_*"))
     pushes = saved_filter(first)["running_stats"][0]["num_pushes"]
     assert pushes >= 2048  # every observation of the first batch went through it
+    scaled = returns_seen(first)
+    assert scaled >= 2048  # and every reward of it through the learner's scaler
 
     out = run_script(TRAINER, "--storage-path", tmp_path, "--name", "run", "--resume", "--stop-iters", 2, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
@@ -47,6 +58,7 @@ def test_the_normalizer_is_saved_resumed_and_played_by_evaluate(tmp_path):
     assert last != first
     # Resumed with the saved statistics, then updated: more pushes than one batch's, not a fresh filter's.
     assert saved_filter(last)["running_stats"][0]["num_pushes"] >= pushes + 2048
+    assert returns_seen(last) >= scaled + 2048  # the learner's reward statistics as well
     # The lr falls with the steps sampled in both jobs (3e-4 x (1 - steps / 6,000)): a count started again at the
     # resume would have the second iteration at the first one's lr.
     first_lr, second_lr = learning_rates(tmp_path / "run")

@@ -233,6 +233,10 @@ def build_config(spec):  # noqa: C901 -- one step per part of the spec, in the o
     if until and isinstance(config.lr, int | float):  # --anneal-lr; a schedule given with --set lr=[...] stays
         # RLlib's learner interpolates [[step, lr], ...] by the env steps sampled so far, this run's stop criterion
         config.training(lr=[[0, config.lr], [until, 0.0]])
+    if spec.training.scale_rewards:  # --scale-rewards: the learner's connector scales them (rlhpc.algo.reward_scaling)
+        from rlhpc.algo.reward_scaling import RewardScalingPPOLearner
+
+        config.training(learner_class=RewardScalingPPOLearner)
     for path, _, values in spec.search.space:  # every candidate must be a value the config accepts
         for value in values:
             apply_overrides(copy.deepcopy(config), [(list(path), value)], spec.training.algo)
@@ -306,6 +310,7 @@ def describe(config, spec, bundles: list) -> dict:
         "normalize_observations": f"{'on' if spec.env.normalize_observations else 'off'} "
                                   f"({spec.env.normalize_reason})",
         "anneal_lr": f"{spec.training.lr_schedule} ({spec.training.anneal_lr_reason})",
+        "scale_rewards": f"{'on' if spec.training.scale_rewards else 'off'} ({spec.training.scale_rewards_reason})",
     }
     full = {}
     for key, value in sorted(config.to_dict().items()):

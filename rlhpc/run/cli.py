@@ -217,6 +217,10 @@ def add_algorithm_flags(parser: argparse.ArgumentParser) -> None:
                       help="the learning rate falls linearly to 0 at --stop-timesteps, as CleanRL's PPO does "
                            "(auto: on for envs with continuous actions when --stop-timesteps is given, see "
                            "rlhpc/run/defaults.py)")
+    algo.add_argument("--scale-rewards", choices=["auto", "on", "off"], default="auto",
+                      help="PPO learns from rewards divided by a running std of the discounted return and clipped "
+                           "at +-10, as CleanRL's does; returns are still reported as the env pays them (auto: off, "
+                           "see rlhpc/run/defaults.py)")
     algo.add_argument("--env-timeout", type=non_negative_seconds, metavar="SECONDS",
                       help="an env copy whose step takes longer (a reset: 5x longer) is abandoned and rebuilt, as "
                            "one that raises is (default: 1000x a step's time measured before Ray starts, at least "

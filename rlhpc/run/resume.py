@@ -35,7 +35,7 @@ RUN_SETTINGS = {
     "scheduler": "--scheduler", "grace_period": "--grace-period", "reduction_factor": "--reduction-factor",
     "perturbation_interval": "--perturbation-interval", "search": "--search", "max_concurrent": "--max-concurrent",
     "eval_interval": "--eval-interval", "eval_episodes": "--eval-episodes", "normalize_obs": "--normalize-obs",
-    "anneal_lr": "--anneal-lr",
+    "anneal_lr": "--anneal-lr", "scale_rewards": "--scale-rewards",
 }
 # dest -> flag: how long it trains. "Train it longer" is the most common reason to resume: allowed, recorded.
 HOW_LONG = {"stop_reward": "--stop-reward", "stop_iters": "--stop-iters", "stop_timesteps": "--stop-timesteps",
@@ -105,6 +105,8 @@ def settings(args, flags, make_parser, default_name: str) -> tuple:
     current = vars(parse_recorded(make_parser, list(record.flags), path))
     if "anneal_lr_until" not in record.spec:  # a run from before --anneal-lr: it trained, and resumes, at a constant lr
         current["anneal_lr"] = "off"
+    # As it resolved when it started (auto may resolve otherwise in a later version); a run from before: without.
+    current["scale_rewards"] = "on" if record.spec.get("scale_rewards") else "off"
     # The run's settings now: as started, with what earlier resumes changed.
     for earlier in record.resumes:
         if earlier.flags is not None:

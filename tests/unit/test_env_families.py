@@ -32,6 +32,7 @@ def test_continuous_actions_get_the_continuous_family_and_set_wins(trainer):
     assert (config["lambda"], config["minibatch_size"], config["clip_param"]) == (0.95, 64, 0.2)
     assert config["grad_clip"] == 0.5 and config["use_kl_loss"] is False and config["vf_clip_param"] == 10_000
     assert config["num_epochs"] == 4  # --set beats the family's 10
+    assert summary["scale_rewards"] == "off (auto: off)"
     assert summary["train_batch_size_per_learner"] == 2048
     assert shown["spec"]["family"] == "continuous" and shown["spec"]["normalize_observations"] is True
 
@@ -77,6 +78,19 @@ def pipeline_pieces(*argv) -> list:
     return pieces if isinstance(pieces, list) else [pieces]
 
 
+def test_scaled_rewards_train_with_the_learner_that_scales_them(trainer, monkeypatch, tmp_path):
+    """--scale-rewards on: RLlib's PPO learner with the scaler first in its connector (rlhpc.algo.reward_scaling;
+    the scaling itself: tests/unit/test_reward_scaling.py)."""
+    from rlhpc.algo.config import build_config
+    from rlhpc.run.spec import resolve
+
+    flags = ["--name-env", "MountainCarContinuous-v0", "--scale-rewards", "on"]
+    assert printed(trainer, *flags)["summary"]["scale_rewards"] == "on (--scale-rewards on)"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = build_config(resolve(cli.build_parser("").parse_args(flags)))
+    assert config.learner_class.__name__ == "RewardScalingPPOLearner"
+
+
 def test_the_normalizer_comes_after_the_flattening(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert pipeline("--name-env", "MountainCarContinuous-v0") == ["MeanStdFilter"]
@@ -92,6 +106,8 @@ def test_the_normalizer_comes_after_the_flattening(monkeypatch, tmp_path):
      "error: --normalize-obs on: its observations carry an action mask"),
     (["--name-env", "CartPole-v1", "--anneal-lr", "on"],
      "error: --anneal-lr on: the lr falls to 0 at --stop-timesteps: give --stop-timesteps N"),
+    (["--name-env", "CartPole-v1", "--run", "DQN", "--scale-rewards", "on"],
+     "error: --scale-rewards on is for PPO (its learner scales the rewards), not DQN"),
 ])
 def test_normalization_or_annealing_where_it_cannot_work_is_one_line(trainer, args, message):
     code, _, err = trainer(*args, "--stop-iters", 1)

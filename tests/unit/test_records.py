@@ -96,7 +96,7 @@ def test_a_nodes_report_goes_to_json_and_back():
 
 # What RunSpec.record() has always written, in this order: --print-config's "spec" and every run record (the env
 # guard's limit since issue 26; the env's family and its observation normalizer since issue 28; --search and
-# --max-concurrent since issue 29).
+# --max-concurrent since issue 29; --scale-rewards since issue 28's last round).
 RECORDED_SPEC_KEYS = [
     "algo", "env", "env_config", "framework", "address", "local_mode", "num_env_runners", "num_envs_per_runner",
     "vectorize", "vectorize_reason", "train_batch_size", "num_gpus", "num_learners", "num_gpus_per_learner",
@@ -105,7 +105,7 @@ RECORDED_SPEC_KEYS = [
     "eval_interval", "eval_episodes", "stop", "as_test",
     "max_failures", "checkpoint_freq", "wandb", "mlflow", "name", "storage_path", "experiment_dir", "resume_dir",
     "changes", "backend", "print_config", "command_line", "flags", "config_file", "family", "normalize_observations",
-    "searcher", "max_concurrent", "anneal_lr_until"]
+    "searcher", "max_concurrent", "anneal_lr_until", "scale_rewards"]
 
 
 def test_the_spec_made_of_parts_records_flat_with_the_keys_runs_always_had(monkeypatch, tmp_path):
