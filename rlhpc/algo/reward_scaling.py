@@ -7,6 +7,8 @@ running return) live in a learner connector piece placed before PPO's own pieces
 so checkpoints save them and --resume continues with them.
 """
 
+import copy
+
 import numpy as np
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.connector_v2 import ConnectorV2
@@ -46,23 +48,38 @@ class ScaleRewards(ConnectorV2):
         self.gamma = gamma
         self.returns = RunningVariance()
         self.running_return: dict = {}  # (episode id, agent id) -> discounted return so far, for unfinished episodes
+        self._carried: dict = {}  # the same, as this batch leaves it
 
     def __call__(self, *, rl_module, batch, episodes, **kwargs):
-        carried = {}
-        for episode in self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False):
-            rewards = np.asarray(episode.get_rewards(), dtype=np.float64)
-            key = (episode.id_, episode.agent_id)
-            discounted, so_far = np.empty_like(rewards), self.running_return.get(key, 0.0)
-            for t, reward in enumerate(rewards):
-                so_far = so_far * self.gamma + reward
-                discounted[t] = so_far
-            self.returns.update(discounted)
-            if not episode.is_terminated:
-                carried[key] = so_far
-            scaled = np.clip(rewards / np.sqrt(self.returns.var + EPSILON), -CLIP, CLIP)
-            episode.set_rewards(new_data=scaled.astype(np.float32) if episode.is_numpy else list(scaled))
-        self.running_return = carried  # an episode missing from this batch has ended or its runner was replaced
+        # Each chunk is replaced by a copy with its own scaled rewards, never changed in place: an env runner in this
+        # process (--num-cpus 0) keeps the chunks it sent and sums their rewards into the episode's return at its end.
+        self._carried: dict = {}
+        for i, episode in enumerate(episodes):
+            if hasattr(episode, "agent_episodes"):  # a MultiAgentEpisode: each agent's chunk
+                episodes[i] = copy.copy(episode)
+                episodes[i].agent_episodes = {agent: self._scaled(chunk) for agent, chunk in
+                                              episode.agent_episodes.items()}
+            else:
+                episodes[i] = self._scaled(episode)
+        self.running_return = self._carried  # an episode missing from this batch has ended or its runner was replaced
         return batch
+
+    def _scaled(self, episode):
+        """A copy of a single-agent chunk whose rewards are scaled (the rest of it shared with the original)."""
+        rewards = np.asarray(episode.get_rewards(), dtype=np.float64)
+        key = (episode.id_, episode.agent_id)
+        discounted, so_far = np.empty_like(rewards), self.running_return.get(key, 0.0)
+        for t, reward in enumerate(rewards):
+            so_far = so_far * self.gamma + reward
+            discounted[t] = so_far
+        self.returns.update(discounted)
+        if not episode.is_terminated:
+            self._carried[key] = so_far
+        scaled = np.clip(rewards / np.sqrt(self.returns.var + EPSILON), -CLIP, CLIP)
+        copied = copy.copy(episode)
+        copied.rewards = copy.deepcopy(episode.rewards)
+        copied.set_rewards(new_data=scaled.astype(np.float32) if episode.is_numpy else list(scaled))
+        return copied
 
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict:
         return {"returns": self.returns.state(), "running_return": dict(self.running_return)}

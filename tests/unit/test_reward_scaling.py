@@ -36,20 +36,23 @@ def test_an_episodes_discounted_return_carries_over_chunks_and_restarts_at_its_e
     assert scaler.running_return == {("a", None): pytest.approx(1.5)}  # 1 * 0.5 + 1
     # Its next chunk goes on from 1.5: returns 1.75 and 1.875 join the statistics, not 1 and 1.5 again.
     second = chunk([1.0, 1.0], episode_id="a", terminated=True)
-    scaler(rl_module=None, batch={}, episodes=[second])
+    episodes = [second]
+    scaler(rl_module=None, batch={}, episodes=episodes)
     seen = np.array([1.0, 1.5, 1.75, 1.875])
     assert scaler.returns.var == pytest.approx(seen.var(), rel=1e-4)
     assert scaler.running_return == {}  # terminated: the next episode starts from 0
-    # The rewards the learner trains on are the env's divided by the return's std.
-    assert second.get_rewards() == pytest.approx(np.full(2, 1.0 / np.sqrt(seen.var() + 1e-8)), rel=1e-5)
+    # The rewards the learner trains on are the env's divided by the return's std, in a copy of the chunk: an env
+    # runner in the learner's process sums the chunks it sent into the episode's return, as the env paid it.
+    assert episodes[0].get_rewards() == pytest.approx(np.full(2, 1.0 / np.sqrt(seen.var() + 1e-8)), rel=1e-5)
+    assert second.get_rewards() == [1.0, 1.0] and second.get_return() == 2.0
 
 
 def test_scaled_rewards_are_clipped_and_the_state_round_trips():
     scaler = ScaleRewards(gamma=0.99)
     scaler(rl_module=None, batch={}, episodes=[chunk([0.0] * 399 + [1.0], episode_id="calm")])
-    spike = chunk([1000.0], episode_id="spike")  # 1 return of 1,000 among 401: a std of ~50, a scaled reward of ~20
-    scaler(rl_module=None, batch={}, episodes=[chunk([0.0], episode_id="calm"), spike])
-    assert spike.get_rewards()[0] == pytest.approx(CLIP)
+    episodes = [chunk([0.0], episode_id="calm"), chunk([1000.0], episode_id="spike")]  # 1 return of 1,000 among 401:
+    scaler(rl_module=None, batch={}, episodes=episodes)  # a std of ~50, a scaled reward of ~20
+    assert episodes[1].get_rewards()[0] == pytest.approx(CLIP)
     restored = ScaleRewards(gamma=0.99)
     restored.set_state(scaler.get_state())
     assert restored.get_state() == scaler.get_state()
