@@ -53,7 +53,7 @@ class ScaleRewards(ConnectorV2):
     def __call__(self, *, rl_module, batch, episodes, **kwargs):
         # Each chunk is replaced by a copy with its own scaled rewards, never changed in place: an env runner in this
         # process (--num-cpus 0) keeps the chunks it sent and sums their rewards into the episode's return at its end.
-        self._carried: dict = {}
+        self._carried = {}
         for i, episode in enumerate(episodes):
             if hasattr(episode, "agent_episodes"):  # a MultiAgentEpisode: each agent's chunk
                 episodes[i] = copy.copy(episode)
