@@ -236,7 +236,7 @@ def build_config(spec):  # noqa: C901 -- one step per part of the spec, in the o
     if spec.training.scale_rewards:  # --scale-rewards: the learner's connector scales them (rlhpc.algo.reward_scaling)
         from rlhpc.algo.reward_scaling import RewardScalingPPOLearner
 
-        config.training(learner_class=RewardScalingPPOLearner)
+        config.learners(learner_class=RewardScalingPPOLearner)
     for path, _, values in spec.search.space:  # every candidate must be a value the config accepts
         for value in values:
             apply_overrides(copy.deepcopy(config), [(list(path), value)], spec.training.algo)
