@@ -48,24 +48,24 @@ class ScaleRewards(ConnectorV2):
         self.gamma = gamma
         self.returns = RunningVariance()
         self.running_return: dict = {}  # (episode id, agent id) -> discounted return so far, for unfinished episodes
-        self._carried: dict = {}  # the same, as this batch leaves it
 
     def __call__(self, *, rl_module, batch, episodes, **kwargs):
         # Each chunk is replaced by a copy with its own scaled rewards, never changed in place: an env runner in this
         # process (--num-cpus 0) keeps the chunks it sent and sums their rewards into the episode's return at its end.
-        self._carried = {}
+        carried: dict = {}  # running_return as this batch leaves it
         for i, episode in enumerate(episodes):
             if hasattr(episode, "agent_episodes"):  # a MultiAgentEpisode: each agent's chunk
                 episodes[i] = copy.copy(episode)
-                episodes[i].agent_episodes = {agent: self._scaled(chunk) for agent, chunk in
+                episodes[i].agent_episodes = {agent: self._scaled(chunk, carried) for agent, chunk in
                                               episode.agent_episodes.items()}
             else:
-                episodes[i] = self._scaled(episode)
-        self.running_return = self._carried  # an episode missing from this batch has ended or its runner was replaced
+                episodes[i] = self._scaled(episode, carried)
+        self.running_return = carried  # an episode missing from this batch has ended or its runner was replaced
         return batch
 
-    def _scaled(self, episode):
-        """A copy of a single-agent chunk whose rewards are scaled (the rest of it shared with the original)."""
+    def _scaled(self, episode, carried: dict):
+        """A copy of a single-agent chunk whose rewards are scaled (the rest of it shared with the original); its
+        discounted return so far goes into carried unless it ended."""
         rewards = np.asarray(episode.get_rewards(), dtype=np.float64)
         key = (episode.id_, episode.agent_id)
         discounted, so_far = np.empty_like(rewards), self.running_return.get(key, 0.0)
@@ -74,7 +74,7 @@ class ScaleRewards(ConnectorV2):
             discounted[t] = so_far
         self.returns.update(discounted)
         if not episode.is_terminated:
-            self._carried[key] = so_far
+            carried[key] = so_far
         scaled = np.clip(rewards / np.sqrt(self.returns.var + EPSILON), -CLIP, CLIP)
         copied = copy.copy(episode)
         copied.rewards = copy.deepcopy(episode.rewards)

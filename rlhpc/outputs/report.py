@@ -22,7 +22,7 @@ from rlhpc.run.results import (
     stop_reached,
     target_reward,
 )
-from rlhpc.run.search import POPULATION
+from rlhpc.run.search import POPULATION, trial_count
 
 
 @dataclasses.dataclass
@@ -268,8 +268,6 @@ def print_seeds(outcome: Outcome, spec) -> None:
 def training_left(outcome: Outcome, spec) -> bool:
     """Whether the run has training left: a trial that has not ended (rlhpc.run.results.ended; a failed one has
     ended), or one the search has not made yet (Tune makes a grid's trials as it starts them)."""
-    from rlhpc.run.search import trial_count
-
     stop = outcome.stop or dict(spec.stop.criteria)
     expected = trial_count(spec.search.space, spec.search.num_samples, spec.search.searcher)
     return len(outcome.trials) < expected or any(not trial.error and not ended(trial.metrics or {}, stop)

@@ -234,7 +234,7 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from
     num_envs = envs_per_runner(args, training, tuned)
     stop = resolve_stop(args, training, env, stop_reward_for)
     training = with_lr_annealing(args, training, env, stop)
-    training = with_reward_scaling(args, training, env)
+    training = with_reward_scaling(args, training)
     search = resolve_search(args)
     placement = resolve_placement(args, training, env, num_envs, tuned)
     tracking = resolve_tracking(args)
@@ -398,11 +398,10 @@ def with_lr_annealing(args, training: Training, env: Env, stop: Stop) -> Trainin
     return dataclasses.replace(training, anneal_lr_until=int(until) if on and until else None, anneal_lr_reason=why)
 
 
-def with_reward_scaling(args, training: Training, env: Env) -> Training:
+def with_reward_scaling(args, training: Training) -> Training:
     """--scale-rewards: PPO's learner divides rewards by a running std of the discounted return and clips them at +-10
     (rlhpc.algo.reward_scaling), as CleanRL's ppo_continuous_action does; returns are still reported in the env's
-    units. auto: off: on Hopper-v5 seed 2 it ended at 2,854 where the defaults end at 990 (benchmarks/README.md,
-    "Fourth round"), one seed, not yet the others."""
+    units. auto: off (rlhpc.run.defaults says why)."""
     asked = getattr(args, "scale_rewards", "auto")
     if asked == "on" and training.algo != "PPO":
         raise UserError(f"--scale-rewards on is for PPO (its learner scales the rewards), not {training.algo}")
