@@ -4,7 +4,8 @@ the discounted return, clipped to +-10, as CleanRL's ppo_continuous_action (Gymn
 Done on the learner, not in the env: the env runners report the episodes' returns as the env paid them, so stop
 criteria, progress.csv and rlhpc.compare stay in the env's units. The statistics (and each unfinished episode's
 running return) live in a learner connector piece placed before PPO's own pieces; the learner's state carries them,
-so checkpoints save them and --resume continues with them.
+so checkpoints save them and --resume continues with them. One learner only (rlhpc.run.spec refuses more): RLlib
+shares each iteration's episodes out between learners, cutting some in two, and each would keep its own statistics.
 """
 
 import copy

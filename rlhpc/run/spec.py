@@ -401,12 +401,18 @@ def with_lr_annealing(args, training: Training, env: Env, stop: Stop) -> Trainin
 def with_reward_scaling(args, training: Training) -> Training:
     """--scale-rewards: PPO's learner divides rewards by a running std of the discounted return and clips them at +-10
     (rlhpc.algo.reward_scaling), as CleanRL's ppo_continuous_action does; returns are still reported in the env's
-    units. auto: off (rlhpc.run.defaults says why)."""
+    units. auto: off (rlhpc.run.defaults says why). One learner only: RLlib shares episodes out between learners.
+    """
     asked = getattr(args, "scale_rewards", "auto")
     if asked == "on" and training.algo != "PPO":
         raise UserError(f"--scale-rewards on is for PPO (its learner scales the rewards), not {training.algo}")
     if asked == "on" and training.legacy_stack:
         raise UserError("--scale-rewards on needs the new API stack (--framework torch)")
+    learners, _ = learner_placement(args, training.legacy_stack)
+    if asked == "on" and learners > 1:
+        # RLlib splits each iteration's episodes between the learners, cutting some in two: each learner would carry
+        # its own running return and std, so the same episode's rewards would be scaled by different numbers.
+        raise UserError(f"--scale-rewards on works with one learner: --num-gpus {args.num_gpus:g} makes {learners}")
     on, why = (asked == "on", f"--scale-rewards {asked}") if asked != "auto" else (False, "auto: off")
     return dataclasses.replace(training, scale_rewards=on, scale_rewards_reason=why)
 

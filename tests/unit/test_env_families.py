@@ -108,6 +108,8 @@ def test_the_normalizer_comes_after_the_flattening(monkeypatch, tmp_path):
      "error: --anneal-lr on: the lr falls to 0 at --stop-timesteps: give --stop-timesteps N"),
     (["--name-env", "CartPole-v1", "--run", "DQN", "--scale-rewards", "on"],
      "error: --scale-rewards on is for PPO (its learner scales the rewards), not DQN"),
+    (["--name-env", "Pendulum-v1", "--num-gpus", "2", "--scale-rewards", "on"],
+     "error: --scale-rewards on works with one learner: --num-gpus 2 makes 2"),
 ])
 def test_normalization_or_annealing_where_it_cannot_work_is_one_line(trainer, args, message):
     code, _, err = trainer(*args, "--stop-iters", 1)
