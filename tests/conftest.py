@@ -90,6 +90,16 @@ def assert_return_is_the_mean_of_the_last_100_episodes(rows, several_runners=Fal
         assert row[RETURN] == pytest.approx(total / count, abs=tolerance), f"iteration {i + 1}"
 
 
+def returns_seen(checkpoint: Path) -> float:
+    """How many discounted returns --scale-rewards' running variance has taken in, from the learner's saved state."""
+    import pickle
+
+    from rlhpc.algo.reward_scaling import RewardScalingPPOLearner
+
+    with open(checkpoint / "learner_group" / "learner" / "state.pkl", "rb") as f:
+        return pickle.load(f)[RewardScalingPPOLearner.STATE_KEY]["returns"]["count"]
+
+
 def error_lines(stderr: str) -> list:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 

@@ -8,7 +8,7 @@ import pickle
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, run_module, run_script
+from conftest import clean_env, returns_seen, run_module, run_script
 
 from rlhpc.outputs import evaluate
 
@@ -20,14 +20,6 @@ def saved_filter(checkpoint: Path) -> dict:
     """The MeanStdFilter's state as RLlib saved it: {None: {"running_stats": [...], ...}} for one agent."""
     with open(checkpoint.joinpath(*evaluate.FILTER_PATH), "rb") as f:
         return pickle.load(f)[None]
-
-
-def returns_seen(checkpoint: Path) -> float:
-    """How many discounted returns --scale-rewards' running variance has taken in, from the learner's saved state."""
-    from rlhpc.algo.reward_scaling import RewardScalingPPOLearner
-
-    with open(checkpoint / "learner_group" / "learner" / "state.pkl", "rb") as f:
-        return pickle.load(f)[RewardScalingPPOLearner.STATE_KEY]["returns"]["count"]
 
 
 def learning_rates(experiment: Path) -> list:
@@ -44,8 +36,8 @@ def test_the_normalizer_is_saved_resumed_and_played_by_evaluate(tmp_path):
             "--scale-rewards", "on"]
     out = run_script(TRAINER, *args, "--stop-iters", 1, "--stop-timesteps", 6000, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert ("observations normalized: yes, lr annealed to 0 at 6,000 env steps (auto: on for continuous actions)"
-            in out.stdout)
+    assert ("observations normalized: yes, lr annealed to 0 at 6,000 env steps (auto: on for continuous actions); "
+            "rewards scaled: yes (--scale-rewards on)" in out.stdout)
     [first] = sorted(tmp_path.glob("run/*/checkpoint_*"))
     pushes = saved_filter(first)["running_stats"][0]["num_pushes"]
     assert pushes >= 2048  # every observation of the first batch went through it

@@ -6,7 +6,7 @@ test_custom_env_trainer.py (it shares that module's Ray cluster)."""
 
 import re
 
-from conftest import RETURN, clean_env, error_lines, read_progress, run_module, run_script
+from conftest import RETURN, clean_env, error_lines, read_progress, returns_seen, run_module, run_script
 
 from rlhpc.outputs import evaluate
 
@@ -17,22 +17,25 @@ SMALL_BATCH = ("--set", "train_batch_size_per_learner=128", "--set", "minibatch_
 
 def test_a_pettingzoo_parallel_env_trains_by_name_and_evaluate_plays_each_agent(tmp_path):
     """mpe2's simple_spread_v3 (3 agents, one shared policy) by `package:env_module`, --env-config to its
-    constructor, with continuous actions: the continuous family's defaults, and its observations normalized, each
-    agent by its own statistics (saved under the agent's id); evaluate rebuilds the env from the run's record and
-    plays each agent with its own normalizer."""
+    constructor, with continuous actions: the continuous family's defaults, its rewards scaled (--scale-rewards on:
+    one std for all agents) and its observations normalized, each agent by its own statistics (saved under the
+    agent's id); evaluate rebuilds the env from the run's record and plays each agent with its own normalizer."""
     env = clean_env(HOME=tmp_path)
     out = run_script(TRAINER, "--name-env", "mpe2:simple_spread_v3", "--env-config", "max_cycles=10",
                      "--env-config", "continuous_actions=true", "--stop-iters", 2, *SMALL_BATCH,
-                     "--storage-path", tmp_path, env=env)
+                     "--scale-rewards", "on", "--storage-path", tmp_path, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "policies: one shared policy for 3 agents" in out.stdout
     assert "defaults for continuous envs" in out.stdout and "observations normalized: yes" in out.stdout
+    assert "rewards scaled: yes (--scale-rewards on)" in out.stdout
     rows = read_progress(tmp_path / "simple_spread_v3")
     assert [row["training_iteration"] for row in rows] == [1, 2]
     # max_cycles=10 reached the env (its default is 25): every episode is 10 steps long
     assert rows[-1]["env_runners/episode_len_mean"] == 10, rows[-1]["env_runners/episode_len_mean"]
     assert rows[-1][RETURN] < 0  # simple_spread's rewards are distances: negative
     [checkpoint] = (tmp_path / "simple_spread_v3").glob("*/checkpoint_*")
+    # Every agent's every reward went through the learner's scaler: 2 iterations of 128 env steps, 3 agents each.
+    assert returns_seen(checkpoint) >= 2 * 128 * 3
     normalizers = evaluate.observation_filters(checkpoint)
     assert sorted(normalizers) == ["agent_0", "agent_1", "agent_2"]
     # Each agent's own statistics: 2 iterations of 128 env steps, every agent observing at each step and reset.

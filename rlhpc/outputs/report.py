@@ -5,6 +5,7 @@ for both and returns the exit code.
 """
 
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -43,15 +44,16 @@ class Outcome:
 
 
 def family_settings(spec) -> str:
-    """Observation normalization and the lr's schedule, each with why; a reason they share (auto: on for continuous
-    actions) said once."""
-    normalized = f"observations normalized: {'yes' if spec.env.normalize_observations else 'no'}"
-    if not spec.training.anneal_lr_until:
-        return f"{normalized} ({spec.env.normalize_reason})"
-    annealed = f"lr {spec.training.lr_schedule}"
-    if spec.env.normalize_reason == spec.training.anneal_lr_reason:
-        return f"{normalized}, {annealed} ({spec.env.normalize_reason})"
-    return f"{normalized} ({spec.env.normalize_reason}); {annealed} ({spec.training.anneal_lr_reason})"
+    """Observation normalization, the lr's schedule and reward scaling (the last two when on), each with why; a reason
+    settings side by side share (auto: on for continuous actions) said once, after the last of them."""
+    settings = [(f"observations normalized: {'yes' if spec.env.normalize_observations else 'no'}",
+                 spec.env.normalize_reason)]
+    if spec.training.anneal_lr_until:
+        settings.append((f"lr {spec.training.lr_schedule}", spec.training.anneal_lr_reason))
+    if spec.training.scale_rewards:
+        settings.append(("rewards scaled: yes", spec.training.scale_rewards_reason))
+    return "; ".join(", ".join(text for text, _ in group) + f" ({why})"
+                     for why, group in itertools.groupby(settings, key=lambda setting: setting[1]))
 
 
 def start_lines(spec, where: str, placement: dict) -> None:

@@ -219,8 +219,9 @@ def add_algorithm_flags(parser: argparse.ArgumentParser) -> None:
                            "rlhpc/run/defaults.py)")
     algo.add_argument("--scale-rewards", choices=["auto", "on", "off"], default="auto",
                       help="PPO learns from rewards divided by a running std of the discounted return and clipped "
-                           "at +-10, as CleanRL's does; returns are still reported as the env pays them (auto: off, "
-                           "see rlhpc/run/defaults.py)")
+                           "at +-10, as CleanRL's does; returns are still reported as the env pays them. Try it where "
+                           "episodes end early on a failure (auto: on only for the envs rlhpc/run/defaults.py names, "
+                           "where it was measured to pay)")
     algo.add_argument("--env-timeout", type=non_negative_seconds, metavar="SECONDS",
                       help="an env copy whose step takes longer (a reset: 5x longer) is abandoned and rebuilt, as "
                            "one that raises is (default: 1000x a step's time measured before Ray starts, at least "

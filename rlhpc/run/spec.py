@@ -23,7 +23,7 @@ from rlhpc.envs import sources as env_sources
 from rlhpc.errors import UserError, warn
 from rlhpc.run import experiment, tracking_flags
 from rlhpc.run.cli import env_config_from, parse_assignments, without_token
-from rlhpc.run.defaults import CONTINUOUS, OBSERVATIONS_AS_THEY_ARE, env_family, tuned_defaults
+from rlhpc.run.defaults import CONTINUOUS, OBSERVATIONS_AS_THEY_ARE, REWARDS_SCALED, env_family, tuned_defaults
 from rlhpc.run.records import ConfigFile
 from rlhpc.run.results import EVAL_RETURN_METRIC, LEGACY_RETURN_METRIC, RETURN_METRIC, STEPS_METRIC, target_reward
 from rlhpc.run.search import POPULATION
@@ -234,7 +234,7 @@ def resolve(args, *, envs=None, stop_reward_for=None, flags=(), changes=(), from
     num_envs = envs_per_runner(args, training, tuned)
     stop = resolve_stop(args, training, env, stop_reward_for)
     training = with_lr_annealing(args, training, env, stop)
-    training = with_reward_scaling(args, training)
+    training = with_reward_scaling(args, training, env)
     search = resolve_search(args)
     placement = resolve_placement(args, training, env, num_envs, tuned)
     tracking = resolve_tracking(args)
@@ -398,22 +398,30 @@ def with_lr_annealing(args, training: Training, env: Env, stop: Stop) -> Trainin
     return dataclasses.replace(training, anneal_lr_until=int(until) if on and until else None, anneal_lr_reason=why)
 
 
-def with_reward_scaling(args, training: Training) -> Training:
+def with_reward_scaling(args, training: Training, env: Env) -> Training:
     """--scale-rewards: PPO's learner divides rewards by a running std of the discounted return and clips them at +-10
     (rlhpc.algo.reward_scaling), as CleanRL's ppo_continuous_action does; returns are still reported in the env's
-    units. auto: off (rlhpc.run.defaults says why). One learner only: RLlib shares episodes out between learners.
+    units. auto: on for the envs rlhpc.run.defaults.REWARDS_SCALED names (the measurements are there: it pays where
+    episodes end on a fall, and costs where they run their full length), off for the rest. One learner only: RLlib
+    shares episodes out between learners.
     """
     asked = getattr(args, "scale_rewards", "auto")
-    if asked == "on" and training.algo != "PPO":
-        raise UserError(f"--scale-rewards on is for PPO (its learner scales the rewards), not {training.algo}")
-    if asked == "on" and training.legacy_stack:
-        raise UserError("--scale-rewards on needs the new API stack (--framework torch)")
     learners, _ = learner_placement(args, training.legacy_stack)
-    if asked == "on" and learners > 1:
-        # RLlib splits each iteration's episodes between the learners, cutting some in two: each learner would carry
-        # its own running return and std, so the same episode's rewards would be scaled by different numbers.
-        raise UserError(f"--scale-rewards on works with one learner: --num-gpus {args.num_gpus:g} makes {learners}")
-    on, why = (asked == "on", f"--scale-rewards {asked}") if asked != "auto" else (False, "auto: off")
+    why_not = (f"it is for PPO (its learner scales the rewards), not {training.algo}" if training.algo != "PPO" else
+               "it needs the new API stack (--framework torch)" if training.legacy_stack else
+               # RLlib splits each iteration's episodes between the learners, cutting some in two: each learner would
+               # carry its own running return and std, so one episode's rewards would be scaled by different numbers.
+               f"it works with one learner: --num-gpus {args.num_gpus:g} makes {learners}" if learners > 1 else None)
+    if asked == "on" and why_not:
+        raise UserError(f"--scale-rewards on: {why_not}")
+    if asked != "auto":
+        on, why = asked == "on", f"--scale-rewards {asked}"
+    elif why_not:
+        on, why = False, f"auto: off, {why_not}"
+    elif env.source.label in REWARDS_SCALED:
+        on, why = True, f"auto: on for {env.source.label}: {REWARDS_SCALED[env.source.label]}"
+    else:
+        on, why = False, "auto: off; on only for the envs rlhpc/run/defaults.py names"
     return dataclasses.replace(training, scale_rewards=on, scale_rewards_reason=why)
 
 

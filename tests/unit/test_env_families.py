@@ -32,9 +32,21 @@ def test_continuous_actions_get_the_continuous_family_and_set_wins(trainer):
     assert (config["lambda"], config["minibatch_size"], config["clip_param"]) == (0.95, 64, 0.2)
     assert config["grad_clip"] == 0.5 and config["use_kl_loss"] is False and config["vf_clip_param"] == 10_000
     assert config["num_epochs"] == 4  # --set beats the family's 10
-    assert summary["scale_rewards"] == "off (auto: off)"
+    assert summary["scale_rewards"] == "off (auto: off; on only for the envs rlhpc/run/defaults.py names)"
     assert summary["train_batch_size_per_learner"] == 2048
     assert shown["spec"]["family"] == "continuous" and shown["spec"]["normalize_observations"] is True
+
+
+def test_rewards_are_scaled_for_the_envs_measured_to_gain(trainer):
+    """--scale-rewards auto: on by name only (rlhpc.run.defaults.REWARDS_SCALED: Hopper-v5 gained, HalfCheetah-v5
+    lost), and off where it cannot work even for those."""
+    pytest.importorskip("mujoco")
+    assert printed(trainer, "--name-env", "Hopper-v5")["summary"]["scale_rewards"].startswith(
+        "on (auto: on for Hopper-v5: its episodes end when it falls")
+    assert printed(trainer, "--name-env", "HalfCheetah-v5")["summary"]["scale_rewards"] == (
+        "off (auto: off; on only for the envs rlhpc/run/defaults.py names)")
+    assert printed(trainer, "--name-env", "Hopper-v5", "--run", "SAC")["summary"]["scale_rewards"] == (
+        "off (auto: off, it is for PPO (its learner scales the rewards), not SAC)")
 
 
 def test_a_family_value_can_be_set_back_to_rllibs_none(trainer):
@@ -48,6 +60,7 @@ def test_discrete_actions_keep_the_algorithm_defaults(trainer):
     assert summary["family"] == "discrete (Discrete actions)"
     assert summary["normalize_observations"] == "off (auto: off for discrete actions)"
     assert summary["anneal_lr"] == "constant (auto: off for discrete actions)"
+    assert summary["scale_rewards"] == "off (auto: off; on only for the envs rlhpc/run/defaults.py names)"
     assert (config["lr"], config["minibatch_size"], config["clip_param"]) == (1e-3, 256, 0.3)
     assert "grad_clip" not in summary["tuned_defaults"]
 
@@ -107,9 +120,9 @@ def test_the_normalizer_comes_after_the_flattening(monkeypatch, tmp_path):
     (["--name-env", "CartPole-v1", "--anneal-lr", "on"],
      "error: --anneal-lr on: the lr falls to 0 at --stop-timesteps: give --stop-timesteps N"),
     (["--name-env", "CartPole-v1", "--run", "DQN", "--scale-rewards", "on"],
-     "error: --scale-rewards on is for PPO (its learner scales the rewards), not DQN"),
+     "error: --scale-rewards on: it is for PPO (its learner scales the rewards), not DQN"),
     (["--name-env", "Pendulum-v1", "--num-gpus", "2", "--scale-rewards", "on"],
-     "error: --scale-rewards on works with one learner: --num-gpus 2 makes 2"),
+     "error: --scale-rewards on: it works with one learner: --num-gpus 2 makes 2"),
 ])
 def test_normalization_or_annealing_where_it_cannot_work_is_one_line(trainer, args, message):
     code, _, err = trainer(*args, "--stop-iters", 1)
@@ -129,7 +142,8 @@ def test_a_multi_agent_env_gets_statistics_per_agent(trainer, monkeypatch, tmp_p
 
 
 def test_the_first_lines_say_a_shared_reason_once(monkeypatch, tmp_path):
-    """report.family_settings: the normalizer and the lr schedule, each with why; auto's reason for both said once."""
+    """report.family_settings: the normalizer, the lr schedule and reward scaling (when on), each with why; a reason
+    they share said once."""
     from rlhpc.outputs.report import family_settings
     from rlhpc.run.spec import resolve
 
@@ -144,4 +158,7 @@ def test_the_first_lines_say_a_shared_reason_once(monkeypatch, tmp_path):
     assert said(*continuous, "--normalize-obs", "off") == ("observations normalized: no (--normalize-obs off); lr "
                                                            "annealed to 0 at 50,000 env steps (auto: on for "
                                                            "continuous actions)")
+    assert said(*continuous, "--scale-rewards", "on") == ("observations normalized: yes, lr annealed to 0 at 50,000 "
+                                                          "env steps (auto: on for continuous actions); rewards "
+                                                          "scaled: yes (--scale-rewards on)")
     assert said("--name-env", "CartPole-v1") == "observations normalized: no (auto: off for discrete actions)"
