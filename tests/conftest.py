@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import os
+import pickle
 import secrets
 import shutil
 import signal
@@ -92,8 +93,6 @@ def assert_return_is_the_mean_of_the_last_100_episodes(rows, several_runners=Fal
 
 def returns_seen(checkpoint: Path) -> float:
     """How many discounted returns --scale-rewards' running variance has taken in, from the learner's saved state."""
-    import pickle
-
     from rlhpc.algo.reward_scaling import RewardScalingPPOLearner
 
     with open(checkpoint / "learner_group" / "learner" / "state.pkl", "rb") as f:

@@ -71,8 +71,8 @@ FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
         # back (Hopper 2,553 -> 1,939 at 1 M, Walker2d 2,257 -> 983; seed 1); annealed, all three rose to the end:
         # HalfCheetah 3,211 (1,513 at 3e-4), Hopper 2,339, Walker2d 1,472 at 1 M (`--name-env Hopper-v5 --seed 1
         # --stop-timesteps 1000000`, 2026-12-03; benchmarks/README.md, "Continuous control").
-        # Not here: reward scaling (--scale-rewards; on for the envs REWARDS_SCALED names, below: it costs
-        # HalfCheetah half its return) and a free action std (model_config.free_log_std: on Hopper-v5 seed 2, where
+        # Not here: reward scaling (--scale-rewards; on for the envs REWARDS_SCALED names, below: a toss-up on
+        # HalfCheetah) and a free action std (model_config.free_log_std: on Hopper-v5 seed 2, where
         # these values end at 990, 2,529 at 1 M steps; one seed of one env, benchmarks/README.md, "Fourth round").
     },
 }
