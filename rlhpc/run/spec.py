@@ -402,8 +402,8 @@ def with_reward_scaling(args, training: Training, env: Env) -> Training:
     """--scale-rewards: PPO's learner divides rewards by a running std of the discounted return and clips them at +-10
     (rlhpc.algo.reward_scaling), as CleanRL's ppo_continuous_action does; returns are still reported in the env's
     units. auto: on for the envs rlhpc.run.defaults.REWARDS_SCALED names (the measurements are there: it pays where
-    episodes end on a fall, and is a toss-up where they run their full length), off for the rest. One learner only:
-    RLlib shares episodes out between learners.
+    episodes end on a fall, and did not on HalfCheetah, whose episodes run their full length), off for the rest. One
+    learner only: RLlib shares episodes out between learners.
     """
     asked = getattr(args, "scale_rewards", "auto")
     learners, _ = learner_placement(args, training.legacy_stack)

@@ -39,7 +39,7 @@ def test_continuous_actions_get_the_continuous_family_and_set_wins(trainer):
 
 def test_rewards_are_scaled_for_the_envs_measured_to_gain(trainer):
     """--scale-rewards auto: on by name only (rlhpc.run.defaults.REWARDS_SCALED: Hopper-v5 gained on 2 of 3 seeds,
-    HalfCheetah-v5 won one seed and lost one), and off where it cannot work even for those."""
+    HalfCheetah-v5 lost on 2 seeds of 3), and off where it cannot work even for those."""
     pytest.importorskip("mujoco")
     assert printed(trainer, "--name-env", "Hopper-v5")["summary"]["scale_rewards"].startswith(
         "on (auto: on for Hopper-v5: its episodes end when it falls")
