@@ -4,14 +4,18 @@
     python benchmarks/search.py --trials 4 --stop-iters 8      # a quick look
     python benchmarks/search.py --parts pbt                    # one row again; the others kept in the JSON
     python benchmarks/search.py --env CartPole-v1 --stop-iters 25 --parts fixed,pbt   # a schedule-sensitive case
+    python benchmarks/search.py --parts random,random_asha     # the issue's case: lr and net size, with/without ASHA
 
 "fixed" and "asha" train the same 8 learning rates (log-spaced from 1e-5 to 1e-2, a --grid, in an order shuffled
 with a fixed seed: ASHA compares a trial at a rung only with those that got there before, and a grid from the worst
 rate up gives it nothing to compare with), on an env whose step waits 1 ms as a simulator's does, each trial
 sampling in its own process (--num-cpus 0: as many trials at a time as the machine has cores). "pbt" trains a
 population of as many trials over the same range (--loguniform), exploiting every 2 iterations: the same budget of
-iterations. Measured: the search's wall time, from process start, and the best final 100-episode
-return, and each trial's final return and (PBT) its exploits, as the search's rlhpc_scheduler.json kept them.
+iterations. "random" and "random_asha" are the issue's own case: a random search over lr (--loguniform) and the
+network's size (--grid of two), --samples draws of lr for each size (16 trials by default), drawn the same in both
+(Tune's generator is seeded from --seed), once to the end and once with the same ASHA. Measured: the search's wall
+time, from process start, and the best final 100-episode return, and each trial's final return and (PBT) its
+exploits, as the search's rlhpc_scheduler.json kept them.
 --env CartPole-v1 --stop-iters 25 was tried as a case where a schedule could pay (a high rate learning fast early,
 a lower one keeping the top): measured, it is not one (benchmarks/README.md).
 Targets (issue 29): ASHA the same best return in at most half the wall time; PBT a return the best fixed
@@ -47,8 +51,13 @@ def learning_rates(n: int) -> list:
 def search_flags(name: str, args) -> list:
     """The flags of each part: the grid to the end, the grid with ASHA, a PBT population of as many trials."""
     grid = ["--grid", "lr=" + json.dumps(learning_rates(args.trials))]
+    asha = ["--scheduler", "asha", "--grace-period", "2", "--reduction-factor", "3"]
+    drawn = ["--loguniform", "lr=1e-5,1e-2", "--grid", "model_config.fcnet_hiddens=[[32,32],[256,256]]",
+             "--num-samples", str(args.samples)]
     return {"fixed": grid,
-            "asha": [*grid, "--scheduler", "asha", "--grace-period", "2", "--reduction-factor", "3"],
+            "asha": [*grid, *asha],
+            "random": drawn,
+            "random_asha": [*drawn, *asha],
             "pbt": ["--loguniform", "lr=1e-5,1e-2", "--num-samples", str(args.trials), "--scheduler", "pbt",
                     "--perturbation-interval", "2"]}[name]
 
@@ -78,13 +87,14 @@ def search(name: str, args) -> dict:
             "error": None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["?"])[-1]}
 
 
-PARTS = ("fixed", "asha", "pbt")
+PARTS = ("fixed", "asha", "pbt", "random", "random_asha")
 SLOW = "custom_gym_env/custom_env.py:SlowCartPole"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=8, help="random parts: draws of lr for each network size")
     parser.add_argument("--stop-iters", type=int, default=12)
     parser.add_argument("--step-ms", type=float, default=1.0, help="SlowCartPole's step")
     parser.add_argument("--env", default=SLOW, help="the env searched (default: SlowCartPole)")
@@ -98,7 +108,6 @@ def main():
         earlier = json.loads((RESULTS / f"{results_name(args)}.json").read_text())
         if earlier.get("settings", {}).get("trials") == args.trials:
             for row in earlier["rows"]:
-                row["name"] = {"random": "fixed"}.get(row["name"], row["name"])  # its name before the PBT part
                 kept[row["name"]] = row
     except (OSError, ValueError):
         pass
@@ -108,12 +117,12 @@ def main():
     for row in rows.values():
         print(f"| {row['name']} | {row['trials']} | {row['iterations']} | {row['best_return']:.1f} | "
               f"{row['wall_s']:.0f} s |" + (f" failed: {row['error']}" if row["exit_code"] else ""), flush=True)
-    fixed = rows.get("fixed")
-    for name in ("asha", "pbt"):
-        if fixed and name in rows:
-            print(f"{name}: {rows[name]['wall_s'] / fixed['wall_s']:.2f}x the wall time, "
-                  f"{rows[name]['iterations'] / fixed['iterations']:.2f}x the iterations, best return "
-                  f"{rows[name]['best_return']:.1f} against {fixed['best_return']:.1f}")
+    for name, against in (("asha", "fixed"), ("pbt", "fixed"), ("random_asha", "random")):
+        if name in rows and against in rows:
+            base = rows[against]
+            print(f"{name}: {rows[name]['wall_s'] / base['wall_s']:.2f}x {against}'s wall time, "
+                  f"{rows[name]['iterations'] / base['iterations']:.2f}x its iterations, best return "
+                  f"{rows[name]['best_return']:.1f} against {base['best_return']:.1f}")
     write_json(results_name(args), {"settings": {k: v for k, v in vars(args).items() if k != "parts"},
                           "rows": list(rows.values())})
 
