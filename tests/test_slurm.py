@@ -4,6 +4,7 @@ Nodes claim 2 CPUs each on a 2-core machine, so jobs ask for 1 CPU per node: 3 R
 """
 
 import contextlib
+import csv
 import json
 import os
 import re
@@ -275,6 +276,40 @@ def test_a_job_past_its_wall_time_requeues_itself_until_the_run_is_done(slurm_cl
     assert len(wandb_runs) == 2 and len({r["run"].run_id for r in wandb_runs}) == 1, wandb_runs
     logged = [(row["training_iteration"], row[RETURN]) for r in wandb_runs for row in r["history"]]
     assert logged == [(r["training_iteration"], r[RETURN]) for r in rows]
+    assert_cleaned_up(slurm_cluster, job, tmp_path)
+
+
+def test_a_search_past_its_wall_time_requeues_and_keeps_its_finished_trial(slurm_cluster, tmp_path):
+    """A search through the same chain (issue 29): 2 trials one at a time on one node, the wall-time USR1 once the
+    first is done. Job 2 resumes the search: the finished trial is kept as it was, the other goes on to the end,
+    and the best trial is named and written as a config file."""
+    experiment = tmp_path / "results" / "search"
+    job_id, out = slurm_cluster.submit(
+        MULTI, "--grid", "lr=[1e-3,3e-4]", "--max-concurrent", 1, "--stop-iters", 4, "--seed", 0,
+        "--storage-path", tmp_path / "results", "--name", "search",
+        options=["--nodes=1", "--cpus-per-task=1", "--time=3", "--signal=B:USR1@30"],
+        env=job_env(tmp_path), output_dir=tmp_path)
+    sent = []
+
+    def wall_time_once_a_trial_is_done():
+        if not sent and out.exists() and re.search(r", 1/2 done\)$", out.read_text(), re.MULTILINE):
+            slurm_cluster.run("scancel", "--signal=USR1", "--batch", job_id)
+            sent.append(time.monotonic())
+
+    job = slurm_cluster.wait(job_id, out, timeout=600, on_poll=wall_time_once_a_trial_is_done)
+    assert job.state == "COMPLETED" and job.exit_code == 0, job.output[-4000:]
+    assert sent and job.restarts == 1, f"{job.restarts} requeues"
+    assert f"job 2 of at most 10 in this chain: resuming {experiment} after iteration " in job.output
+    first_job, second_job = job.output.split("ray_cluster.sh: job 2 of at most 10")
+    trained = {}  # a trial's lr -> its iterations, in order
+    for trial in (p for p in experiment.iterdir() if (p / "progress.csv").exists()):
+        with open(trial / "progress.csv") as f:
+            iterations = [int(row["training_iteration"]) for row in csv.DictReader(f)]
+        trained[json.loads((trial / "params.json").read_text())["lr"]] = iterations
+    assert trained == {1e-3: [1, 2, 3, 4], 3e-4: [1, 2, 3, 4]}, trained  # each iteration once, across the requeue
+    assert re.search(r", 1/2 done\)$", first_job, re.MULTILINE) and "2/2 done" not in first_job
+    assert re.search(r"^best: \{\"lr\": ", second_job, re.MULTILINE), second_job[-3000:]
+    assert (experiment / "best_trial.yaml").exists()
     assert_cleaned_up(slurm_cluster, job, tmp_path)
 
 
