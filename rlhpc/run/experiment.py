@@ -16,6 +16,7 @@ import glob
 import json
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 from types import MappingProxyType
@@ -96,9 +97,9 @@ def asked_for(record: RunRecord | None, name: str) -> bool:
 def check_writable(path: str) -> None:
     try:
         os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, ".rlhpc-write-test"), "w"):
+        # A file of this run's own, gone when closed: runs started together (a job array) check the same folder.
+        with tempfile.TemporaryFile(dir=path, prefix=".rlhpc-write-test-"):
             pass
-        os.remove(os.path.join(path, ".rlhpc-write-test"))
     except OSError as e:
         raise UserError(f"cannot write results to {path}: {e.strerror or e}") from None
 

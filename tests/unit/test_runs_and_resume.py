@@ -32,6 +32,21 @@ def test_runs_started_together_with_one_name_each_claim_their_own_dir(tmp_path):
     assert experiment.claim(str(tmp_path), "same")[0] == "same_5"
 
 
+def test_runs_started_together_on_one_storage_path_all_find_it_writable(tmp_path):
+    """Each run checks that it can write to --storage-path before Ray starts; runs started together (a job array,
+    two runs from one shell) check the same folder at the same moment. A check file of one fixed name failed one
+    of two trainers started side by side (`cannot write results to ...: No such file or directory`: the other had
+    removed it)."""
+    import subprocess
+    import sys
+
+    check = (f"from rlhpc.run import experiment\nfor _ in range(300): experiment.check_writable({str(tmp_path)!r})")
+    runs = [subprocess.Popen([sys.executable, "-c", check], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [run.communicate(timeout=60)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], errors
+    assert list(tmp_path.iterdir()) == []  # and it leaves nothing behind
+
+
 def test_resume_refuses_changes_to_what_the_run_trains_and_names_them(trainer, tmp_path):
     run = recorded_run(tmp_path / "r" / "run", ["--set", "lr=5e-4", "--stop-iters", "20", "--num-cpus", "2"])
     code, _, err = trainer("--storage-path", tmp_path / "r", "--name", "run", "--resume", "--set", "lr=1e-3",
