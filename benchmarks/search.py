@@ -26,6 +26,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -72,17 +73,24 @@ def search(name: str, args) -> dict:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=7200, check=False,
                              cwd=Path(__file__).resolve().parent.parent)
         wall_s = time.perf_counter() - started
-        finals, iterations = {}, 0
+        finals, iterations, train_s = {}, 0, 0.0
         for progress in sorted(Path(storage, name).glob("*/progress.csv")):
             with open(progress) as f:
                 rows = list(csv.DictReader(f))
             iterations += len(rows)
+            train_s += sum(float(row["time_this_iter_s"]) for row in rows)
             if rows and rows[-1].get(RETURN) not in (None, "", "nan"):
                 finals[progress.parent.name] = float(rows[-1][RETURN])
         decisions = Path(storage, name, "rlhpc_scheduler.json")  # ASHA's stops, PBT's exploits
         kept = json.loads(decisions.read_text()) if decisions.exists() else None
+    # What the trials cost beyond their iterations (an actor's start, the algorithm's build, checkpoints, a slot
+    # left idle), per trial: the slots' time (wall x trials at a time: one per core with --num-cpus 0) less the
+    # iterations' own time. ASHA saves iterations, not this.
+    slots = os.cpu_count() or 1
     return {"name": name, "exit_code": out.returncode, "wall_s": wall_s, "trials": len(finals),
-            "iterations": iterations, "best_return": max(finals.values()) if finals else math.nan,
+            "iterations": iterations, "iterations_s": train_s,
+            "beyond_iterations_per_trial_s": (slots * wall_s - train_s) / max(len(finals), 1),
+            "best_return": max(finals.values()) if finals else math.nan,
             "final_returns": finals, "scheduler": kept,
             "error": None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["?"])[-1]}
 
@@ -123,6 +131,10 @@ def main():
             print(f"{name}: {rows[name]['wall_s'] / base['wall_s']:.2f}x {against}'s wall time, "
                   f"{rows[name]['iterations'] / base['iterations']:.2f}x its iterations, best return "
                   f"{rows[name]['best_return']:.1f} against {base['best_return']:.1f}")
+    for row in rows.values():
+        if "iterations_s" in row:
+            print(f"{row['name']}: {row['iterations_s']:.0f} s in iterations, "
+                  f"{row['beyond_iterations_per_trial_s']:.1f} s per trial beyond them")
     write_json(results_name(args), {"settings": {k: v for k, v in vars(args).items() if k != "parts"},
                           "rows": list(rows.values())})
 
