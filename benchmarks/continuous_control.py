@@ -6,11 +6,11 @@
     python benchmarks/continuous_control.py --envs Hopper-v5 --seeds 1 --steps 100000 --sb3   # wall time beside SB3
 
 Each run is the trainer with no flags but the env, --seed and --stop-timesteps (and a --stop-reward out of reach, so
-that every run takes all its steps; the defaults of the continuous
-family, rlhpc/run/defaults.py, --normalize-obs auto, --anneal-lr auto, and --scale-rewards auto: on for Hopper and
-Walker2d only). Per env: the final 100-episode mean over the seeds with its
-95 % band (rlhpc.outputs.compare.spread: a bootstrap CI of the mean from 3 seeds on, else the range), env steps and
-wall time to CleanRL's figure where a run got there, steps/s over training time, and beside them CleanRL's
+that every run takes all its steps; the defaults of the continuous family, rlhpc/run/defaults.py, --normalize-obs
+auto, --anneal-lr auto, and --scale-rewards auto: on for Hopper and Walker2d only; InvertedPendulum's entry frees the
+action std). Per env: the final 100-episode mean over the seeds with its 95 % band (rlhpc.outputs.compare.spread: a
+bootstrap CI of the mean from 3 seeds on, else the range), env steps and wall time to CleanRL's figure where a run
+got there, steps/s over training time, and beside them CleanRL's
 ppo_continuous_action (Open RL Benchmark, MuJoCo v4, 1 M steps, 3 seeds) and RLlib's own targets
 (rllib/tuned_examples/ppo/benchmark_ppo_mujoco.py, 1 M steps). With --sb3, Stable-Baselines3's PPO trains the same
 env for as many steps right after (seed 1, one run, in a fresh process): its defaults are CleanRL's values, which the

@@ -103,8 +103,9 @@ ENV_DEFAULTS: dict[tuple[str, str], dict] = {
     # seed 1 had collapsed to 231 (greedy play 153), seed 2 fell to 878, seed 3 held 1,000 (mean 703; CleanRL
     # 963). With the std a free parameter, as CleanRL's and SB3's, seeds 1 and 2 held 1,000 from 200 k steps to
     # 1 M (`--name-env InvertedPendulum-v5 --seed N --stop-timesteps 1000000 --stop-reward 1e9 --set
-    # model_config.free_log_std=true`, 2026-12-04; benchmarks/README.md, "Sixth round"). Not yet the family's:
-    # measured on one other env only (Hopper-v5 seed 2, 990 -> 2,529).
+    # model_config.free_log_std=true`, 2026-12-04; benchmarks/README.md, "Sixth round"); the std shrank there too
+    # (entropy -6.2), with gradient norms of at most 59-161. Not yet the family's: measured on one other env only
+    # (Hopper-v5 seed 2, 990 -> 2,529).
     ("PPO", "InvertedPendulum-v5"): {
         "model_config": {**FAMILY_DEFAULTS[("PPO", CONTINUOUS)]["model_config"], "free_log_std": True},
     },
