@@ -73,7 +73,10 @@ def test_a_per_env_entry_wins_over_its_family(trainer):
     assert config["grad_clip"] is None  # set back to RLlib's own by the env's entry
     assert summary["normalize_observations"].startswith("off (auto: off for Pendulum-v1: ")
 
-    # An entry that changes one model key keeps the family's others (the network's size and activation).
+
+def test_a_per_env_model_entry_keeps_the_familys_network(trainer):
+    """InvertedPendulum-v5's entry frees the action std; the family's network size and activation stay."""
+    pytest.importorskip("mujoco")
     model = printed(trainer, "--name-env", "InvertedPendulum-v5")["config"]["_model_config"]
     assert model["free_log_std"] is True and model["fcnet_hiddens"] == [64, 64] and model["fcnet_activation"] == "tanh"
 
