@@ -1,6 +1,6 @@
 """Simulators that crash and hang, for real: one simulator process of a running job killed, another stopped
 (SIGSTOP); the env guard (rlhpc.envs.guard) rebuilds both copies, counts them, and the run reaches its goal; no
-simulator process outlives the run."""
+simulator process outlives the run. And what Ray's workers print as Ray ends them stays out of the run's log."""
 
 import os
 import signal
@@ -160,3 +160,50 @@ def test_sigterm_while_a_tune_trial_hangs_stops_tune_within_the_grace(tmp_path):
     while still_alive(processes) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not still_alive(processes), f"processes of the run left behind: {still_alive(processes)}"
+
+
+WORKERS_ENDED_BY_RAY = """if True:
+    import os, signal, sys, time, types, weakref
+    import ray
+    from rlhpc.train.cluster import connect
+
+    connect(types.SimpleNamespace(placement=types.SimpleNamespace(address=None, local_mode=False)))
+
+    @ray.remote
+    class Runner:
+        def pid(self):
+            return os.getpid()
+
+        def in_a_finalizer(self, then):  # where Ray's SIGTERM finds a worker that is importing: in a weakref callback
+            class Held:
+                pass
+            def callback(_):
+                if then == "sleep":
+                    time.sleep(3)
+                else:
+                    raise ValueError("the env's own bug")
+            held = Held()
+            ref = weakref.ref(held, callback)
+            del held
+            return 1
+
+    ended, buggy = Runner.remote(), Runner.remote()
+    pid = ray.get(ended.pid.remote())
+    both = [ended.in_a_finalizer.remote("sleep"), buggy.in_a_finalizer.remote("raise")]
+    time.sleep(1)
+    os.kill(pid, signal.SIGTERM)  # what Ray does to a trial's env runners as the trial ends
+    ray.wait(both, num_returns=2, timeout=30)
+    time.sleep(3)  # the log monitor forwards within ~1 s
+    print("done", flush=True)
+"""
+
+
+def test_a_worker_ended_by_ray_prints_no_traceback_in_the_run_log_and_an_env_error_still_does(tmp_path):
+    """A CI run's Slurm log had, after the run's one-line error, the traceback of a replacement env runner that Ray
+    ended as the trial ended (rlhpc.algo.quiet.EndingWorkersFilter). Real Ray, real SIGTERM, in the same kind of
+    place (a finalizer); beside it a worker's own error still reaches the log."""
+    out = subprocess.run([PYTHON, "-c", WORKERS_ENDED_BY_RAY], env=clean_env(HOME=tmp_path), cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "done" in out.stdout, out.stderr[-3000:]
+    assert "SystemExit" not in out.stderr and "sigterm_handler" not in out.stderr, out.stderr
+    assert "ValueError: the env's own bug" in out.stderr and "Traceback (most recent call last)" in out.stderr

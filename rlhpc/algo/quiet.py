@@ -3,6 +3,7 @@
 The trainer calls quiet_rllib_noise() before Ray starts; RLlib's other processes never run the trainer's code, so
 the callback every run trains with (rlhpc.algo.metrics) calls it when RLlib builds it there, before the env and the
 RLModule are made. Each filter says why it exists; real warnings (an env's observation outside its space, ...) stay.
+In the driver, the worker output Ray forwards to the run's log also passes through forward_worker_output's filter.
 """
 
 import logging
@@ -74,6 +75,69 @@ def exit_in_a_finalizer(unraisable) -> None:
     if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
         return
     REPLACED["unraisablehook"](unraisable)
+
+
+# What a Ray worker prints as Ray ends it on purpose (a trial's env runners when the trial ends, one still importing
+# as its replacement starts): Ray's SIGTERM handler raises SystemExit wherever the worker is, which Python prints as a
+# traceback; and a worker whose raylet connection closes under it aborts with a C++ stack dump. Seen in a Slurm job
+# whose env failed (tests/test_slurm.py): both landed in its log after the run's one-line error.
+ENDED_BY_RAY = "sigterm_handler"  # the frame Ray's SIGTERM handler leaves in the traceback
+RAYLET_GONE = "Unexpected error in IPC to the Raylet"  # a worker's last line before its abort and stack dump
+
+
+class EndingWorkersFilter:
+    """The forwarded lines of each worker (by node and pid) without the noise above: a traceback (with its "Exception
+    ignored in" line) is held until its exception line, dropped if it is a SystemExit raised in Ray's SIGTERM
+    handler, else printed whole; after RAYLET_GONE the worker prints nothing but its dump, then ends. Any other
+    traceback or line is printed as before. A worker writes its stderr unbuffered, line by line, so a traceback can
+    arrive in several batches: what is held is held per worker."""
+
+    def __init__(self):
+        self.held: dict[tuple, list[str]] = {}  # worker -> the traceback it is printing
+        self.aborting: set[tuple] = set()  # workers past RAYLET_GONE
+
+    def lines(self, worker: tuple, lines: list[str]) -> list[str]:
+        shown = []
+        for line in lines:
+            if worker in self.aborting:
+                continue
+            held = self.held.get(worker)
+            if held is not None:
+                held.append(line)
+                if line[:1].isspace() or not line.strip() or line.startswith("Traceback (most recent call last)"):
+                    continue  # its frames, and the code lines under them
+                del self.held[worker]  # the exception line: the traceback has ended
+                if not (line.startswith("SystemExit") and any(ENDED_BY_RAY in h for h in held)):
+                    shown.extend(held)
+            elif line.startswith(("Exception ignored in", "Traceback (most recent call last)")):
+                self.held[worker] = [line]
+            elif RAYLET_GONE in line:
+                self.aborting.add(worker)
+            else:
+                shown.append(line)
+        return shown
+
+
+def forward_worker_output() -> None:
+    """Puts EndingWorkersFilter before Ray's printing of worker output in this driver (after ray.init, which adds it
+    as the "ray_print_logs" handler of its dispatcher; a Ray without that dispatcher prints as it did)."""
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return
+    ending_workers = EndingWorkersFilter()
+    for name, print_logs in list(getattr(dispatcher, "handlers", [])):
+        if name != "ray_print_logs" or getattr(print_logs, "__name__", "") == "filtered":
+            continue
+
+        def filtered(data, print_logs=print_logs):
+            worker = (data.get("ip"), data.get("pid"), data.get("is_err"))
+            lines = ending_workers.lines(worker, list(data.get("lines", [])))
+            if lines:
+                print_logs({**data, "lines": lines})
+
+        dispatcher.remove_handler(name)
+        dispatcher.add_handler(name, filtered)
 
 
 def quiet_rllib_noise() -> None:

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from rlhpc.algo.config import total_resources
+from rlhpc.algo.quiet import forward_worker_output
 from rlhpc.errors import UserError, warn
 from rlhpc.run.address import check_reachable
 from rlhpc.run.cli import without_token
@@ -111,6 +112,7 @@ def connect(spec) -> str:
     if not address:
         # Local: the whole machine (or one core), no dashboard (not installed, and saves ~1 s).
         ray.init(num_cpus=1 if spec.placement.local_mode else None, include_dashboard=False, **common)
+        forward_worker_output()
         return "local Ray" + (" on one core (--local-mode)" if spec.placement.local_mode else "")
 
     if address != "auto":
@@ -126,6 +128,7 @@ def connect(spec) -> str:
         except (ConnectionError, RuntimeError) as e:
             failure = e
     if failure is None:
+        forward_worker_output()
         return f"Ray cluster at {address} ({len(alive_nodes())} nodes, joined in {time.time() - started:.1f} s)"
     if "InvalidAuthToken" in captured.text or "Unauthenticated" in captured.text:
         raise UserError(f"the Ray cluster at {address} rejected our auth token: set RAY_AUTH_TOKEN_PATH "

@@ -88,3 +88,52 @@ def test_tunes_failed_trial_line_comes_without_its_traceback():
                                         "Trial task failed for trial PPO_x_00000", (), sys.exc_info())
     assert tune_logger.filter(record) and record.exc_info is None
     assert logging.Formatter().format(record) == "Trial task failed for trial PPO_x_00000"
+
+
+# A Slurm job's log, as Ray forwarded it from two workers ended as the run's trial ended (tests/test_slurm.py, a CI run
+# of 2026-12-04): one raised SystemExit from Ray's SIGTERM handler while importing, one aborted when its raylet
+# connection closed. Line by line, as a worker writes its stderr.
+ENDED_WHILE_IMPORTING = [
+    "Exception ignored in: <function _ModuleLock.__init__.<locals>.cb at 0x7f4f2a0b1ee0>",
+    "Traceback (most recent call last):",
+    '  File "<frozen importlib._bootstrap>", line 199, in cb',
+    '  File "/check/work/main/.venv/lib/python3.11/site-packages/ray/_private/worker.py", line 1063, in '
+    "sigterm_handler",
+    "    raise_sys_exit_with_custom_error_message(",
+    '  File "python/ray/_raylet.pyx", line 712, in ray._raylet.raise_sys_exit_with_custom_error_message',
+    "SystemExit: 1",
+]
+ABORTED = [
+    "[2026-12-04 06:41:10,976 C 11019 11019] core_worker.cc:3345:  An unexpected system state has occurred. You have "
+    "likely discovered a bug in Ray. Please report this issue at https://github.com/ray-project/ray/issues and we'll "
+    "work with you to fix it. Check failed: raylet_ipc_client_->ActorCreationTaskDone() Status not OK: IOError: Broken "
+    "pipe Unexpected error in IPC to the Raylet; the Raylet has most likely crashed.",
+    "*** StackTrace Information ***",
+    "/check/work/main/.venv/lib/python3.11/site-packages/ray/_raylet.so(+0x1812b9a) [0x7ff9fe012b9a] "
+    "ray::operator<<()",
+    "ray::IDLE(_start+0x21) [0x5620c805c081] _start",
+]
+AN_ENV_BUG = [
+    "Traceback (most recent call last):",
+    '  File "/home/me/sim.py", line 12, in step',
+    "    raise ValueError('bad setpoint')",
+    "ValueError: bad setpoint",
+]
+
+
+def test_workers_ended_by_ray_print_nothing_while_a_real_traceback_and_other_lines_still_print():
+    from rlhpc.algo.quiet import EndingWorkersFilter
+
+    ending_workers = EndingWorkersFilter()
+    importing, aborting, env = ("10.0.0.12", 11017, True), ("10.0.0.11", 11019, True), ("10.0.0.12", 11020, True)
+    shown = []
+    for i in range(len(ENDED_WHILE_IMPORTING)):  # interleaved, one line per batch
+        shown += ending_workers.lines(importing, ENDED_WHILE_IMPORTING[i:i + 1])
+        shown += ending_workers.lines(aborting, ABORTED[i:i + 1])
+        shown += ending_workers.lines(env, AN_ENV_BUG[i:i + 1])
+    shown += ending_workers.lines(importing, ["a line the worker printed later"])
+    assert shown == AN_ENV_BUG + ["a line the worker printed later"]
+    assert ending_workers.lines(aborting, ["anything after its abort"]) == []
+    # The same traceback from a SystemExit of the env's own (sys.exit in the simulator) is not Ray's: it prints.
+    own_exit = AN_ENV_BUG[:3] + ["SystemExit: 3"]
+    assert EndingWorkersFilter().lines(env, own_exit) == own_exit
