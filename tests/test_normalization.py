@@ -36,6 +36,8 @@ def test_the_normalizer_is_saved_resumed_and_played_by_evaluate(tmp_path):
             "--scale-rewards", "on"]
     out = run_script(TRAINER, *args, "--stop-iters", 1, "--stop-timesteps", 6000, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "defaults for continuous envs (Box actions, rlhpc/run/defaults.py) with InvertedPendulum-v5's own " \
+           "model_config; " in out.stdout
     assert ("observations normalized: yes, lr annealed to 0 at 6,000 env steps (auto: on for continuous actions); "
             "rewards scaled: yes (--scale-rewards on)" in out.stdout)
     [first] = sorted(tmp_path.glob("run/*/checkpoint_*"))

@@ -12,7 +12,7 @@ import warnings
 
 from rlhpc.envs import action_masks
 from rlhpc.errors import UserError
-from rlhpc.run.defaults import tuned_defaults
+from rlhpc.run.defaults import env_entry, tuned_defaults
 
 DEFAULT_SAMPLE_TIMEOUT_S = 60.0  # RLlib's own, kept as the floor
 
@@ -307,6 +307,7 @@ def describe(config, spec, bundles: list) -> dict:
         # before --set; from rlhpc/run/defaults.py, for this kind of env
         "family": f"{spec.env.family} ({spec.env.family_reason})",
         "tuned_defaults": tuned_defaults(spec.training.algo, spec.env.source.label, spec.env.family),
+        "env_entry": sorted(env_entry(spec.training.algo, spec.env.source.label)),  # of those, what the env's own sets
         "normalize_observations": f"{'on' if spec.env.normalize_observations else 'off'} "
                                   f"({spec.env.normalize_reason})",
         "anneal_lr": f"{spec.training.lr_schedule} ({spec.training.anneal_lr_reason})",

@@ -13,6 +13,7 @@ import sys
 import time
 
 from rlhpc.run import job_status, tracking_flags
+from rlhpc.run.defaults import env_entry
 from rlhpc.run.results import (
     EVAL_RETURN_METRIC,
     as_number,
@@ -72,7 +73,9 @@ def start_lines(spec, where: str, placement: dict) -> None:
              f"{placement['rollout_fragment_length']} steps" if spec.placement.train_batch_size else
              f"{placement['rollout_fragment_length']} steps per env and sample")
     print(f"envs step {placement['vectorize']}; {batch}", flush=True)
-    print(f"defaults for {spec.env.family} envs ({spec.env.family_reason}, rlhpc/run/defaults.py); "
+    own = env_entry(spec.training.algo, spec.env.source.label)
+    print(f"defaults for {spec.env.family} envs ({spec.env.family_reason}, rlhpc/run/defaults.py)"
+          + (f" with {spec.env.source.label}'s own {', '.join(own)}" if own else "") + "; "
           + family_settings(spec), flush=True)
     if not spec.training.legacy_stack and not spec.env.agent_policy:  # rlhpc.envs.guard
         limit = (f"a step over {spec.env.step_timeout_s:g} s is abandoned ({spec.env.timeout_reason})"

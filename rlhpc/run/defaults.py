@@ -156,7 +156,12 @@ def env_family(probe) -> tuple:
     return DISCRETE, f"{', '.join(kinds) or 'no'} actions"
 
 
+def env_entry(algo_name: str, env_name: str) -> dict:
+    """What this env's own entry (ENV_DEFAULTS) sets over its family's, for the first lines; {} for most envs."""
+    return ENV_DEFAULTS.get((algo_name, env_name), {})
+
+
 def tuned_defaults(algo_name: str, env_name: str, family: str = DISCRETE) -> dict:
     """The defaults for this algorithm on this kind of env and this env, per-env values last (they win)."""
     return {**ALGO_DEFAULTS.get(algo_name, {}), **FAMILY_DEFAULTS.get((algo_name, family), {}),
-            **ENV_DEFAULTS.get((algo_name, env_name), {})}
+            **env_entry(algo_name, env_name)}

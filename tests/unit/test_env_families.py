@@ -57,7 +57,7 @@ def test_a_family_value_can_be_set_back_to_rllibs_none(trainer):
 def test_discrete_actions_keep_the_algorithm_defaults(trainer):
     shown = printed(trainer, "--name-env", "CartPole-v1", "--stop-timesteps", 50_000)
     summary, config = shown["summary"], shown["config"]
-    assert summary["family"] == "discrete (Discrete actions)"
+    assert summary["family"] == "discrete (Discrete actions)" and summary["env_entry"] == []
     assert summary["normalize_observations"] == "off (auto: off for discrete actions)"
     assert summary["anneal_lr"] == "constant (auto: off for discrete actions)"
     assert summary["scale_rewards"] == "off (auto: off; on only for the envs rlhpc/run/defaults.py names)"
@@ -72,12 +72,15 @@ def test_a_per_env_entry_wins_over_its_family(trainer):
     assert config["gamma"] == 0.9 and config["lr"] == 1e-3  # ENV_DEFAULTS, over the family's 0.99 and 3e-4
     assert config["grad_clip"] is None  # set back to RLlib's own by the env's entry
     assert summary["normalize_observations"].startswith("off (auto: off for Pendulum-v1: ")
+    assert "gamma" in summary["env_entry"] and "lambda_" in summary["env_entry"]  # what the run's first lines name
 
 
 def test_a_per_env_model_entry_keeps_the_familys_network(trainer):
     """InvertedPendulum-v5's entry frees the action std; the family's network size and activation stay."""
     pytest.importorskip("mujoco")
-    model = printed(trainer, "--name-env", "InvertedPendulum-v5")["config"]["_model_config"]
+    shown = printed(trainer, "--name-env", "InvertedPendulum-v5")
+    model = shown["config"]["_model_config"]
+    assert shown["summary"]["env_entry"] == ["model_config"]
     assert model["free_log_std"] is True and model["fcnet_hiddens"] == [64, 64] and model["fcnet_activation"] == "tanh"
 
 
