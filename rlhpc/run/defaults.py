@@ -101,10 +101,10 @@ ENV_DEFAULTS: dict[tuple[str, str], dict] = {
     # InvertedPendulum is mastered by ~200 k steps and then, with the family's values, the action std (an output of
     # the network) keeps shrinking: entropy 1.4 -> -4..-8, the gradient norm from ~1 to 370-1,156, and by 1 M steps
     # seed 1 had collapsed to 231 (greedy play 153), seed 2 fell to 878, seed 3 held 1,000 (mean 703; CleanRL
-    # 963). With the std a free parameter, as CleanRL's and SB3's, seeds 1 and 2 held 1,000 from 200 k steps to
+    # 963). With the std a free parameter, as CleanRL's and SB3's, all three seeds held 1,000 from 200 k steps to
     # 1 M (`--name-env InvertedPendulum-v5 --seed N --stop-timesteps 1000000 --stop-reward 1e9 --set
-    # model_config.free_log_std=true`, 2026-12-04; benchmarks/README.md, "Sixth round"); the std shrank there too
-    # (entropy -6.2), with gradient norms of at most 59-161. Not yet the family's: measured on one other env only
+    # model_config.free_log_std=true`, 2026-12-04, seed 3 with this entry; benchmarks/README.md, "Sixth round"); the
+    # std shrank there too (entropy -5.9..-6.2), with gradient norms of at most 47-161. Not yet the family's: measured on one other env only
     # (Hopper-v5 seed 2, 990 -> 2,529).
     ("PPO", "InvertedPendulum-v5"): {
         "model_config": {**FAMILY_DEFAULTS[("PPO", CONTINUOUS)]["model_config"], "free_log_std": True},
