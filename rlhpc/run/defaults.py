@@ -104,8 +104,9 @@ ENV_DEFAULTS: dict[tuple[str, str], dict] = {
     # 963). With the std a free parameter, as CleanRL's and SB3's, all three seeds held 1,000 from 200 k steps to
     # 1 M (`--name-env InvertedPendulum-v5 --seed N --stop-timesteps 1000000 --stop-reward 1e9 --set
     # model_config.free_log_std=true`, 2026-12-04, seed 3 with this entry; benchmarks/README.md, "Sixth round"); the
-    # std shrank there too (entropy -5.9..-6.2), with gradient norms of at most 47-161. Not yet the family's: measured on one other env only
-    # (Hopper-v5 seed 2, 990 -> 2,529).
+    # std shrank there too (entropy -5.9..-6.2), with gradient norms of at most 47-161. Not yet the family's: better
+    # on the mean wherever measured (HalfCheetah-v5 3 seeds 2,899 -> 3,148, "Seventh round"; Hopper-v5 seed 2
+    # 990 -> 2,529), but Hopper and Walker2d, scaled by name, have not been run with both.
     ("PPO", "InvertedPendulum-v5"): {
         "model_config": {**FAMILY_DEFAULTS[("PPO", CONTINUOUS)]["model_config"], "free_log_std": True},
     },
