@@ -5,6 +5,7 @@ before Ray by unit/test_flags.py."""
 
 import json
 import os
+from pathlib import Path
 
 from conftest import RETURN, clean_env, read_progress, run_script, wandb_offline_runs
 
@@ -50,3 +51,59 @@ def test_a_run_and_its_resume_are_one_wandb_run_and_one_mlflow_run(tmp_path):
     assert [(m.step, m.value) for m in metric] == list(zip([1, 2, 3, 4, 5], progress, strict=True))
     assert float(mlflow_run.data.params["lr"]) == params["lr"]
     assert not any(key.startswith("config/") for key in mlflow_run.data.metrics), "the config is params, not metrics"
+
+
+def test_each_wandb_row_is_written_when_it_is_logged(tmp_path, monkeypatch):
+    """CI's Slurm chain once lost its first job's last W&B row (iteration 6 of 6, while progress.csv and MLflow had
+    it). W&B's log(step=N) holds row N back until a higher step or the run's finish, and the finish returned while
+    W&B's service process still wrote the file, which Ray kills with the logging actor. The logging actor Tune
+    starts per trial (here in a thread, reading a plain queue) now commits each row as it logs it: all 3 are in
+    the run's file before the run is told to end; and when its run returns, W&B's service has exited."""
+    import queue
+    import struct
+    import threading
+    import time
+
+    import wandb
+    from google.protobuf.message import DecodeError
+    from ray.air.integrations.wandb import _QueueItem
+
+    from rlhpc.train.tracking_callbacks import WandbTrialDirCallback
+
+    monkeypatch.setenv("WANDB_START_METHOD", "thread")  # what the actor sets for itself, kept out of later tests
+    monkeypatch.chdir(tmp_path)  # the actor changes into its log dir
+    items: queue.Queue = queue.Queue()
+    actor = WandbTrialDirCallback._logger_actor_cls(
+        logdir=str(tmp_path), queue=items, exclude=[], to_config=[], dir=str(tmp_path), mode="offline",
+        project="rows", id="trial_1",
+        settings=wandb.Settings(silent=True, x_transaction_log_flush_interval=0.2))  # W&B's default: 15 s
+    logging = threading.Thread(target=actor.run)
+    logging.start()
+    for iteration in (1, 2, 3):
+        items.put((_QueueItem.RESULT, {"training_iteration": iteration, RETURN: 10.0 * iteration}))
+
+    def rows_written():
+        try:
+            (run,) = wandb_offline_runs(tmp_path)
+        except (ValueError, AssertionError, struct.error, DecodeError):  # no file yet, or a record half written
+            return []
+        return [(row["training_iteration"], row[RETURN]) for row in run["history"]]
+
+    deadline = time.monotonic() + 20
+    while len(rows_written()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    before_the_end = rows_written()
+    items.put((_QueueItem.END, None))
+    logging.join(60)
+    assert before_the_end == [(1, 10.0), (2, 20.0), (3, 30.0)], before_the_end
+    assert rows_written() == before_the_end
+    services = [stat for stat in Path("/proc").glob("[0-9]*/stat") if "(wandb-core)" in read_or_empty(stat)
+                and int(read_or_empty(stat).rsplit(")", 1)[1].split()[1]) == os.getpid()]
+    assert not services, "W&B's service outlived the logging actor's run"
+
+
+def read_or_empty(path) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:  # the process ended
+        return ""

@@ -3,7 +3,7 @@ rlhpc.train.tracking imports none until a run tracks, and at module level, so th
 experiment."""
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.air.integrations.wandb import WandbLoggerCallback
+from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 
 TRIAL_DIR_TAG = "rlhpc.trial_dir"
 
@@ -35,11 +35,43 @@ class MLflowMetricsCallback(MLflowLoggerCallback):
         super().log_trial_result(iteration, trial, {k: v for k, v in result.items() if k != "config"})
 
 
+class _EachRowCommitted:
+    """The wandb module as Tune's logging actor uses it, with each row committed when it is logged and the
+    run's file complete when the actor's run ends. CI's Slurm chain once lost its first job's last row (iteration
+    6 of 6, kept by progress.csv and MLflow): W&B holds a row logged with a step back until a higher step or the
+    run's finish (measured: the last of 3 rows stayed out of the file until finish), and the finish raced Ray's
+    kill of the actor's processes (below)."""
+
+    def __init__(self, wandb_module):
+        self._wandb = wandb_module
+
+    def log(self, data, step=None):
+        self._wandb.log(data, step=step, commit=True)
+
+    def finish(self):
+        # W&B's service process writes the run's file: finish returned while it still wrote (its log: 6 ms
+        # later), and Ray kills an actor's child processes with the actor, right after this. Teardown waits
+        # for the service to exit.
+        self._wandb.finish()
+        self._wandb.teardown()
+
+    def __getattr__(self, name):  # init, config, Artifact, log_artifact: W&B's own
+        return getattr(self._wandb, name)
+
+
+class _RowCommittingLoggingActor(_WandbLoggingActor):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._wandb = _EachRowCommitted(self._wandb)  # type: ignore[assignment]  # used as the module is
+
+
 class WandbTrialDirCallback(WandbLoggerCallback):
-    """Tune's, with two changes. Each trial's W&B run goes into the trial's dir in the storage path (Tune's
+    """Tune's, with three changes. Each trial's W&B run goes into the trial's dir in the storage path (Tune's
     trial.path); Tune's own writes it into the trial's local_path, the session's temp dir, copied to storage only
-    at checkpoints: a chain's jobs lost the rows logged since (measured: 3 of 6 in the first job). And a run
-    stopped by a signal still ends its W&B runs."""
+    at checkpoints: a chain's jobs lost the rows logged since (measured: 3 of 6 in the first job). A run stopped
+    by a signal still ends its W&B runs. And each row is written when it is logged (_EachRowCommitted)."""
+
+    _logger_actor_cls = _RowCommittingLoggingActor
 
     def log_trial_start(self, trial):
         self.kwargs = {**self.kwargs, "dir": trial.path}  # wandb.init(dir=...): <dir>/wandb/offline-run-*
