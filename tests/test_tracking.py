@@ -58,7 +58,8 @@ def test_each_wandb_row_is_written_when_it_is_logged(tmp_path, monkeypatch):
     it). W&B's log(step=N) holds row N back until a higher step or the run's finish, and the finish returned while
     W&B's service process still wrote the file, which Ray kills with the logging actor. The logging actor Tune
     starts per trial (here in a thread, reading a plain queue) now commits each row as it logs it: all 3 are in
-    the run's file before the run is told to end; and when its run returns, W&B's service has exited."""
+    the run's file before the run is told to end (W&B's service writes it every 0.2 s here, 15 s by default); and
+    when its run returns, W&B's service has exited."""
     import queue
     import struct
     import threading

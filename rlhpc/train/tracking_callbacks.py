@@ -38,7 +38,7 @@ class MLflowMetricsCallback(MLflowLoggerCallback):
 class _EachRowCommitted:
     """The wandb module as Tune's logging actor uses it, with each row committed when it is logged and the
     run's file complete when the actor's run ends. CI's Slurm chain once lost its first job's last row (iteration
-    6 of 6, kept by progress.csv and MLflow): W&B holds a row logged with a step back until a higher step or the
+    6, kept by progress.csv and MLflow): W&B holds a row logged with a step back until a higher step or the
     run's finish (measured: the last of 3 rows stayed out of the file until finish), and the finish raced Ray's
     kill of the actor's processes (below)."""
 
@@ -60,6 +60,9 @@ class _EachRowCommitted:
 
 
 class _RowCommittingLoggingActor(_WandbLoggingActor):
+    """Tune's logging actor (one per trial, reading the trial's results from a queue), logging through
+    _EachRowCommitted."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._wandb = _EachRowCommitted(self._wandb)  # type: ignore[assignment]  # used as the module is
@@ -69,7 +72,8 @@ class WandbTrialDirCallback(WandbLoggerCallback):
     """Tune's, with three changes. Each trial's W&B run goes into the trial's dir in the storage path (Tune's
     trial.path); Tune's own writes it into the trial's local_path, the session's temp dir, copied to storage only
     at checkpoints: a chain's jobs lost the rows logged since (measured: 3 of 6 in the first job). A run stopped
-    by a signal still ends its W&B runs. And each row is written when it is logged (_EachRowCommitted)."""
+    by a signal still ends its W&B runs. And each row goes to W&B when it is logged (not held back for the next),
+    and all are in the run's file when the logging actor ends (_EachRowCommitted)."""
 
     _logger_actor_cls = _RowCommittingLoggingActor
 
