@@ -73,7 +73,7 @@ FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
         # --stop-timesteps 1000000`, 2026-12-03; benchmarks/README.md, "Continuous control").
         # Not here: reward scaling (--scale-rewards; on for the envs REWARDS_SCALED names, below: lower on
         # HalfCheetah) and a free action std (model_config.free_log_std: HalfCheetah 3 seeds 3,148 against 2,899;
-        # scaled, Hopper-v5 seed 1 1,966 against 2,738 and Walker2d-v5 seed 1 3,348 against 2,569: mixed;
+        # scaled, seeds 1-2, Hopper-v5 2,015 against 2,796 and Walker2d-v5 3,920 against 2,894: by env;
         # benchmarks/README.md, "Seventh round" and "Eighth round"; an entry where it pays: InvertedPendulum-v5).
     },
 }
