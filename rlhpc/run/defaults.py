@@ -73,7 +73,7 @@ FAMILY_DEFAULTS: dict[tuple[str, str], dict] = {
         # --stop-timesteps 1000000`, 2026-12-03; benchmarks/README.md, "Continuous control").
         # Not here: reward scaling (--scale-rewards; on for the envs REWARDS_SCALED names, below: lower on
         # HalfCheetah) and a free action std (model_config.free_log_std: HalfCheetah 3 seeds 3,148 against 2,899;
-        # scaled, seeds 1-2, Hopper-v5 2,015 against 2,796 and Walker2d-v5 3,920 against 2,894: by env;
+        # scaled, Hopper-v5 2,015 against 2,796 (2 seeds), Walker2d-v5 3,703 against 3,331 (3 seeds, crossing);
         # benchmarks/README.md, "Seventh round" and "Eighth round"; an entry where it pays: InvertedPendulum-v5).
     },
 }
