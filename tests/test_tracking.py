@@ -54,7 +54,7 @@ def test_a_run_and_its_resume_are_one_wandb_run_and_one_mlflow_run(tmp_path):
 
 
 def test_each_wandb_row_is_written_when_it_is_logged(tmp_path, monkeypatch):
-    """CI's Slurm chain once lost its first job's last W&B row (iteration 6 of 6, while progress.csv and MLflow had
+    """CI's Slurm chain once lost its first job's last W&B row (iteration 6, while progress.csv and MLflow had
     it). W&B's log(step=N) holds row N back until a higher step or the run's finish, and the finish returned while
     W&B's service process still wrote the file, which Ray kills with the logging actor. The logging actor Tune
     starts per trial (here in a thread, reading a plain queue) now commits each row as it logs it: all 3 are in
@@ -98,13 +98,18 @@ def test_each_wandb_row_is_written_when_it_is_logged(tmp_path, monkeypatch):
     logging.join(60)
     assert before_the_end == [(1, 10.0), (2, 20.0), (3, 30.0)], before_the_end
     assert rows_written() == before_the_end
-    services = [stat for stat in Path("/proc").glob("[0-9]*/stat") if "(wandb-core)" in read_or_empty(stat)
-                and int(read_or_empty(stat).rsplit(")", 1)[1].split()[1]) == os.getpid()]
-    assert not services, "W&B's service outlived the logging actor's run"
+    assert not children_named("wandb-core"), "W&B's service outlived the logging actor's run"
 
 
-def read_or_empty(path) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:  # the process ended
-        return ""
+def children_named(name: str) -> list:
+    """This process's children called `name`, from /proc/<pid>/stat ("pid (name) state ppid ...")."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended
+            continue
+        comm, _, rest = text.partition(" (")[2].rpartition(") ")
+        if comm == name and int(rest.split()[1]) == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
