@@ -6,18 +6,18 @@
     python benchmarks/search.py --env CartPole-v1 --stop-iters 25 --parts fixed,pbt   # tried as a schedule case
     python benchmarks/search.py --parts random,random_asha     # the case: lr and net size, with/without ASHA
     python benchmarks/search.py --env Pendulum-v1 --stop-iters 38 --parts fixed,pbt --perturbation-interval 4
-                                                               # PBT's case (150 k steps; --seed 1: a second run)
+                                                               # PBT's case (150 k steps; --seed 1, 2: more runs)
 
 "fixed" and "asha" train the same 8 learning rates (log-spaced from 1e-5 to 1e-2, a --grid, in an order shuffled
 with a fixed seed: ASHA compares a trial at a rung only with those that got there before, and a grid from the worst
 rate up gives it nothing to compare with), on an env whose step waits 1 ms as a simulator's does, each trial
 sampling in its own process (--num-cpus 0: as many trials at a time as the machine has cores). "pbt" trains a
-population of as many trials over the same range (--loguniform), exploiting every 2 iterations: the same budget of
-iterations. "random" and "random_asha" are the issue's own case: a random search over lr (--loguniform) and the
-network's size (--grid of two), --samples draws of lr for each size (16 trials by default), drawn the same in both
-(Tune's generator is seeded from --seed), once to the end and once with the same ASHA. Measured: the search's wall
-time, from process start, and the best final 100-episode return, and each trial's final return and (PBT) its
-exploits, as the search's rlhpc_scheduler.json kept them.
+population of as many trials over the same range (--loguniform), exploiting every --perturbation-interval (2)
+iterations: the same budget of iterations. "random" and "random_asha" are the issue's own case: a random search over
+lr (--loguniform) and the network's size (--grid of two), --samples draws of lr for each size (16 trials by default),
+drawn the same in both (Tune's generator is seeded from --seed), once to the end and once with the same ASHA.
+Measured: the search's wall time, from process start, and the best final 100-episode return, and each trial's final
+return and (PBT) its exploits, as the search's rlhpc_scheduler.json kept them.
 --env CartPole-v1 --stop-iters 25 was tried as a case where a schedule could pay (a high rate learning fast early,
 a lower one keeping the top): measured, it is not one: the best lr falling to 0 ends 3 above the best constant
 (3 seeds, benchmarks/README.md). --env Pendulum-v1 --stop-iters 38 (150 k steps) is one: a rate falling to 0
@@ -120,7 +120,9 @@ def main():
     kept = {}
     try:  # the rows of parts not run now stay (run with the same settings, or they are dropped)
         earlier = json.loads((RESULTS / f"{results_name(args)}.json").read_text())
-        if earlier.get("settings", {}).get("trials") == args.trials:
+        settings = {k: v for k, v in vars(args).items() if k != "parts"}
+        # a file written before a setting existed ran with its default
+        if all(earlier.get("settings", {}).get(k, parser.get_default(k)) == v for k, v in settings.items()):
             for row in earlier["rows"]:
                 kept[row["name"]] = row
     except (OSError, ValueError):
