@@ -6,7 +6,7 @@
     python benchmarks/search.py --env CartPole-v1 --stop-iters 25 --parts fixed,pbt   # tried as a schedule case
     python benchmarks/search.py --parts random,random_asha     # the issue's case: lr and net size, with/without ASHA
     python benchmarks/search.py --env Pendulum-v1 --stop-iters 38 --parts fixed,pbt --perturbation-interval 4
-                                                               # PBT's case (150 k steps; --seed 1, 2: more runs)
+                                                               # PBT's case (150 k steps; --seed 1, 2, 3: more runs)
 
 "fixed" and "asha" train the same 8 learning rates (log-spaced from 1e-5 to 1e-2, a --grid, in an order shuffled
 with a fixed seed: ASHA compares a trial at a rung only with those that got there before, and a grid from the worst
@@ -21,7 +21,8 @@ return and (PBT) its exploits, as the search's rlhpc_scheduler.json kept them.
 --env CartPole-v1 --stop-iters 25 was tried as a case where a schedule could pay (a high rate learning fast early,
 a lower one keeping the top): measured, it is not one: the best lr falling to 0 ends 3 above the best constant
 (3 seeds, benchmarks/README.md). --env Pendulum-v1 --stop-iters 38 (150 k steps) is one: a rate falling to 0
-ends 9 above the best constant on the mean and far narrower over 3 seeds, and there PBT's best ends above the grid's.
+ends 9 above the best constant on the mean and far narrower over 3 seeds, and there PBT's best ends above the grid's
+in 3 runs of 4.
 Targets (issue 29): ASHA the same best return in at most half the wall time; PBT a return the best fixed
 setting does not reach, in its budget. Results: a table on stdout and benchmarks/results/search.json.
 """
